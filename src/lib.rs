@@ -1,0 +1,6 @@
+//! raftkv: a Raft-replicated, linearizable key-value store that speaks the
+//! Redis protocol. See README.md for the tour and ../DESIGN for the shape.
+
+pub mod codec;
+pub mod config;
+pub mod raft;
