@@ -1,13 +1,381 @@
 //! The Raft algorithm as a pure, deterministic state machine: no threads,
 //! sockets, clocks or files. Time enters as `tick`, peer messages as `step`,
-//! client intents as `propose` and `read_index`; what must be done leaves as one
-//! `Ready`, which the caller carries out in order and hands back to `advance`.
+//! client intents as `propose`, `read_index`, `change_membership` and
+//! `transfer_leader`; what must be done leaves as one `Ready`.
+//!
+//! The caller's loop, in this order (etcd's `rawnode.go`, raft-rs's
+//! `RawNode`):
+//!
+//! ```text
+//! loop {
+//!     feed: tick() / step(msg) / propose(cmd) / read_index(ctx) ...
+//!     if raft.has_ready() {
+//!         let rd = raft.ready();
+//!         send rd.messages                     // may overlap with the disk write
+//!         write rd.snapshot_chunks, rd.snapshot, rd.entries, rd.hard_state;
+//!         sync if rd.must_sync
+//!         send rd.persisted_messages           // promises about what was just written
+//!         apply rd.committed_entries; serve rd.read_states once applied
+//!         raft.advance(rd);
+//!     }
+//! }
+//! ```
+//!
+//! Nothing may be stepped between `ready` and `advance`.
 
+mod config;
+mod core;
+mod election;
+mod log;
+mod membership;
 mod message;
+mod progress;
+mod quorum;
+mod read;
+mod replication;
+mod snapshot;
+mod transfer;
 mod types;
 
+pub use config::{Config, PlantedBug};
+pub use core::{Dropped, InitialState, Raft, Role, Stats};
+pub use membership::{MembershipChange, MembershipError};
 pub use message::{
     Addrs, AppendResp, Body, Entry, HardState, Membership, Message, Payload, Printable,
     SnapshotMeta,
 };
+pub use progress::{Progress, ProgressState};
+pub use read::ReadError;
+pub use snapshot::SnapshotChunk;
+pub use transfer::TransferError;
 pub use types::{Index, NodeId, Term};
+
+/// A read that is safe to serve once the state machine has applied `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReadState {
+    pub ctx: u64,
+    pub index: Index,
+}
+
+/// Where a proposal went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proposed {
+    /// Appended to our log (we lead) at this index and term; it is applied if
+    /// and when the committed entry at `index` has this `term`.
+    Appended { index: Index, term: Term },
+    /// Sent on to the leader we know.
+    Forwarded,
+}
+
+/// Why a proposal was refused. It was not appended and never will be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    NoLeader,
+    /// Leadership is being handed over; proposals wait for the new leader.
+    TransferInProgress,
+}
+
+/// Everything the caller must do, in the order of the module documentation.
+#[derive(Debug, Default)]
+#[must_use = "a Ready must be carried out and handed back to advance()"]
+pub struct Ready {
+    /// Changed hard state to write.
+    pub hard_state: Option<HardState>,
+    /// Entries to append to the write-ahead log; the first may replace
+    /// entries from its index on.
+    pub entries: Vec<Entry>,
+    /// Snapshot data from the leader, to write at the given offsets.
+    pub snapshot_chunks: Vec<SnapshotChunk>,
+    /// A snapshot to install: its chunks are complete; make it durable, load
+    /// the state machine from it, and drop log entries it covers (keeping
+    /// any entries that `entries` carries after it).
+    pub snapshot: Option<SnapshotMeta>,
+    /// Whether the write must be synced before `persisted_messages` leave.
+    pub must_sync: bool,
+    /// Messages that may leave at once.
+    pub messages: Vec<Message>,
+    /// Messages that may leave only once everything above is durable.
+    pub persisted_messages: Vec<Message>,
+    /// Entries to apply, in order.
+    pub committed_entries: Vec<Entry>,
+    /// Reads that are safe once the state machine reaches their index.
+    pub read_states: Vec<ReadState>,
+    /// Reads that cannot be confirmed (leadership changed): ask again.
+    pub read_failures: Vec<u64>,
+    /// Messages to ourselves that wait for persistence (our own vote).
+    self_messages: Vec<Message>,
+}
+
+/// A read-only view of one node, for `INFO`, the simulator and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub vote: Option<NodeId>,
+    pub leader: Option<NodeId>,
+    pub committed: Index,
+    pub applied: Index,
+    pub last_index: Index,
+    pub last_term: Term,
+    pub snapshot_index: Index,
+    /// The configuration in force (the latest in the log).
+    pub membership: Membership,
+    /// The latest committed configuration.
+    pub membership_committed: Membership,
+    pub transfer_target: Option<NodeId>,
+    pub membership_change_in_progress: bool,
+    pub reads_pending: usize,
+}
+
+impl Raft {
+    /// One unit of time passed.
+    pub fn tick(&mut self) {
+        assert!(
+            !self.ready_outstanding,
+            "tick between ready() and advance()"
+        );
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            _ => self.tick_election(),
+        }
+    }
+
+    /// Starts an election now, as if the election timeout had expired (tests
+    /// and the model checker use it to explore elections without ticking).
+    pub fn campaign_now(&mut self) {
+        assert!(
+            !self.ready_outstanding,
+            "campaign between ready() and advance()"
+        );
+        if self.role != Role::Leader && self.promotable() {
+            self.campaign(false);
+        }
+    }
+
+    /// Proposes a state-machine command.
+    pub fn propose(&mut self, command: Vec<u8>) -> Result<Proposed, ProposeError> {
+        assert!(
+            !self.ready_outstanding,
+            "propose between ready() and advance()"
+        );
+        match (self.role, self.leader) {
+            (Role::Leader, _) if self.transfer.is_some() => Err(ProposeError::TransferInProgress),
+            (Role::Leader, _) => {
+                let (index, term) = self.append_new(Payload::Command(command));
+                Ok(Proposed::Appended { index, term })
+            }
+            (Role::Follower, Some(_)) => {
+                self.forward_queue.push(command);
+                Ok(Proposed::Forwarded)
+            }
+            _ => Err(ProposeError::NoLeader),
+        }
+    }
+
+    /// Asks for a linearizable read; the answer for `ctx` comes in a later
+    /// `Ready` (`read_states` or `read_failures`).
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadError> {
+        assert!(
+            !self.ready_outstanding,
+            "read_index between ready() and advance()"
+        );
+        self.request_read(ctx)
+    }
+
+    /// Leader: begins a membership change; watch `status()` for the result.
+    pub fn change_membership(&mut self, change: MembershipChange) -> Result<(), MembershipError> {
+        assert!(
+            !self.ready_outstanding,
+            "change between ready() and advance()"
+        );
+        self.start_membership_change(change)
+    }
+
+    /// Leader: hands leadership to `target`; watch `status()` for the result.
+    pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), TransferError> {
+        assert!(
+            !self.ready_outstanding,
+            "transfer between ready() and advance()"
+        );
+        self.start_transfer(target)
+    }
+
+    /// The caller durably saved a snapshot of its state machine through
+    /// `index` (at most the applied index): the log before it can go.
+    pub fn compact(&mut self, index: Index) {
+        assert!(
+            !self.ready_outstanding,
+            "compact between ready() and advance()"
+        );
+        self.compact_through(index);
+    }
+
+    /// The metadata a snapshot of the state machine at `index` must carry;
+    /// `None` if `index` is not between the snapshot and the applied index.
+    pub fn snapshot_meta_at(&self, index: Index) -> Option<SnapshotMeta> {
+        if index > self.log.applied() {
+            return None;
+        }
+        Some(SnapshotMeta {
+            index,
+            term: self.log.term(index)?,
+            membership: self.memberships.at(index).clone(),
+        })
+    }
+
+    fn flush(&mut self) {
+        match self.role {
+            Role::Leader => {
+                self.flush_appends();
+                self.flush_reads();
+            }
+            Role::Follower => self.flush_forwarded(),
+            _ => {}
+        }
+    }
+
+    /// Whether `ready()` would hand out anything.
+    pub fn has_ready(&mut self) -> bool {
+        assert!(
+            !self.ready_outstanding,
+            "has_ready between ready() and advance()"
+        );
+        self.flush();
+        self.hard_state() != self.hard_state_sent
+            || self.log.stable() < self.log.last_index()
+            || self.pending_snapshot.is_some()
+            || self.log.committed() > self.log.applied()
+            || !self.out.msgs.is_empty()
+            || !self.out.msgs_after_persist.is_empty()
+            || !self.out.read_states.is_empty()
+            || !self.out.read_failures.is_empty()
+            || !self.out.snapshot_chunks.is_empty()
+    }
+
+    pub fn ready(&mut self) -> Ready {
+        assert!(!self.ready_outstanding, "ready() twice without advance()");
+        self.flush();
+        let hs = self.hard_state();
+        let hard_state = (hs != self.hard_state_sent).then_some(hs);
+        let vote_changed =
+            hs.term != self.hard_state_sent.term || hs.vote != self.hard_state_sent.vote;
+        let entries = self.log.unstable_entries();
+        let snapshot = self.pending_snapshot.take();
+        let out = std::mem::take(&mut self.out);
+        let (self_messages, persisted_messages) = out
+            .msgs_after_persist
+            .into_iter()
+            .partition(|m| m.to == self.id);
+        let must_sync = vote_changed
+            || !entries.is_empty()
+            || snapshot.is_some()
+            || !out.snapshot_chunks.is_empty();
+        self.ready_outstanding = true;
+        Ready {
+            hard_state,
+            entries,
+            snapshot_chunks: out.snapshot_chunks,
+            snapshot,
+            must_sync,
+            messages: out.msgs,
+            persisted_messages,
+            committed_entries: self.log.next_committed(self.cfg.apply_entries_max),
+            read_states: out.read_states,
+            read_failures: out.read_failures,
+            self_messages,
+        }
+    }
+
+    /// Everything in `rd` was done: written, synced, sent, applied.
+    pub fn advance(&mut self, rd: Ready) {
+        assert!(self.ready_outstanding, "advance() without ready()");
+        self.ready_outstanding = false;
+        if let Some(hs) = rd.hard_state {
+            self.hard_state_sent = hs;
+        }
+        if let Some(last) = rd.entries.last() {
+            // The entries may have been cut meanwhile only if something was
+            // stepped in between, which `ready_outstanding` forbids.
+            assert_eq!(
+                self.log.term(last.index),
+                Some(last.term),
+                "persisted entry vanished"
+            );
+            self.log.stable_to(last.index);
+        }
+        if let Some(last) = rd.committed_entries.last() {
+            self.log.applied_to(last.index);
+        }
+        for m in rd.self_messages {
+            if let Body::VoteResp { granted: true } = m.body {
+                self.on_own_vote_persisted(m.term);
+            }
+        }
+        if self.role == Role::Leader {
+            let stable = self.log.stable();
+            if let Some(me) = self.progress.get_mut(&self.id) {
+                me.on_match(stable);
+            }
+            if self.maybe_commit() {
+                self.on_commit_advanced();
+            }
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let committed = self.log.committed();
+        Status {
+            id: self.id,
+            role: self.role,
+            term: self.term,
+            vote: self.vote,
+            leader: self.leader,
+            committed,
+            applied: self.log.applied(),
+            last_index: self.log.last_index(),
+            last_term: self.log.last_term(),
+            snapshot_index: self.log.snapshot_index(),
+            membership: self.membership().clone(),
+            membership_committed: self.memberships.at(committed).clone(),
+            transfer_target: self.transfer.as_ref().map(|t| t.target),
+            membership_change_in_progress: self.membership_change.is_some(),
+            reads_pending: self.reads.len() + self.forwarded_reads.len(),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The entries in memory (after the snapshot), for checkers.
+    pub fn log_entries(&self) -> impl Iterator<Item = &Entry> {
+        self.log.entries()
+    }
+
+    /// The term of the entry at `index`, if known.
+    pub fn log_term(&self, index: Index) -> Option<Term> {
+        self.log.term(index)
+    }
+
+    /// The leader's view of a member's log.
+    pub fn progress_of(&self, id: NodeId) -> Option<&Progress> {
+        self.progress.get(&id)
+    }
+}

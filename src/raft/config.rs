@@ -1,0 +1,93 @@
+//! The core's settings. Time is counted in ticks: the caller decides how long
+//! a tick is (the node uses 1 ms, or less for very short timeouts).
+
+use super::types::NodeId;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub id: NodeId,
+    /// A follower that hears nothing for a random number of ticks in
+    /// `[election_ticks_min, election_ticks_max]` starts an election.
+    pub election_ticks_min: u64,
+    pub election_ticks_max: u64,
+    pub heartbeat_ticks: u64,
+    /// Ask for votes without raising the term first (thesis §9.6), so a node
+    /// that was cut off cannot depose a healthy leader when it returns.
+    pub pre_vote: bool,
+    /// A leader that has not heard from a quorum within an election timeout
+    /// steps down; followers then refuse votes while they hear a leader.
+    pub check_quorum: bool,
+    pub append_entries_max: usize,
+    pub append_bytes_soft_max: usize,
+    pub inflight_appends_max: usize,
+    /// Committed entries handed out in one `Ready`.
+    pub apply_entries_max: usize,
+    /// Commands a follower forwards to the leader in one message.
+    pub propose_commands_max: usize,
+    /// Seeds the election-timeout randomness: the same seed and inputs give
+    /// the same run.
+    pub seed: u64,
+    /// Test-only: a known bug to plant, so tests can show that the simulator
+    /// and the model checker catch it. Never set outside tests.
+    #[doc(hidden)]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// Bugs the simulator and the model checker must be able to catch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlantedBug {
+    /// Commit an entry of an earlier term by counting replicas (figure 8).
+    CommitOlderTerm,
+    /// Grant votes without the up-to-date check (§5.4.1).
+    VoteWithoutLogCheck,
+    /// Acknowledge appended entries before they are durable.
+    AckBeforePersist,
+}
+
+impl Config {
+    /// Defaults for one tick per millisecond: 150-300 ms elections, 50 ms
+    /// heartbeats (SPEC §1).
+    pub fn new(id: NodeId) -> Config {
+        Config {
+            id,
+            election_ticks_min: 150,
+            election_ticks_max: 300,
+            heartbeat_ticks: 50,
+            pre_vote: true,
+            check_quorum: true,
+            append_entries_max: crate::config::APPEND_ENTRIES_MAX,
+            append_bytes_soft_max: crate::config::APPEND_BYTES_SOFT_MAX,
+            inflight_appends_max: crate::config::INFLIGHT_APPENDS_MAX,
+            apply_entries_max: 4096,
+            propose_commands_max: crate::config::PROPOSE_COMMANDS_MAX,
+            seed: 0,
+            planted_bug: None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id.0 == 0 {
+            return Err("node id must be at least 1".into());
+        }
+        if self.election_ticks_min == 0 || self.election_ticks_min > self.election_ticks_max {
+            return Err(format!(
+                "election timeout range {}-{} ticks is empty or starts at 0",
+                self.election_ticks_min, self.election_ticks_max
+            ));
+        }
+        if self.heartbeat_ticks == 0 {
+            return Err("heartbeat interval must be at least one tick".into());
+        }
+        let limits = [
+            ("append_entries_max", self.append_entries_max),
+            ("append_bytes_soft_max", self.append_bytes_soft_max),
+            ("inflight_appends_max", self.inflight_appends_max),
+            ("apply_entries_max", self.apply_entries_max),
+            ("propose_commands_max", self.propose_commands_max),
+        ];
+        if let Some((name, _)) = limits.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be at least 1"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,185 @@
+//! Linearizable reads by read index (Raft thesis §6.4). A read is safe at the
+//! leader's commit index once a quorum has confirmed, after the read arrived,
+//! that this node is still the leader. Confirmations come in rounds: one
+//! heartbeat broadcast confirms every read registered before it was sent, so a
+//! thousand concurrent reads cost one round trip to a quorum.
+
+use std::collections::VecDeque;
+
+use super::core::{Dropped, Raft, Role};
+use super::message::Body;
+use super::quorum::quorum_value;
+use super::types::{Index, NodeId};
+
+/// Who is waiting for a read index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReadCtx {
+    /// A read of this node's caller, named by the caller's context.
+    Local(u64),
+    /// A read a follower asked for on behalf of its own caller.
+    Remote(NodeId, u64),
+}
+
+/// Leader-side read bookkeeping; reset whenever leadership changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ReadQueue {
+    /// Registered reads, oldest first: the read index and the round whose
+    /// confirmation makes the read safe. Rounds never decrease along the queue.
+    pending: VecDeque<(ReadCtx, Index, u64)>,
+    /// Reads that arrived before this leader committed an entry of its own
+    /// term: until then its commit index may lag what earlier leaders
+    /// committed, so it cannot name a safe read index.
+    waiting_for_commit: Vec<ReadCtx>,
+    /// The last round broadcast.
+    round_sent: u64,
+    /// A registered read waits for a round not yet sent.
+    round_wanted: bool,
+}
+
+impl ReadQueue {
+    pub fn round_sent(&self) -> u64 {
+        self.round_sent
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len() + self.waiting_for_commit.len()
+    }
+}
+
+/// Why a read index could not be requested.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// No leader is known: try again later.
+    NoLeader,
+}
+
+impl Raft {
+    /// Asks for a read index on behalf of the caller's read `ctx`. The answer
+    /// comes in a later `Ready`, as a `ReadState` or a read failure.
+    pub(super) fn request_read(&mut self, ctx: u64) -> Result<(), ReadError> {
+        match (self.role, self.leader) {
+            (Role::Leader, _) => {
+                self.register_read(ReadCtx::Local(ctx));
+                Ok(())
+            }
+            (Role::Follower, Some(leader)) => {
+                self.forwarded_reads.insert(ctx);
+                self.send(leader, Body::ReadIndex { request: ctx });
+                Ok(())
+            }
+            _ => Err(ReadError::NoLeader),
+        }
+    }
+
+    fn register_read(&mut self, ctx: ReadCtx) {
+        let committed = self.log.committed();
+        if self.log.term(committed) != Some(self.term) {
+            self.reads.waiting_for_commit.push(ctx);
+            return;
+        }
+        let round = self.reads.round_sent + 1;
+        self.reads.pending.push_back((ctx, committed, round));
+        self.reads.round_wanted = true;
+    }
+
+    pub(super) fn handle_forwarded_read(
+        &mut self,
+        from: NodeId,
+        request: u64,
+    ) -> Result<(), Dropped> {
+        self.register_read(ReadCtx::Remote(from, request));
+        Ok(())
+    }
+
+    /// Starts a confirmation round if a read waits for one; then releases
+    /// what is already confirmed (with a single voter, everything).
+    pub(super) fn flush_reads(&mut self) {
+        if self.reads.round_wanted {
+            self.reads.round_sent += 1;
+            self.reads.round_wanted = false;
+            self.heartbeat_elapsed_ticks = 0;
+            self.broadcast_heartbeat();
+        }
+        self.check_reads();
+    }
+
+    /// Releases every read whose round a quorum has acknowledged.
+    pub(super) fn check_reads(&mut self) {
+        if self.reads.pending.is_empty() {
+            return;
+        }
+        let me = self.id;
+        let round_sent = self.reads.round_sent;
+        let progress = &self.progress;
+        let confirmed = quorum_value(self.memberships.current(), |id| {
+            if id == me {
+                round_sent
+            } else {
+                progress.get(&id).map_or(0, |p| p.read_round_acked)
+            }
+        });
+        while let Some(&(ctx, index, round)) = self.reads.pending.front() {
+            if round > confirmed {
+                break;
+            }
+            self.reads.pending.pop_front();
+            self.release_read(ctx, Some(index));
+        }
+    }
+
+    fn release_read(&mut self, ctx: ReadCtx, index: Option<Index>) {
+        match (ctx, index) {
+            (ReadCtx::Local(ctx), Some(index)) => {
+                self.out.read_states.push(super::ReadState { ctx, index })
+            }
+            (ReadCtx::Local(ctx), None) => self.out.read_failures.push(ctx),
+            (ReadCtx::Remote(to, request), index) => {
+                self.send(to, Body::ReadIndexResp { request, index })
+            }
+        }
+    }
+
+    /// The leader committed an entry: reads that waited for its first commit
+    /// can be registered now.
+    pub(super) fn on_commit_for_reads(&mut self) {
+        if self.log.term(self.log.committed()) != Some(self.term) {
+            return;
+        }
+        for ctx in std::mem::take(&mut self.reads.waiting_for_commit) {
+            self.register_read(ctx);
+        }
+    }
+
+    /// Leadership is lost: no pending read can be confirmed any more.
+    pub(super) fn fail_pending_reads(&mut self) {
+        let waiting: Vec<ReadCtx> = std::mem::take(&mut self.reads.waiting_for_commit);
+        let pending: Vec<ReadCtx> = std::mem::take(&mut self.reads.pending)
+            .into_iter()
+            .map(|(ctx, _, _)| ctx)
+            .collect();
+        for ctx in pending.into_iter().chain(waiting) {
+            self.release_read(ctx, None);
+        }
+        self.reads = ReadQueue::default();
+    }
+
+    /// Follower: the leader answered a forwarded read.
+    pub(super) fn handle_read_index_resp(
+        &mut self,
+        from: NodeId,
+        request: u64,
+        index: Option<Index>,
+    ) -> Result<(), Dropped> {
+        if self.leader != Some(from) || !self.forwarded_reads.remove(&request) {
+            return Err(Dropped::StaleResponse);
+        }
+        match index {
+            Some(index) => self.out.read_states.push(super::ReadState {
+                ctx: request,
+                index,
+            }),
+            None => self.out.read_failures.push(request),
+        }
+        Ok(())
+    }
+}

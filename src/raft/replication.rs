@@ -1,0 +1,433 @@
+//! Log replication (paper §5.3) and the commit rule (§5.3, §5.4.2): the
+//! leader's side (sending, pipelining, backtracking, committing) and the
+//! follower's (the consistency check, replacing a conflicting suffix).
+
+use super::core::{Dropped, Raft, Role};
+use super::message::{AppendResp, Body, Entry, Payload};
+use super::progress::ProgressState;
+use super::quorum::quorum_value;
+use super::types::{Index, NodeId, Term};
+
+impl Raft {
+    /// Leader: appends a new entry of the current term to its own log.
+    pub(super) fn append_new(&mut self, payload: Payload) -> (Index, Term) {
+        assert_eq!(self.role, Role::Leader, "only a leader appends new entries");
+        let entry = Entry {
+            term: self.term,
+            index: self.log.last_index().next(),
+            payload,
+        };
+        let at = (entry.index, entry.term);
+        self.log.append(std::slice::from_ref(&entry));
+        if self.memberships.on_append(std::slice::from_ref(&entry)) {
+            self.rebuild_progress();
+        }
+        at
+    }
+
+    /// Leader, at each tick.
+    pub(super) fn tick_leader(&mut self) {
+        self.heartbeat_elapsed_ticks += 1;
+        self.election_elapsed_ticks += 1;
+        if self.election_elapsed_ticks >= self.cfg.election_ticks_min {
+            self.election_elapsed_ticks = 0;
+            if self.cfg.check_quorum && !self.quorum_recently_active() {
+                log::warn!(
+                    "{} t{}: no quorum heard from in an election timeout; stepping down",
+                    self.id,
+                    self.term
+                );
+                self.become_follower(self.term, None);
+                return;
+            }
+        }
+        self.tick_transfer();
+        self.tick_snapshot_sends();
+        if self.heartbeat_elapsed_ticks >= self.cfg.heartbeat_ticks {
+            self.heartbeat_elapsed_ticks = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Check-quorum: were a quorum of voters heard from since the last check?
+    /// Resets the marks for the next round.
+    fn quorum_recently_active(&mut self) -> bool {
+        let me = self.id;
+        let active = super::quorum::is_quorum(self.memberships.current(), |id| {
+            id == me || self.progress.get(&id).is_some_and(|p| p.recent_active)
+        });
+        for (id, p) in self.progress.iter_mut() {
+            p.recent_active = *id == me;
+        }
+        active
+    }
+
+    pub(super) fn broadcast_heartbeat(&mut self) {
+        let round = self.reads.round_sent();
+        let committed = self.log.committed();
+        let peers: Vec<(NodeId, Index)> = self
+            .progress
+            .iter()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, p)| (*id, p.matched))
+            .collect();
+        for (to, matched) in peers {
+            // Never tell a follower to commit beyond what it is known to hold.
+            let commit = committed.min(matched);
+            self.send(
+                to,
+                Body::Heartbeat {
+                    commit,
+                    read_round: round,
+                },
+            );
+        }
+    }
+
+    /// Leader: sends whatever each follower can take now. Called when a
+    /// `Ready` is assembled, so that every proposal and answer since the last
+    /// one goes out in as few messages as possible.
+    pub(super) fn flush_appends(&mut self) {
+        let peers: Vec<NodeId> = self
+            .progress
+            .keys()
+            .copied()
+            .filter(|&id| id != self.id)
+            .collect();
+        for to in peers {
+            while self.send_append(to, false) {}
+            let p = &self.progress[&to];
+            // Followers learn of a new commit index at once: a follower that
+            // forwarded a write answers its client only once it applied it.
+            if p.commit_sent < self.log.committed() && !p.is_paused() {
+                self.send_append(to, true);
+            }
+        }
+    }
+
+    /// Sends one Append to `to` if its progress allows. `allow_empty` sends one
+    /// even with no new entries (a probe, or news of the commit index).
+    /// Returns whether a message was sent.
+    pub(super) fn send_append(&mut self, to: NodeId, allow_empty: bool) -> bool {
+        let Some(p) = self.progress.get(&to) else {
+            return false;
+        };
+        if p.is_paused() {
+            return false;
+        }
+        let next = p.next;
+        let prev_index = next.prev();
+        let Some(prev_term) = self.log.term(prev_index) else {
+            // What the follower needs next was compacted away.
+            self.start_snapshot_send(to);
+            return false;
+        };
+        let entries = if next <= self.log.last_index() {
+            self.log.slice_from(
+                next,
+                self.cfg.append_entries_max,
+                self.cfg.append_bytes_soft_max,
+            )
+        } else {
+            Vec::new()
+        };
+        if entries.is_empty() && !allow_empty {
+            return false;
+        }
+        let commit = self.log.committed();
+        let last = prev_index.plus(entries.len() as u64);
+        let p = self.progress.get_mut(&to).expect("checked above");
+        p.on_sent(last, entries.len());
+        p.commit_sent = commit;
+        self.send(
+            to,
+            Body::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            },
+        );
+        true
+    }
+
+    /// Follower: the consistency check and append (paper figure 2,
+    /// AppendEntries receiver implementation).
+    pub(super) fn handle_append(
+        &mut self,
+        from: NodeId,
+        msg_term: Term,
+        prev_index: Index,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        commit: Index,
+    ) -> Result<(), Dropped> {
+        if let Err(why) = check_append_shape(msg_term, prev_index, prev_term, &entries) {
+            log::warn!(
+                "{} t{}: invalid Append from {from}: {why}",
+                self.id,
+                self.term
+            );
+            return Err(Dropped::Invalid);
+        }
+        if prev_index < self.log.committed() {
+            // Everything through our commit index matches any leader's log;
+            // say where we are and let the leader continue from there.
+            let index = self.log.committed();
+            self.send_append_ack(from, index);
+            return Ok(());
+        }
+        if !self.log.matches(prev_index, prev_term) {
+            let hint_index = self
+                .log
+                .last_index_with_term_at_most(prev_index.min(self.log.last_index()), prev_term);
+            let hint_term = self.log.term(hint_index).unwrap_or(Term(0));
+            let resp = AppendResp {
+                index: prev_index,
+                rejected: true,
+                hint_index,
+                hint_term,
+            };
+            self.send(from, Body::AppendResp(resp));
+            return Ok(());
+        }
+        let (last_new, first_appended) = match self.log.append_after(prev_index, &entries) {
+            Ok(done) => done,
+            Err(conflict) => {
+                log::error!(
+                    "{} t{}: leader {from} sent entry {} conflicting with our commit index {}; ignoring it",
+                    self.id,
+                    self.term,
+                    conflict.index,
+                    conflict.committed
+                );
+                return Err(Dropped::Invalid);
+            }
+        };
+        if let Some(first) = first_appended {
+            self.memberships.on_truncate(first);
+            let appended: Vec<Entry> = entries.into_iter().filter(|e| e.index >= first).collect();
+            self.memberships.on_append(&appended);
+        }
+        self.log
+            .commit_to(commit.min(last_new).max(self.log.committed()));
+        self.send_append_ack(from, last_new);
+        Ok(())
+    }
+
+    fn send_append_ack(&mut self, to: NodeId, index: Index) {
+        let resp = AppendResp {
+            index,
+            rejected: false,
+            hint_index: Index::ZERO,
+            hint_term: Term(0),
+        };
+        self.send(to, Body::AppendResp(resp));
+    }
+
+    pub(super) fn handle_heartbeat(
+        &mut self,
+        from: NodeId,
+        commit: Index,
+        read_round: u64,
+    ) -> Result<(), Dropped> {
+        let commit = commit.min(self.log.last_index());
+        if commit > self.log.committed() {
+            self.log.commit_to(commit);
+        }
+        self.send(from, Body::HeartbeatResp { read_round });
+        Ok(())
+    }
+
+    pub(super) fn handle_append_resp(
+        &mut self,
+        from: NodeId,
+        r: AppendResp,
+    ) -> Result<(), Dropped> {
+        if r.index > self.log.last_index() || r.hint_index > r.index {
+            log::warn!(
+                "{} t{}: AppendResp from {from} beyond our log: {r:?}",
+                self.id,
+                self.term
+            );
+            return Err(Dropped::Invalid);
+        }
+        if r.rejected {
+            return self.on_append_rejected(from, r);
+        }
+        let last_index = self.log.last_index();
+        let Some(p) = self.progress.get_mut(&from) else {
+            return Err(Dropped::UnknownPeer);
+        };
+        if !p.on_match(r.index) {
+            return Ok(());
+        }
+        match p.state {
+            ProgressState::Probe => p.become_replicate(),
+            ProgressState::Snapshot { pending } if p.matched >= pending => {
+                p.become_probe();
+                p.become_replicate();
+            }
+            _ => {}
+        }
+        let caught_up = p.matched == last_index;
+        if self.maybe_commit() {
+            self.on_commit_advanced();
+        }
+        if caught_up {
+            self.on_peer_caught_up(from);
+        }
+        self.on_membership_progress(from);
+        Ok(())
+    }
+
+    fn on_append_rejected(&mut self, from: NodeId, r: AppendResp) -> Result<(), Dropped> {
+        // The follower's log holds nothing matching after `hint_index`, and
+        // at `hint_index` has a term of `hint_term`: our logs can only match
+        // at the largest of our indexes at most that, with a term at most
+        // that (or at the hint itself when we compacted that far).
+        let next_guess = if r.hint_index >= self.log.snapshot_index() {
+            self.log
+                .last_index_with_term_at_most(r.hint_index, r.hint_term)
+                .next()
+        } else {
+            r.hint_index.next()
+        };
+        let Some(p) = self.progress.get_mut(&from) else {
+            return Err(Dropped::UnknownPeer);
+        };
+        if p.on_reject(r.index, next_guess) {
+            log::debug!(
+                "{} t{}: {from} rejected {}; next {}",
+                self.id,
+                self.term,
+                r.index,
+                p.next
+            );
+            self.send_append(from, true);
+            Ok(())
+        } else {
+            Err(Dropped::StaleResponse)
+        }
+    }
+
+    /// Commits the highest index a quorum holds, if it is of our term: older
+    /// entries commit only indirectly (paper §5.4.2, figure 8).
+    pub(super) fn maybe_commit(&mut self) -> bool {
+        let progress = &self.progress;
+        let q = Index(quorum_value(self.memberships.current(), |id| {
+            progress.get(&id).map_or(0, |p| p.matched.0)
+        }));
+        if q <= self.log.committed() {
+            return false;
+        }
+        if self.log.term(q) != Some(self.term) && !self.planted_bug_commit_any_term() {
+            return false;
+        }
+        self.log.commit_to(q)
+    }
+
+    pub(super) fn on_commit_advanced(&mut self) {
+        self.on_commit_for_reads();
+        self.on_commit_for_membership();
+    }
+
+    pub(super) fn handle_heartbeat_resp(
+        &mut self,
+        from: NodeId,
+        read_round: u64,
+    ) -> Result<(), Dropped> {
+        let last_index = self.log.last_index();
+        let Some(p) = self.progress.get_mut(&from) else {
+            return Err(Dropped::UnknownPeer);
+        };
+        p.read_round_acked = p.read_round_acked.max(read_round);
+        if p.matched < last_index {
+            // Appends may have been lost: make room for one more, so that a
+            // follower that only hears heartbeats still catches up.
+            match p.state {
+                ProgressState::Replicate if p.inflights.is_full() => p.inflights.free_first(),
+                ProgressState::Probe => p.probe_sent = false,
+                _ => {}
+            }
+            self.send_append(from, true);
+        }
+        self.check_reads();
+        Ok(())
+    }
+
+    pub(super) fn handle_forwarded_proposals(
+        &mut self,
+        from: NodeId,
+        commands: Vec<Vec<u8>>,
+    ) -> Result<(), Dropped> {
+        if self.transfer.is_some() {
+            return Err(Dropped::Transferring);
+        }
+        if commands.len() > self.cfg.propose_commands_max {
+            log::warn!(
+                "{} t{}: {} forwarded {} commands",
+                self.id,
+                self.term,
+                from,
+                commands.len()
+            );
+            return Err(Dropped::Invalid);
+        }
+        for c in commands {
+            self.append_new(Payload::Command(c));
+        }
+        Ok(())
+    }
+
+    /// Follower: sends queued proposals to the leader.
+    pub(super) fn flush_forwarded(&mut self) {
+        let Some(leader) = self.leader.filter(|&l| l != self.id) else {
+            return;
+        };
+        let queue = std::mem::take(&mut self.forward_queue);
+        for chunk in queue.chunks(self.cfg.propose_commands_max) {
+            self.send(
+                leader,
+                Body::Propose {
+                    commands: chunk.to_vec(),
+                },
+            );
+        }
+    }
+
+    fn planted_bug_commit_any_term(&self) -> bool {
+        self.cfg.planted_bug == Some(super::config::PlantedBug::CommitOlderTerm)
+    }
+}
+
+/// A leader's Append must describe a contiguous run of entries after
+/// `prev_index`, with terms never going down and never above the message's.
+fn check_append_shape(
+    msg_term: Term,
+    prev_index: Index,
+    prev_term: Term,
+    entries: &[Entry],
+) -> Result<(), String> {
+    if prev_term > msg_term {
+        return Err(format!(
+            "prev term {prev_term} above message term {msg_term}"
+        ));
+    }
+    let mut expected = prev_index.next();
+    let mut term = prev_term;
+    for e in entries {
+        if e.index != expected {
+            return Err(format!("entry {} where {} was expected", e.index, expected));
+        }
+        if e.term < term || e.term > msg_term {
+            return Err(format!(
+                "entry {} has term {} out of [{term}, {msg_term}]",
+                e.index, e.term
+            ));
+        }
+        expected = expected.next();
+        term = e.term;
+    }
+    Ok(())
+}
