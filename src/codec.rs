@@ -27,9 +27,7 @@ use std::fmt;
 use byteorder::{ByteOrder, LittleEndian};
 
 use crate::config::{ADDR_BYTES_MAX, COMMAND_BYTES_MAX, MEMBERS_MAX};
-use crate::raft::{
-    Addrs, Entry, HardState, Index, Membership, NodeId, Payload, SnapshotMeta, Term,
-};
+use crate::raft::{Addrs, Entry, HardState, Index, Membership, NodeId, Payload, SnapshotMeta, Term};
 
 /// Why bytes could not be decoded, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,11 +42,7 @@ pub enum DecodeErrorKind {
     /// The buffer ended in the middle of `what`.
     Truncated { what: &'static str },
     /// A length prefix over its bound.
-    TooLarge {
-        what: &'static str,
-        len: usize,
-        max: usize,
-    },
+    TooLarge { what: &'static str, len: usize, max: usize },
     /// A value no encoder writes: an unknown tag, bad UTF-8, a broken invariant.
     Invalid { what: &'static str, detail: String },
     /// Bytes left over after a complete value.
@@ -61,20 +55,14 @@ impl fmt::Display for DecodeError {
             DecodeErrorKind::Truncated { what } => {
                 write!(f, "truncated {what} at byte {}", self.offset)
             }
-            DecodeErrorKind::TooLarge { what, len, max } => write!(
-                f,
-                "{what} of {len} bytes at byte {} exceeds the limit of {max}",
-                self.offset
-            ),
+            DecodeErrorKind::TooLarge { what, len, max } => {
+                write!(f, "{what} of {len} bytes at byte {} exceeds the limit of {max}", self.offset)
+            }
             DecodeErrorKind::Invalid { what, detail } => {
                 write!(f, "invalid {what} at byte {}: {detail}", self.offset)
             }
             DecodeErrorKind::Trailing { len } => {
-                write!(
-                    f,
-                    "{len} unexpected bytes after the value at byte {}",
-                    self.offset
-                )
+                write!(f, "{len} unexpected bytes after the value at byte {}", self.offset)
             }
         }
     }
@@ -102,17 +90,11 @@ impl<'a> Reader<'a> {
     }
 
     pub fn error(&self, kind: DecodeErrorKind) -> DecodeError {
-        DecodeError {
-            offset: self.pos,
-            kind,
-        }
+        DecodeError { offset: self.pos, kind }
     }
 
     pub fn invalid(&self, what: &'static str, detail: impl Into<String>) -> DecodeError {
-        self.error(DecodeErrorKind::Invalid {
-            what,
-            detail: detail.into(),
-        })
+        self.error(DecodeErrorKind::Invalid { what, detail: detail.into() })
     }
 
     /// Fails unless every byte was consumed.
@@ -161,10 +143,7 @@ impl<'a> Reader<'a> {
         let at = self.pos;
         let len = self.u32(what)? as usize;
         if len > max {
-            return Err(DecodeError {
-                offset: at,
-                kind: DecodeErrorKind::TooLarge { what, len, max },
-            });
+            return Err(DecodeError { offset: at, kind: DecodeErrorKind::TooLarge { what, len, max } });
         }
         Ok(len)
     }
@@ -195,14 +174,7 @@ impl<'a> Reader<'a> {
         let at = self.pos;
         let len = self.u16(what)? as usize;
         if len > ADDR_BYTES_MAX {
-            return Err(DecodeError {
-                offset: at,
-                kind: DecodeErrorKind::TooLarge {
-                    what,
-                    len,
-                    max: ADDR_BYTES_MAX,
-                },
-            });
+            return Err(DecodeError { offset: at, kind: DecodeErrorKind::TooLarge { what, len, max: ADDR_BYTES_MAX } });
         }
         let bytes = self.take(len, what)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| self.invalid(what, "not UTF-8"))
@@ -232,12 +204,7 @@ impl<'a> Reader<'a> {
             let client = self.string("client address")?;
             addrs.insert(id, Addrs { raft, client });
         }
-        let m = Membership {
-            voters,
-            outgoing,
-            learners,
-            addrs,
-        };
+        let m = Membership { voters, outgoing, learners, addrs };
         m.validate().map_err(|e| self.invalid("membership", e))?;
         Ok(m)
     }
@@ -254,11 +221,7 @@ impl<'a> Reader<'a> {
             2 => Payload::Membership(self.membership()?),
             tag => return Err(self.invalid("entry tag", format!("unknown tag {tag}"))),
         };
-        Ok(Entry {
-            term,
-            index,
-            payload,
-        })
+        Ok(Entry { term, index, payload })
     }
 
     pub fn hard_state(&mut self) -> Result<HardState, DecodeError> {
@@ -275,11 +238,7 @@ impl<'a> Reader<'a> {
         let index = self.index()?;
         let term = self.term()?;
         let membership = self.membership()?;
-        Ok(SnapshotMeta {
-            index,
-            term,
-            membership,
-        })
+        Ok(SnapshotMeta { index, term, membership })
     }
 }
 
@@ -401,33 +360,15 @@ mod tests {
         let mut m = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
         m.outgoing = [NodeId(1), NodeId(2)].into_iter().collect();
         m.learners.insert(NodeId(9));
-        m.addrs.insert(
-            NodeId(9),
-            Addrs {
-                raft: "127.0.0.1:7009".into(),
-                client: "127.0.0.1:6009".into(),
-            },
-        );
+        m.addrs.insert(NodeId(9), Addrs { raft: "127.0.0.1:7009".into(), client: "127.0.0.1:6009".into() });
         m
     }
 
     fn sample_entries() -> Vec<Entry> {
         vec![
-            Entry {
-                term: Term(1),
-                index: Index(1),
-                payload: Payload::Noop,
-            },
-            Entry {
-                term: Term(2),
-                index: Index(2),
-                payload: Payload::Command(b"SET a b".to_vec()),
-            },
-            Entry {
-                term: Term(3),
-                index: Index(3),
-                payload: Payload::Membership(sample_membership()),
-            },
+            Entry { term: Term(1), index: Index(1), payload: Payload::Noop },
+            Entry { term: Term(2), index: Index(2), payload: Payload::Command(b"SET a b".to_vec()) },
+            Entry { term: Term(3), index: Index(3), payload: Payload::Membership(sample_membership()) },
         ]
     }
 
@@ -445,16 +386,8 @@ mod tests {
 
     #[test]
     fn hard_state_and_meta_round_trip() {
-        let hs = HardState {
-            term: Term(7),
-            vote: Some(NodeId(3)),
-            commit: Index(42),
-        };
-        let meta = SnapshotMeta {
-            index: Index(10),
-            term: Term(4),
-            membership: sample_membership(),
-        };
+        let hs = HardState { term: Term(7), vote: Some(NodeId(3)), commit: Index(42) };
+        let meta = SnapshotMeta { index: Index(10), term: Term(4), membership: sample_membership() };
         let mut buf = Vec::new();
         Writer::new(&mut buf).hard_state(&hs);
         Writer::new(&mut buf).snapshot_meta(&meta);
@@ -484,10 +417,7 @@ mod tests {
         w.u8(1);
         w.u32(u32::MAX);
         let err = Reader::new(&buf).entry().unwrap_err();
-        assert!(
-            matches!(err.kind, DecodeErrorKind::TooLarge { .. }),
-            "{err}"
-        );
+        assert!(matches!(err.kind, DecodeErrorKind::TooLarge { .. }), "{err}");
         assert_eq!(err.offset, 17);
     }
 
@@ -498,10 +428,7 @@ mod tests {
         let mut buf = Vec::new();
         Writer::new(&mut buf).membership(&m);
         let err = Reader::new(&buf).membership().unwrap_err();
-        assert!(
-            err.to_string().contains("both a learner and a voter"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("both a learner and a voter"), "{err}");
     }
 
     #[test]

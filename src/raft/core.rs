@@ -152,8 +152,7 @@ impl Raft {
             panic!("invalid raft config: {e}");
         }
         let log = RaftLog::restore(init.snapshot.as_ref(), init.entries, init.hard_state.commit);
-        let memberships =
-            MembershipLog::restore(init.snapshot.as_ref(), &init.bootstrap, log.entries());
+        let memberships = MembershipLog::restore(init.snapshot.as_ref(), &init.bootstrap, log.entries());
         let mut raft = Raft {
             id: cfg.id,
             rng: Xoshiro256PlusPlus::seed_from_u64(cfg.seed),
@@ -186,11 +185,7 @@ impl Raft {
     }
 
     pub(super) fn hard_state(&self) -> HardState {
-        HardState {
-            term: self.term,
-            vote: self.vote,
-            commit: self.log.committed(),
-        }
+        HardState { term: self.term, vote: self.vote, commit: self.log.committed() }
     }
 
     pub(super) fn membership(&self) -> &Membership {
@@ -214,18 +209,11 @@ impl Raft {
     /// are refused (thesis §4.2.3), so a removed or partitioned node cannot
     /// disrupt a working cluster.
     pub(super) fn in_lease(&self) -> bool {
-        self.cfg.check_quorum
-            && self.leader.is_some()
-            && self.election_elapsed_ticks < self.cfg.election_ticks_min
+        self.cfg.check_quorum && self.leader.is_some() && self.election_elapsed_ticks < self.cfg.election_ticks_min
     }
 
     pub(super) fn drop_message(&mut self, m: &Message, why: Dropped) -> Result<(), Dropped> {
-        log::debug!(
-            "{} t{} {}: dropped {m} ({why:?})",
-            self.id,
-            self.term,
-            self.role
-        );
+        log::debug!("{} t{} {}: dropped {m} ({why:?})", self.id, self.term, self.role);
         *self.stats.dropped.entry(m.body.kind()).or_default() += 1;
         Err(why)
     }
@@ -239,29 +227,18 @@ impl Raft {
     pub(super) fn send_with_term(&mut self, to: NodeId, term: Term, body: Body) {
         let mut after_persist = matches!(
             body,
-            Body::AppendResp(_)
-                | Body::VoteResp { .. }
-                | Body::PreVoteResp { .. }
-                | Body::InstallSnapshotResp { .. }
+            Body::AppendResp(_) | Body::VoteResp { .. } | Body::PreVoteResp { .. } | Body::InstallSnapshotResp { .. }
         );
         if self.cfg.planted_bug == Some(super::config::PlantedBug::AckBeforePersist)
             && matches!(body, Body::AppendResp(_))
         {
             after_persist = false;
         }
-        let m = Message {
-            from: self.id,
-            to,
-            term,
-            body,
-        };
+        let m = Message { from: self.id, to, term, body };
         if after_persist {
             self.out.msgs_after_persist.push(m);
         } else {
-            assert_ne!(
-                to, self.id,
-                "only answers that wait for persistence go to ourselves"
-            );
+            assert_ne!(to, self.id, "only answers that wait for persistence go to ourselves");
             self.out.msgs.push(m);
         }
     }
@@ -269,11 +246,7 @@ impl Raft {
     // ---- role transitions ----
 
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
-        assert!(
-            term >= self.term,
-            "term going back from {} to {term}",
-            self.term
-        );
+        assert!(term >= self.term, "term going back from {} to {term}", self.term);
         let was_leader = self.role == Role::Leader;
         if term > self.term {
             self.term = term;
@@ -291,12 +264,7 @@ impl Raft {
         self.leader = leader;
         self.votes.clear();
         self.reset_election_timer();
-        log::debug!(
-            "{} became follower at term {} (leader {:?})",
-            self.id,
-            self.term,
-            leader.map(|l| l.0)
-        );
+        log::debug!("{} became follower at term {} (leader {:?})", self.id, self.term, leader.map(|l| l.0));
     }
 
     /// Forgets everything only a leader keeps.
@@ -308,11 +276,7 @@ impl Raft {
     }
 
     pub(super) fn become_leader(&mut self) {
-        assert_eq!(
-            self.role,
-            Role::Candidate,
-            "only a candidate becomes leader"
-        );
+        assert_eq!(self.role, Role::Candidate, "only a candidate becomes leader");
         self.role = Role::Leader;
         self.leader = Some(self.id);
         self.votes.clear();
@@ -349,10 +313,7 @@ impl Raft {
     // ---- the one way in ----
 
     pub fn step(&mut self, m: Message) -> Result<(), Dropped> {
-        assert!(
-            !self.ready_outstanding,
-            "step between ready() and advance()"
-        );
+        assert!(!self.ready_outstanding, "step between ready() and advance()");
         if m.to != self.id || m.from == self.id || m.from.0 == 0 {
             return self.drop_message(&m, Dropped::Misaddressed);
         }
@@ -413,18 +374,10 @@ impl Raft {
             }
             Body::PreVote { .. } | Body::Vote { .. } => self.handle_vote_request(m),
             Body::TimeoutNow => self.handle_timeout_now(m),
-            Body::ReadIndexResp { request, index } => {
-                self.handle_read_index_resp(m.from, request, index)
-            }
+            Body::ReadIndexResp { request, index } => self.handle_read_index_resp(m.from, request, index),
             Body::ReadIndex { request } => {
                 // We are not the leader (any more): the follower asks again.
-                self.send(
-                    m.from,
-                    Body::ReadIndexResp {
-                        request,
-                        index: None,
-                    },
-                );
+                self.send(m.from, Body::ReadIndexResp { request, index: None });
                 Err(Dropped::UnexpectedForRole)
             }
             _ => self.drop_message(&m, Dropped::UnexpectedForRole),
@@ -441,21 +394,13 @@ impl Raft {
 
     fn handle_leader_message(&mut self, m: Message) -> Result<(), Dropped> {
         match m.body {
-            Body::Append {
-                prev_index,
-                prev_term,
-                entries,
-                commit,
-            } => self.handle_append(m.from, m.term, prev_index, prev_term, entries, commit),
-            Body::Heartbeat { commit, read_round } => {
-                self.handle_heartbeat(m.from, commit, read_round)
+            Body::Append { prev_index, prev_term, entries, commit } => {
+                self.handle_append(m.from, m.term, prev_index, prev_term, entries, commit)
             }
-            Body::InstallSnapshot {
-                meta,
-                offset,
-                data,
-                done,
-            } => self.handle_install_snapshot(m.from, meta, offset, data, done),
+            Body::Heartbeat { commit, read_round } => self.handle_heartbeat(m.from, commit, read_round),
+            Body::InstallSnapshot { meta, offset, data, done } => {
+                self.handle_install_snapshot(m.from, meta, offset, data, done)
+            }
             _ => unreachable!("only leader messages are routed here"),
         }
     }
@@ -469,18 +414,10 @@ impl Raft {
                 self.handle_leader_message(m)
             }
             Body::PreVote { .. } | Body::Vote { .. } => self.handle_vote_request(m),
-            Body::PreVoteResp { granted } => {
-                self.handle_vote_response(m.from, m.term, granted, true)
-            }
+            Body::PreVoteResp { granted } => self.handle_vote_response(m.from, m.term, granted, true),
             Body::VoteResp { granted } => self.handle_vote_response(m.from, m.term, granted, false),
             Body::ReadIndex { request } => {
-                self.send(
-                    m.from,
-                    Body::ReadIndexResp {
-                        request,
-                        index: None,
-                    },
-                );
+                self.send(m.from, Body::ReadIndexResp { request, index: None });
                 Err(Dropped::UnexpectedForRole)
             }
             _ => self.drop_message(&m, Dropped::UnexpectedForRole),
@@ -494,11 +431,9 @@ impl Raft {
         match m.body {
             Body::AppendResp(r) => self.handle_append_resp(m.from, r),
             Body::HeartbeatResp { read_round } => self.handle_heartbeat_resp(m.from, read_round),
-            Body::InstallSnapshotResp {
-                index,
-                next_offset,
-                installed,
-            } => self.handle_snapshot_resp(m.from, index, next_offset, installed),
+            Body::InstallSnapshotResp { index, next_offset, installed } => {
+                self.handle_snapshot_resp(m.from, index, next_offset, installed)
+            }
             Body::PreVote { .. } | Body::Vote { .. } => self.handle_vote_request(m),
             Body::Propose { commands } => self.handle_forwarded_proposals(m.from, commands),
             Body::ReadIndex { request } => self.handle_forwarded_read(m.from, request),

@@ -59,14 +59,7 @@ impl Raft {
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         let proposed = self.term.next();
         for to in self.voters_but_me() {
-            self.send_with_term(
-                to,
-                proposed,
-                Body::PreVote {
-                    last_index,
-                    last_term,
-                },
-            );
+            self.send_with_term(to, proposed, Body::PreVote { last_index, last_term });
         }
         log::debug!("{} started pre-vote for term {proposed}", self.id);
         self.check_election(true);
@@ -92,29 +85,15 @@ impl Raft {
         });
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         for to in self.voters_but_me() {
-            self.send(
-                to,
-                Body::Vote {
-                    last_index,
-                    last_term,
-                    transfer,
-                },
-            );
+            self.send(to, Body::Vote { last_index, last_term, transfer });
         }
         log::info!("{} started an election for term {}", self.id, self.term);
     }
 
     pub(super) fn handle_vote_request(&mut self, m: Message) -> Result<(), Dropped> {
         let (pre, last_index, last_term) = match m.body {
-            Body::PreVote {
-                last_index,
-                last_term,
-            } => (true, last_index, last_term),
-            Body::Vote {
-                last_index,
-                last_term,
-                ..
-            } => (false, last_index, last_term),
+            Body::PreVote { last_index, last_term } => (true, last_index, last_term),
+            Body::Vote { last_index, last_term, .. } => (false, last_index, last_term),
             _ => unreachable!("only vote requests are routed here"),
         };
         if pre && self.in_lease() {
@@ -122,11 +101,9 @@ impl Raft {
         }
         // Paper figure 2: one vote per term, given first come first served; a
         // pre-vote for a later term promises nothing, so it is not limited.
-        let can_vote = self.vote == Some(m.from)
-            || (self.vote.is_none() && self.leader.is_none())
-            || (pre && m.term > self.term);
-        let skip_log_check =
-            self.cfg.planted_bug == Some(super::config::PlantedBug::VoteWithoutLogCheck);
+        let can_vote =
+            self.vote == Some(m.from) || (self.vote.is_none() && self.leader.is_none()) || (pre && m.term > self.term);
+        let skip_log_check = self.cfg.planted_bug == Some(super::config::PlantedBug::VoteWithoutLogCheck);
         let granted = can_vote && (skip_log_check || self.log.is_up_to_date(last_index, last_term));
         if pre {
             // A granted pre-vote echoes the term asked about; a refusal tells
@@ -161,16 +138,8 @@ impl Raft {
         granted: bool,
         pre: bool,
     ) -> Result<(), Dropped> {
-        let expected_role = if pre {
-            Role::PreCandidate
-        } else {
-            Role::Candidate
-        };
-        let expected_term = if pre && granted {
-            self.term.next()
-        } else {
-            self.term
-        };
+        let expected_role = if pre { Role::PreCandidate } else { Role::Candidate };
+        let expected_term = if pre && granted { self.term.next() } else { self.term };
         if self.role != expected_role || term != expected_term {
             log::debug!("{} t{}: stale vote answer from {from}", self.id, self.term);
             return Err(Dropped::StaleResponse);
@@ -193,12 +162,7 @@ impl Raft {
         if !self.promotable() {
             return self.drop_message(&m, Dropped::UnexpectedForRole);
         }
-        log::info!(
-            "{} t{}: leader {} handed over leadership",
-            self.id,
-            self.term,
-            m.from
-        );
+        log::info!("{} t{}: leader {} handed over leadership", self.id, self.term, m.from);
         self.campaign(true);
         Ok(())
     }

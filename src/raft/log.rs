@@ -35,13 +35,8 @@ pub struct RaftLog {
 
 impl RaftLog {
     /// A log rebuilt from stable storage: everything given is durable.
-    pub fn restore(
-        snapshot: Option<&SnapshotMeta>,
-        entries: Vec<Entry>,
-        committed: Index,
-    ) -> RaftLog {
-        let (snapshot_index, snapshot_term) =
-            snapshot.map_or((Index::ZERO, Term(0)), |m| (m.index, m.term));
+    pub fn restore(snapshot: Option<&SnapshotMeta>, entries: Vec<Entry>, committed: Index) -> RaftLog {
+        let (snapshot_index, snapshot_term) = snapshot.map_or((Index::ZERO, Term(0)), |m| (m.index, m.term));
         for (k, e) in entries.iter().enumerate() {
             assert_eq!(
                 e.index,
@@ -105,8 +100,7 @@ impl RaftLog {
         if index <= self.snapshot_index {
             return None;
         }
-        self.entries
-            .get((index.0 - self.snapshot_index.0 - 1) as usize)
+        self.entries.get((index.0 - self.snapshot_index.0 - 1) as usize)
     }
 
     pub fn matches(&self, index: Index, term: Term) -> bool {
@@ -116,8 +110,7 @@ impl RaftLog {
     /// The election restriction (paper §5.4.1): a candidate's log is at least
     /// as up to date as ours.
     pub fn is_up_to_date(&self, last_index: Index, last_term: Term) -> bool {
-        last_term > self.last_term()
-            || (last_term == self.last_term() && last_index >= self.last_index())
+        last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
     /// The largest index at most `index` whose term is at most `term`; the
@@ -153,10 +146,7 @@ impl RaftLog {
         };
         let conflict = entries[first_new].index;
         if conflict <= self.committed {
-            return Err(CommittedConflict {
-                index: conflict,
-                committed: self.committed,
-            });
+            return Err(CommittedConflict { index: conflict, committed: self.committed });
         }
         if conflict <= self.last_index() {
             self.truncate_from(conflict);
@@ -166,11 +156,7 @@ impl RaftLog {
     }
 
     fn truncate_from(&mut self, index: Index) {
-        assert!(
-            index > self.committed,
-            "truncating committed entry {index} (committed {})",
-            self.committed
-        );
+        assert!(index > self.committed, "truncating committed entry {index} (committed {})", self.committed);
         let keep = (index.0 - self.snapshot_index.0 - 1) as usize;
         self.entries.truncate(keep);
         self.stable = self.stable.min(index.prev());
@@ -179,26 +165,14 @@ impl RaftLog {
     /// Appends entries that follow the last one directly.
     pub fn append(&mut self, entries: &[Entry]) {
         for e in entries {
-            assert_eq!(
-                e.index,
-                self.last_index().next(),
-                "appended entry out of order"
-            );
-            assert!(
-                e.term >= self.last_term(),
-                "entry {} has a term below the log's",
-                e
-            );
+            assert_eq!(e.index, self.last_index().next(), "appended entry out of order");
+            assert!(e.term >= self.last_term(), "entry {} has a term below the log's", e);
             self.entries.push_back(e.clone());
         }
     }
 
     pub fn commit_to(&mut self, index: Index) -> bool {
-        assert!(
-            index <= self.last_index(),
-            "commit {index} beyond the last index {}",
-            self.last_index()
-        );
+        assert!(index <= self.last_index(), "commit {index} beyond the last index {}", self.last_index());
         if index > self.committed {
             self.committed = index;
             true
@@ -209,20 +183,12 @@ impl RaftLog {
 
     /// Entries not yet reported durable.
     pub fn unstable_entries(&self) -> Vec<Entry> {
-        self.slice_from(
-            self.stable.max(self.snapshot_index).next(),
-            usize::MAX,
-            usize::MAX,
-        )
+        self.slice_from(self.stable.max(self.snapshot_index).next(), usize::MAX, usize::MAX)
     }
 
     /// The caller made entries through `index` durable.
     pub fn stable_to(&mut self, index: Index) {
-        assert!(
-            index <= self.last_index(),
-            "stable {index} beyond last {}",
-            self.last_index()
-        );
+        assert!(index <= self.last_index(), "stable {index} beyond last {}", self.last_index());
         self.stable = self.stable.max(index);
     }
 
@@ -230,10 +196,7 @@ impl RaftLog {
     /// `max_count` of them.
     pub fn next_committed(&self, max_count: usize) -> Vec<Entry> {
         let from = self.applied.next();
-        let count = self
-            .committed
-            .distance_from(self.applied)
-            .min(max_count as u64) as usize;
+        let count = self.committed.distance_from(self.applied).min(max_count as u64) as usize;
         self.slice_from(from, count, usize::MAX)
     }
 
@@ -251,10 +214,7 @@ impl RaftLog {
     /// payload passes `max_bytes` (but always at least one). Empty when
     /// `from` is past the end; the caller checks for compaction first.
     pub fn slice_from(&self, from: Index, max_count: usize, max_bytes: usize) -> Vec<Entry> {
-        assert!(
-            from > self.snapshot_index,
-            "slice from compacted index {from}"
-        );
+        assert!(from > self.snapshot_index, "slice from compacted index {from}");
         let start = (from.0 - self.snapshot_index.0 - 1) as usize;
         let mut out = Vec::new();
         let mut bytes = 0usize;
@@ -271,17 +231,11 @@ impl RaftLog {
 
     /// Forgets entries through `index`, which a durable snapshot now covers.
     pub fn compact(&mut self, index: Index) {
-        assert!(
-            index <= self.applied,
-            "compacting {index} beyond applied {}",
-            self.applied
-        );
+        assert!(index <= self.applied, "compacting {index} beyond applied {}", self.applied);
         if index <= self.snapshot_index {
             return;
         }
-        let term = self
-            .term(index)
-            .expect("an applied index after the snapshot has a term");
+        let term = self.term(index).expect("an applied index after the snapshot has a term");
         let drop = (index.0 - self.snapshot_index.0) as usize;
         self.entries.drain(..drop);
         self.snapshot_index = index;
@@ -292,11 +246,7 @@ impl RaftLog {
     /// kept, anything else is discarded. The caller restores the state machine
     /// from it, so it counts as applied.
     pub fn install_snapshot(&mut self, index: Index, term: Term) {
-        assert!(
-            index > self.committed,
-            "installing snapshot {index} at or below commit {}",
-            self.committed
-        );
+        assert!(index > self.committed, "installing snapshot {index} at or below commit {}", self.committed);
         if self.matches(index, term) {
             let drop = (index.0 - self.snapshot_index.0) as usize;
             self.entries.drain(..drop);
@@ -336,20 +286,12 @@ mod tests {
     fn ents(pairs: &[(u64, u64)]) -> Vec<Entry> {
         pairs
             .iter()
-            .map(|&(index, term)| Entry {
-                index: Index(index),
-                term: Term(term),
-                payload: Payload::Noop,
-            })
+            .map(|&(index, term)| Entry { index: Index(index), term: Term(term), payload: Payload::Noop })
             .collect()
     }
 
     fn log_with(terms: &[u64]) -> RaftLog {
-        let entries: Vec<(u64, u64)> = terms
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| (i as u64 + 1, t))
-            .collect();
+        let entries: Vec<(u64, u64)> = terms.iter().enumerate().map(|(i, &t)| (i as u64 + 1, t)).collect();
         RaftLog::restore(None, ents(&entries), Index(0))
     }
 
@@ -357,9 +299,7 @@ mod tests {
     fn retransmitted_prefix_does_not_cut_the_suffix() {
         let mut log = log_with(&[1, 1, 2, 2]);
         // A delayed Append carrying only entries 2-3 arrives after 4 was added.
-        let (last, cut) = log
-            .append_after(Index(1), &ents(&[(2, 1), (3, 2)]))
-            .unwrap();
+        let (last, cut) = log.append_after(Index(1), &ents(&[(2, 1), (3, 2)])).unwrap();
         assert_eq!((last, cut), (Index(3), None));
         assert_eq!(log.last_index(), Index(4));
     }
@@ -367,9 +307,7 @@ mod tests {
     #[test]
     fn new_entries_are_appended_after_a_match() {
         let mut log = log_with(&[1, 1]);
-        let (last, first) = log
-            .append_after(Index(1), &ents(&[(2, 1), (3, 2)]))
-            .unwrap();
+        let (last, first) = log.append_after(Index(1), &ents(&[(2, 1), (3, 2)])).unwrap();
         assert_eq!((last, first), (Index(3), Some(Index(3))));
         assert_eq!(log.unstable_entries(), ents(&[(3, 2)]));
     }
@@ -390,35 +328,17 @@ mod tests {
         let mut log = log_with(&[1, 1, 2]);
         log.commit_to(Index(3));
         let err = log.append_after(Index(2), &ents(&[(3, 3)])).unwrap_err();
-        assert_eq!(
-            err,
-            CommittedConflict {
-                index: Index(3),
-                committed: Index(3)
-            }
-        );
+        assert_eq!(err, CommittedConflict { index: Index(3), committed: Index(3) });
         assert_eq!(log.last_term(), Term(2));
     }
 
     #[test]
     fn term_hint_skips_whole_terms() {
         let log = log_with(&[1, 1, 1, 4, 4, 5, 5, 6, 6, 6]);
-        assert_eq!(
-            log.last_index_with_term_at_most(Index(10), Term(3)),
-            Index(3)
-        );
-        assert_eq!(
-            log.last_index_with_term_at_most(Index(7), Term(5)),
-            Index(7)
-        );
-        assert_eq!(
-            log.last_index_with_term_at_most(Index(20), Term(9)),
-            Index(10)
-        );
-        assert_eq!(
-            log.last_index_with_term_at_most(Index(10), Term(0)),
-            Index(0)
-        );
+        assert_eq!(log.last_index_with_term_at_most(Index(10), Term(3)), Index(3));
+        assert_eq!(log.last_index_with_term_at_most(Index(7), Term(5)), Index(7));
+        assert_eq!(log.last_index_with_term_at_most(Index(20), Term(9)), Index(10));
+        assert_eq!(log.last_index_with_term_at_most(Index(10), Term(0)), Index(0));
     }
 
     #[test]
@@ -436,10 +356,7 @@ mod tests {
         assert_eq!(log.committed(), Index(5));
         // One at 9/7 does not match anything: the log restarts after it.
         log.install_snapshot(Index(9), Term(7));
-        assert_eq!(
-            (log.snapshot_index(), log.last_index()),
-            (Index(9), Index(9))
-        );
+        assert_eq!((log.snapshot_index(), log.last_index()), (Index(9), Index(9)));
         assert_eq!(log.last_term(), Term(7));
     }
 

@@ -29,10 +29,7 @@ impl MembershipLog {
         entries: impl Iterator<Item = &'a Entry>,
     ) -> MembershipLog {
         let base = snapshot.map_or_else(|| bootstrap.clone(), |s| s.membership.clone());
-        let mut log = MembershipLog {
-            base,
-            changes: Vec::new(),
-        };
+        let mut log = MembershipLog { base, changes: Vec::new() };
         let entries: Vec<Entry> = entries.cloned().collect();
         log.on_append(&entries);
         log
@@ -45,11 +42,7 @@ impl MembershipLog {
 
     /// The configuration in force at `index`.
     pub fn at(&self, index: Index) -> &Membership {
-        self.changes
-            .iter()
-            .rev()
-            .find(|(i, _)| *i <= index)
-            .map_or(&self.base, |(_, m)| m)
+        self.changes.iter().rev().find(|(i, _)| *i <= index).map_or(&self.base, |(_, m)| m)
     }
 
     /// Index of the latest configuration entry, if the log holds one.
@@ -125,10 +118,7 @@ pub struct ChangeInFlight {
 impl Raft {
     /// Leader: starts a membership change. Idempotent: asking for what is
     /// already true, or already under way, succeeds without a new entry.
-    pub(super) fn start_membership_change(
-        &mut self,
-        change: MembershipChange,
-    ) -> Result<(), MembershipError> {
+    pub(super) fn start_membership_change(&mut self, change: MembershipChange) -> Result<(), MembershipError> {
         if self.role != Role::Leader {
             return Err(MembershipError::NotLeader);
         }
@@ -149,9 +139,7 @@ impl Raft {
                 return Err(MembershipError::ChangeInProgress);
             }
         }
-        if self.membership().is_joint()
-            || self.memberships.last_change_index() > Some(self.log.committed())
-        {
+        if self.membership().is_joint() || self.memberships.last_change_index() > Some(self.log.committed()) {
             return Err(MembershipError::ChangeInProgress);
         }
         let current = self.membership().clone();
@@ -174,20 +162,14 @@ impl Raft {
         } else {
             self.append_new(Payload::Membership(next)).0
         };
-        self.membership_change = Some(ChangeInFlight {
-            change,
-            appended_at,
-        });
+        self.membership_change = Some(ChangeInFlight { change, appended_at });
         self.advance_membership_change();
         Ok(())
     }
 
     /// The leader heard that `from` matched more of the log.
     pub(super) fn on_membership_progress(&mut self, from: NodeId) {
-        let is_target = self
-            .membership_change
-            .as_ref()
-            .is_some_and(|inflight| change_target(&inflight.change) == from);
+        let is_target = self.membership_change.as_ref().is_some_and(|inflight| change_target(&inflight.change) == from);
         if is_target {
             self.advance_membership_change();
         }
@@ -198,10 +180,7 @@ impl Raft {
             return;
         }
         let committed = self.log.committed();
-        let settled = self
-            .memberships
-            .last_change_index()
-            .is_none_or(|i| i <= committed);
+        let settled = self.memberships.last_change_index().is_none_or(|i| i <= committed);
         if !settled {
             return;
         }
@@ -222,11 +201,7 @@ impl Raft {
         if !current.is_voter(self.id) {
             // C_new without us is committed: hand over by stepping down; we
             // will not campaign again (paper §6).
-            log::info!(
-                "{} t{}: removed from the configuration; stepping down",
-                self.id,
-                self.term
-            );
+            log::info!("{} t{}: removed from the configuration; stepping down", self.id, self.term);
             self.become_follower(self.term, None);
             return;
         }
@@ -246,20 +221,14 @@ impl Raft {
         let current = self.membership().clone();
         match inflight.change {
             MembershipChange::AddVoter { id, .. } if current.is_learner(id) => {
-                let caught_up = self
-                    .progress
-                    .get(&id)
-                    .is_some_and(|p| p.matched >= committed);
+                let caught_up = self.progress.get(&id).is_some_and(|p| p.matched >= committed);
                 if caught_up {
                     let mut next = current.clone();
                     next.learners.remove(&id);
                     next.outgoing = current.voters.clone();
                     next.voters.insert(id);
                     let at = self.append_new(Payload::Membership(next)).0;
-                    self.membership_change = Some(ChangeInFlight {
-                        change: inflight.change,
-                        appended_at: at,
-                    });
+                    self.membership_change = Some(ChangeInFlight { change: inflight.change, appended_at: at });
                 }
             }
             _ if !current.is_joint() => self.membership_change = None,

@@ -57,11 +57,7 @@ impl Membership {
     pub fn with_voters(ids: impl IntoIterator<Item = NodeId>) -> Membership {
         let voters: BTreeSet<NodeId> = ids.into_iter().collect();
         let addrs = voters.iter().map(|&id| (id, Addrs::default())).collect();
-        Membership {
-            voters,
-            addrs,
-            ..Membership::default()
-        }
+        Membership { voters, addrs, ..Membership::default() }
     }
 
     pub fn is_joint(&self) -> bool {
@@ -98,11 +94,7 @@ impl Membership {
         if let Some(id) = self.members().iter().find(|id| id.0 == 0) {
             return Err(format!("node id {id} is reserved"));
         }
-        if let Some(id) = self
-            .members()
-            .iter()
-            .find(|id| !self.addrs.contains_key(id))
-        {
+        if let Some(id) = self.members().iter().find(|id| !self.addrs.contains_key(id)) {
             return Err(format!("node {id} has no addresses"));
         }
         if self.addrs.keys().any(|id| !self.contains(*id)) {
@@ -282,15 +274,8 @@ impl fmt::Display for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}->{} t{} ", self.from, self.to, self.term)?;
         match &self.body {
-            Body::PreVote {
-                last_index,
-                last_term,
-            } => write!(f, "PreVote last={last_index}/{last_term}"),
-            Body::Vote {
-                last_index,
-                last_term,
-                transfer,
-            } => {
+            Body::PreVote { last_index, last_term } => write!(f, "PreVote last={last_index}/{last_term}"),
+            Body::Vote { last_index, last_term, transfer } => {
                 write!(f, "Vote last={last_index}/{last_term}")?;
                 if *transfer {
                     write!(f, " transfer")?;
@@ -301,12 +286,7 @@ impl fmt::Display for Message {
                 let verdict = if *granted { "granted" } else { "rejected" };
                 write!(f, "{} {verdict}", self.body.kind())
             }
-            Body::Append {
-                prev_index,
-                prev_term,
-                entries,
-                commit,
-            } => {
+            Body::Append { prev_index, prev_term, entries, commit } => {
                 write!(f, "Append prev={prev_index}/{prev_term} commit={commit} [")?;
                 for (i, e) in entries.iter().enumerate() {
                     let sep = if i == 0 { "" } else { " " };
@@ -314,22 +294,15 @@ impl fmt::Display for Message {
                 }
                 write!(f, "]")
             }
-            Body::AppendResp(r) if r.rejected => write!(
-                f,
-                "AppendResp rejected {} hint={}/{}",
-                r.index, r.hint_index, r.hint_term
-            ),
+            Body::AppendResp(r) if r.rejected => {
+                write!(f, "AppendResp rejected {} hint={}/{}", r.index, r.hint_index, r.hint_term)
+            }
             Body::AppendResp(r) => write!(f, "AppendResp ok {}", r.index),
             Body::Heartbeat { commit, read_round } => {
                 write!(f, "Heartbeat commit={commit} round={read_round}")
             }
             Body::HeartbeatResp { read_round } => write!(f, "HeartbeatResp round={read_round}"),
-            Body::InstallSnapshot {
-                meta,
-                offset,
-                data,
-                done,
-            } => write!(
+            Body::InstallSnapshot { meta, offset, data, done } => write!(
                 f,
                 "InstallSnapshot {}/{} {} offset={offset} len={} done={done}",
                 meta.index,
@@ -337,14 +310,9 @@ impl fmt::Display for Message {
                 meta.membership,
                 data.len()
             ),
-            Body::InstallSnapshotResp {
-                index,
-                next_offset,
-                installed,
-            } => write!(
-                f,
-                "InstallSnapshotResp {index} next_offset={next_offset} installed={installed}"
-            ),
+            Body::InstallSnapshotResp { index, next_offset, installed } => {
+                write!(f, "InstallSnapshotResp {index} next_offset={next_offset} installed={installed}")
+            }
             Body::TimeoutNow => write!(f, "TimeoutNow"),
             Body::Propose { commands } => write!(f, "Propose n={}", commands.len()),
             Body::ReadIndex { request } => write!(f, "ReadIndex req={request}"),

@@ -40,10 +40,7 @@ mod types;
 pub use config::{Config, PlantedBug};
 pub use core::{Dropped, InitialState, Raft, Role, Stats};
 pub use membership::{MembershipChange, MembershipError};
-pub use message::{
-    Addrs, AppendResp, Body, Entry, HardState, Membership, Message, Payload, Printable,
-    SnapshotMeta,
-};
+pub use message::{Addrs, AppendResp, Body, Entry, HardState, Membership, Message, Payload, Printable, SnapshotMeta};
 pub use progress::{Progress, ProgressState};
 pub use read::ReadError;
 pub use snapshot::SnapshotChunk;
@@ -104,6 +101,12 @@ pub struct Ready {
     pub read_failures: Vec<u64>,
     /// Messages to ourselves that wait for persistence (our own vote).
     self_messages: Vec<Message>,
+    /// What `advance` records, kept apart so that the caller may move the
+    /// public fields out: the last entry handed out to persist, and the last
+    /// handed out to apply.
+    persist_through: Option<(Index, Term)>,
+    apply_through: Option<Index>,
+    hard_state_through: HardState,
 }
 
 /// A read-only view of one node, for `INFO`, the simulator and tests.
@@ -131,10 +134,7 @@ pub struct Status {
 impl Raft {
     /// One unit of time passed.
     pub fn tick(&mut self) {
-        assert!(
-            !self.ready_outstanding,
-            "tick between ready() and advance()"
-        );
+        assert!(!self.ready_outstanding, "tick between ready() and advance()");
         match self.role {
             Role::Leader => self.tick_leader(),
             _ => self.tick_election(),
@@ -144,10 +144,7 @@ impl Raft {
     /// Starts an election now, as if the election timeout had expired (tests
     /// and the model checker use it to explore elections without ticking).
     pub fn campaign_now(&mut self) {
-        assert!(
-            !self.ready_outstanding,
-            "campaign between ready() and advance()"
-        );
+        assert!(!self.ready_outstanding, "campaign between ready() and advance()");
         if self.role != Role::Leader && self.promotable() {
             self.campaign(false);
         }
@@ -155,10 +152,7 @@ impl Raft {
 
     /// Proposes a state-machine command.
     pub fn propose(&mut self, command: Vec<u8>) -> Result<Proposed, ProposeError> {
-        assert!(
-            !self.ready_outstanding,
-            "propose between ready() and advance()"
-        );
+        assert!(!self.ready_outstanding, "propose between ready() and advance()");
         match (self.role, self.leader) {
             (Role::Leader, _) if self.transfer.is_some() => Err(ProposeError::TransferInProgress),
             (Role::Leader, _) => {
@@ -176,38 +170,26 @@ impl Raft {
     /// Asks for a linearizable read; the answer for `ctx` comes in a later
     /// `Ready` (`read_states` or `read_failures`).
     pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadError> {
-        assert!(
-            !self.ready_outstanding,
-            "read_index between ready() and advance()"
-        );
+        assert!(!self.ready_outstanding, "read_index between ready() and advance()");
         self.request_read(ctx)
     }
 
     /// Leader: begins a membership change; watch `status()` for the result.
     pub fn change_membership(&mut self, change: MembershipChange) -> Result<(), MembershipError> {
-        assert!(
-            !self.ready_outstanding,
-            "change between ready() and advance()"
-        );
+        assert!(!self.ready_outstanding, "change between ready() and advance()");
         self.start_membership_change(change)
     }
 
     /// Leader: hands leadership to `target`; watch `status()` for the result.
     pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), TransferError> {
-        assert!(
-            !self.ready_outstanding,
-            "transfer between ready() and advance()"
-        );
+        assert!(!self.ready_outstanding, "transfer between ready() and advance()");
         self.start_transfer(target)
     }
 
     /// The caller durably saved a snapshot of its state machine through
     /// `index` (at most the applied index): the log before it can go.
     pub fn compact(&mut self, index: Index) {
-        assert!(
-            !self.ready_outstanding,
-            "compact between ready() and advance()"
-        );
+        assert!(!self.ready_outstanding, "compact between ready() and advance()");
         self.compact_through(index);
     }
 
@@ -217,11 +199,7 @@ impl Raft {
         if index > self.log.applied() {
             return None;
         }
-        Some(SnapshotMeta {
-            index,
-            term: self.log.term(index)?,
-            membership: self.memberships.at(index).clone(),
-        })
+        Some(SnapshotMeta { index, term: self.log.term(index)?, membership: self.memberships.at(index).clone() })
     }
 
     fn flush(&mut self) {
@@ -237,10 +215,7 @@ impl Raft {
 
     /// Whether `ready()` would hand out anything.
     pub fn has_ready(&mut self) -> bool {
-        assert!(
-            !self.ready_outstanding,
-            "has_ready between ready() and advance()"
-        );
+        assert!(!self.ready_outstanding, "has_ready between ready() and advance()");
         self.flush();
         self.hard_state() != self.hard_state_sent
             || self.log.stable() < self.log.last_index()
@@ -258,21 +233,18 @@ impl Raft {
         self.flush();
         let hs = self.hard_state();
         let hard_state = (hs != self.hard_state_sent).then_some(hs);
-        let vote_changed =
-            hs.term != self.hard_state_sent.term || hs.vote != self.hard_state_sent.vote;
+        let vote_changed = hs.term != self.hard_state_sent.term || hs.vote != self.hard_state_sent.vote;
         let entries = self.log.unstable_entries();
         let snapshot = self.pending_snapshot.take();
         let out = std::mem::take(&mut self.out);
-        let (self_messages, persisted_messages) = out
-            .msgs_after_persist
-            .into_iter()
-            .partition(|m| m.to == self.id);
-        let must_sync = vote_changed
-            || !entries.is_empty()
-            || snapshot.is_some()
-            || !out.snapshot_chunks.is_empty();
+        let (self_messages, persisted_messages) = out.msgs_after_persist.into_iter().partition(|m| m.to == self.id);
+        let must_sync = vote_changed || !entries.is_empty() || snapshot.is_some() || !out.snapshot_chunks.is_empty();
+        let committed_entries = self.log.next_committed(self.cfg.apply_entries_max);
         self.ready_outstanding = true;
         Ready {
+            persist_through: entries.last().map(|e| (e.index, e.term)),
+            hard_state_through: hs,
+            apply_through: committed_entries.last().map(|e| e.index),
             hard_state,
             entries,
             snapshot_chunks: out.snapshot_chunks,
@@ -280,7 +252,7 @@ impl Raft {
             must_sync,
             messages: out.msgs,
             persisted_messages,
-            committed_entries: self.log.next_committed(self.cfg.apply_entries_max),
+            committed_entries,
             read_states: out.read_states,
             read_failures: out.read_failures,
             self_messages,
@@ -291,21 +263,15 @@ impl Raft {
     pub fn advance(&mut self, rd: Ready) {
         assert!(self.ready_outstanding, "advance() without ready()");
         self.ready_outstanding = false;
-        if let Some(hs) = rd.hard_state {
-            self.hard_state_sent = hs;
-        }
-        if let Some(last) = rd.entries.last() {
+        self.hard_state_sent = rd.hard_state_through;
+        if let Some((index, term)) = rd.persist_through {
             // The entries may have been cut meanwhile only if something was
             // stepped in between, which `ready_outstanding` forbids.
-            assert_eq!(
-                self.log.term(last.index),
-                Some(last.term),
-                "persisted entry vanished"
-            );
-            self.log.stable_to(last.index);
+            assert_eq!(self.log.term(index), Some(term), "persisted entry vanished");
+            self.log.stable_to(index);
         }
-        if let Some(last) = rd.committed_entries.last() {
-            self.log.applied_to(last.index);
+        if let Some(index) = rd.apply_through {
+            self.log.applied_to(index);
         }
         for m in rd.self_messages {
             if let Body::VoteResp { granted: true } = m.body {
@@ -346,6 +312,11 @@ impl Raft {
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// Between `ready()` and `advance()`: nothing may be fed in.
+    pub fn has_pending_ready(&self) -> bool {
+        self.ready_outstanding
     }
 
     pub fn role(&self) -> Role {

@@ -32,10 +32,7 @@ pub struct Inflights {
 impl Inflights {
     pub fn new(capacity: usize) -> Inflights {
         assert!(capacity > 0, "inflight capacity must be positive");
-        Inflights {
-            last_indexes: VecDeque::with_capacity(capacity),
-            capacity,
-        }
+        Inflights { last_indexes: VecDeque::with_capacity(capacity), capacity }
     }
 
     pub fn is_full(&self) -> bool {
@@ -226,13 +223,7 @@ impl fmt::Display for Progress {
             ProgressState::Replicate => "replicate".to_string(),
             ProgressState::Snapshot { pending } => format!("snapshot@{pending}"),
         };
-        write!(
-            f,
-            "{state} match={} next={} inflight={}",
-            self.matched,
-            self.next,
-            self.inflights.len()
-        )?;
+        write!(f, "{state} match={} next={} inflight={}", self.matched, self.next, self.inflights.len())?;
         if self.probe_sent {
             write!(f, " paused")?;
         }
@@ -277,10 +268,7 @@ mod tests {
         p.on_match(Index(5));
         p.become_replicate();
         p.on_sent(Index(8), 3);
-        assert!(
-            !p.on_reject(Index(4), Index(1)),
-            "rejection below match is stale"
-        );
+        assert!(!p.on_reject(Index(4), Index(1)), "rejection below match is stale");
         assert!(p.on_reject(Index(6), Index(2)));
         assert_eq!(p.state, ProgressState::Probe);
         assert_eq!(p.next, Index(6), "never below match + 1");

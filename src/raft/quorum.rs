@@ -41,14 +41,8 @@ fn majority_vote(voters: &BTreeSet<NodeId>, votes: &BTreeMap<NodeId, bool>) -> V
     if voters.is_empty() {
         return VoteResult::Won;
     }
-    let granted = voters
-        .iter()
-        .filter(|id| votes.get(id) == Some(&true))
-        .count();
-    let rejected = voters
-        .iter()
-        .filter(|id| votes.get(id) == Some(&false))
-        .count();
+    let granted = voters.iter().filter(|id| votes.get(id) == Some(&true)).count();
+    let rejected = voters.iter().filter(|id| votes.get(id) == Some(&false)).count();
     let majority = voters.len() / 2 + 1;
     if granted >= majority {
         VoteResult::Won
@@ -106,10 +100,7 @@ mod tests {
         for _ in 0..5_000 {
             let n = rng.random_range(1..10);
             let voters = ids(&(1..=n).collect::<Vec<u64>>());
-            let values: BTreeMap<NodeId, u64> = voters
-                .iter()
-                .map(|&id| (id, rng.random_range(0..6)))
-                .collect();
+            let values: BTreeMap<NodeId, u64> = voters.iter().map(|&id| (id, rng.random_range(0..6))).collect();
             assert_eq!(
                 majority_value(&voters, |id| values[&id]),
                 naive_majority(&voters, &values),
@@ -122,10 +113,8 @@ mod tests {
     fn joint_commit_needs_both_halves() {
         let mut m = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
         m.outgoing = ids(&[1, 4, 5]);
-        let matched: BTreeMap<NodeId, u64> = [(1, 9), (2, 9), (3, 9), (4, 2), (5, 1)]
-            .into_iter()
-            .map(|(id, v)| (NodeId(id), v))
-            .collect();
+        let matched: BTreeMap<NodeId, u64> =
+            [(1, 9), (2, 9), (3, 9), (4, 2), (5, 1)].into_iter().map(|(id, v)| (NodeId(id), v)).collect();
         // Incoming {1,2,3} is at 9, but outgoing {1,4,5} has a majority only at 2.
         assert_eq!(quorum_value(&m, |id| matched[&id]), 2);
     }

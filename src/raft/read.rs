@@ -82,11 +82,7 @@ impl Raft {
         self.reads.round_wanted = true;
     }
 
-    pub(super) fn handle_forwarded_read(
-        &mut self,
-        from: NodeId,
-        request: u64,
-    ) -> Result<(), Dropped> {
+    pub(super) fn handle_forwarded_read(&mut self, from: NodeId, request: u64) -> Result<(), Dropped> {
         self.register_read(ReadCtx::Remote(from, request));
         Ok(())
     }
@@ -112,11 +108,7 @@ impl Raft {
         let round_sent = self.reads.round_sent;
         let progress = &self.progress;
         let confirmed = quorum_value(self.memberships.current(), |id| {
-            if id == me {
-                round_sent
-            } else {
-                progress.get(&id).map_or(0, |p| p.read_round_acked)
-            }
+            if id == me { round_sent } else { progress.get(&id).map_or(0, |p| p.read_round_acked) }
         });
         while let Some(&(ctx, index, round)) = self.reads.pending.front() {
             if round > confirmed {
@@ -129,13 +121,9 @@ impl Raft {
 
     fn release_read(&mut self, ctx: ReadCtx, index: Option<Index>) {
         match (ctx, index) {
-            (ReadCtx::Local(ctx), Some(index)) => {
-                self.out.read_states.push(super::ReadState { ctx, index })
-            }
+            (ReadCtx::Local(ctx), Some(index)) => self.out.read_states.push(super::ReadState { ctx, index }),
             (ReadCtx::Local(ctx), None) => self.out.read_failures.push(ctx),
-            (ReadCtx::Remote(to, request), index) => {
-                self.send(to, Body::ReadIndexResp { request, index })
-            }
+            (ReadCtx::Remote(to, request), index) => self.send(to, Body::ReadIndexResp { request, index }),
         }
     }
 
@@ -153,10 +141,8 @@ impl Raft {
     /// Leadership is lost: no pending read can be confirmed any more.
     pub(super) fn fail_pending_reads(&mut self) {
         let waiting: Vec<ReadCtx> = std::mem::take(&mut self.reads.waiting_for_commit);
-        let pending: Vec<ReadCtx> = std::mem::take(&mut self.reads.pending)
-            .into_iter()
-            .map(|(ctx, _, _)| ctx)
-            .collect();
+        let pending: Vec<ReadCtx> =
+            std::mem::take(&mut self.reads.pending).into_iter().map(|(ctx, _, _)| ctx).collect();
         for ctx in pending.into_iter().chain(waiting) {
             self.release_read(ctx, None);
         }
@@ -174,10 +160,7 @@ impl Raft {
             return Err(Dropped::StaleResponse);
         }
         match index {
-            Some(index) => self.out.read_states.push(super::ReadState {
-                ctx: request,
-                index,
-            }),
+            Some(index) => self.out.read_states.push(super::ReadState { ctx: request, index }),
             None => self.out.read_failures.push(request),
         }
         Ok(())

@@ -12,11 +12,7 @@ impl Raft {
     /// Leader: appends a new entry of the current term to its own log.
     pub(super) fn append_new(&mut self, payload: Payload) -> (Index, Term) {
         assert_eq!(self.role, Role::Leader, "only a leader appends new entries");
-        let entry = Entry {
-            term: self.term,
-            index: self.log.last_index().next(),
-            payload,
-        };
+        let entry = Entry { term: self.term, index: self.log.last_index().next(), payload };
         let at = (entry.index, entry.term);
         self.log.append(std::slice::from_ref(&entry));
         if self.memberships.on_append(std::slice::from_ref(&entry)) {
@@ -32,11 +28,7 @@ impl Raft {
         if self.election_elapsed_ticks >= self.cfg.election_ticks_min {
             self.election_elapsed_ticks = 0;
             if self.cfg.check_quorum && !self.quorum_recently_active() {
-                log::warn!(
-                    "{} t{}: no quorum heard from in an election timeout; stepping down",
-                    self.id,
-                    self.term
-                );
+                log::warn!("{} t{}: no quorum heard from in an election timeout; stepping down", self.id, self.term);
                 self.become_follower(self.term, None);
                 return;
             }
@@ -65,22 +57,12 @@ impl Raft {
     pub(super) fn broadcast_heartbeat(&mut self) {
         let round = self.reads.round_sent();
         let committed = self.log.committed();
-        let peers: Vec<(NodeId, Index)> = self
-            .progress
-            .iter()
-            .filter(|(id, _)| **id != self.id)
-            .map(|(id, p)| (*id, p.matched))
-            .collect();
+        let peers: Vec<(NodeId, Index)> =
+            self.progress.iter().filter(|(id, _)| **id != self.id).map(|(id, p)| (*id, p.matched)).collect();
         for (to, matched) in peers {
             // Never tell a follower to commit beyond what it is known to hold.
             let commit = committed.min(matched);
-            self.send(
-                to,
-                Body::Heartbeat {
-                    commit,
-                    read_round: round,
-                },
-            );
+            self.send(to, Body::Heartbeat { commit, read_round: round });
         }
     }
 
@@ -88,12 +70,7 @@ impl Raft {
     /// `Ready` is assembled, so that every proposal and answer since the last
     /// one goes out in as few messages as possible.
     pub(super) fn flush_appends(&mut self) {
-        let peers: Vec<NodeId> = self
-            .progress
-            .keys()
-            .copied()
-            .filter(|&id| id != self.id)
-            .collect();
+        let peers: Vec<NodeId> = self.progress.keys().copied().filter(|&id| id != self.id).collect();
         for to in peers {
             while self.send_append(to, false) {}
             let p = &self.progress[&to];
@@ -123,11 +100,7 @@ impl Raft {
             return false;
         };
         let entries = if next <= self.log.last_index() {
-            self.log.slice_from(
-                next,
-                self.cfg.append_entries_max,
-                self.cfg.append_bytes_soft_max,
-            )
+            self.log.slice_from(next, self.cfg.append_entries_max, self.cfg.append_bytes_soft_max)
         } else {
             Vec::new()
         };
@@ -139,15 +112,7 @@ impl Raft {
         let p = self.progress.get_mut(&to).expect("checked above");
         p.on_sent(last, entries.len());
         p.commit_sent = commit;
-        self.send(
-            to,
-            Body::Append {
-                prev_index,
-                prev_term,
-                entries,
-                commit,
-            },
-        );
+        self.send(to, Body::Append { prev_index, prev_term, entries, commit });
         true
     }
 
@@ -163,11 +128,7 @@ impl Raft {
         commit: Index,
     ) -> Result<(), Dropped> {
         if let Err(why) = check_append_shape(msg_term, prev_index, prev_term, &entries) {
-            log::warn!(
-                "{} t{}: invalid Append from {from}: {why}",
-                self.id,
-                self.term
-            );
+            log::warn!("{} t{}: invalid Append from {from}: {why}", self.id, self.term);
             return Err(Dropped::Invalid);
         }
         if prev_index < self.log.committed() {
@@ -178,16 +139,9 @@ impl Raft {
             return Ok(());
         }
         if !self.log.matches(prev_index, prev_term) {
-            let hint_index = self
-                .log
-                .last_index_with_term_at_most(prev_index.min(self.log.last_index()), prev_term);
+            let hint_index = self.log.last_index_with_term_at_most(prev_index.min(self.log.last_index()), prev_term);
             let hint_term = self.log.term(hint_index).unwrap_or(Term(0));
-            let resp = AppendResp {
-                index: prev_index,
-                rejected: true,
-                hint_index,
-                hint_term,
-            };
+            let resp = AppendResp { index: prev_index, rejected: true, hint_index, hint_term };
             self.send(from, Body::AppendResp(resp));
             return Ok(());
         }
@@ -209,28 +163,17 @@ impl Raft {
             let appended: Vec<Entry> = entries.into_iter().filter(|e| e.index >= first).collect();
             self.memberships.on_append(&appended);
         }
-        self.log
-            .commit_to(commit.min(last_new).max(self.log.committed()));
+        self.log.commit_to(commit.min(last_new).max(self.log.committed()));
         self.send_append_ack(from, last_new);
         Ok(())
     }
 
     fn send_append_ack(&mut self, to: NodeId, index: Index) {
-        let resp = AppendResp {
-            index,
-            rejected: false,
-            hint_index: Index::ZERO,
-            hint_term: Term(0),
-        };
+        let resp = AppendResp { index, rejected: false, hint_index: Index::ZERO, hint_term: Term(0) };
         self.send(to, Body::AppendResp(resp));
     }
 
-    pub(super) fn handle_heartbeat(
-        &mut self,
-        from: NodeId,
-        commit: Index,
-        read_round: u64,
-    ) -> Result<(), Dropped> {
+    pub(super) fn handle_heartbeat(&mut self, from: NodeId, commit: Index, read_round: u64) -> Result<(), Dropped> {
         let commit = commit.min(self.log.last_index());
         if commit > self.log.committed() {
             self.log.commit_to(commit);
@@ -239,17 +182,9 @@ impl Raft {
         Ok(())
     }
 
-    pub(super) fn handle_append_resp(
-        &mut self,
-        from: NodeId,
-        r: AppendResp,
-    ) -> Result<(), Dropped> {
+    pub(super) fn handle_append_resp(&mut self, from: NodeId, r: AppendResp) -> Result<(), Dropped> {
         if r.index > self.log.last_index() || r.hint_index > r.index {
-            log::warn!(
-                "{} t{}: AppendResp from {from} beyond our log: {r:?}",
-                self.id,
-                self.term
-            );
+            log::warn!("{} t{}: AppendResp from {from} beyond our log: {r:?}", self.id, self.term);
             return Err(Dropped::Invalid);
         }
         if r.rejected {
@@ -287,9 +222,7 @@ impl Raft {
         // at the largest of our indexes at most that, with a term at most
         // that (or at the hint itself when we compacted that far).
         let next_guess = if r.hint_index >= self.log.snapshot_index() {
-            self.log
-                .last_index_with_term_at_most(r.hint_index, r.hint_term)
-                .next()
+            self.log.last_index_with_term_at_most(r.hint_index, r.hint_term).next()
         } else {
             r.hint_index.next()
         };
@@ -297,13 +230,7 @@ impl Raft {
             return Err(Dropped::UnknownPeer);
         };
         if p.on_reject(r.index, next_guess) {
-            log::debug!(
-                "{} t{}: {from} rejected {}; next {}",
-                self.id,
-                self.term,
-                r.index,
-                p.next
-            );
+            log::debug!("{} t{}: {from} rejected {}; next {}", self.id, self.term, r.index, p.next);
             self.send_append(from, true);
             Ok(())
         } else {
@@ -315,9 +242,7 @@ impl Raft {
     /// entries commit only indirectly (paper §5.4.2, figure 8).
     pub(super) fn maybe_commit(&mut self) -> bool {
         let progress = &self.progress;
-        let q = Index(quorum_value(self.memberships.current(), |id| {
-            progress.get(&id).map_or(0, |p| p.matched.0)
-        }));
+        let q = Index(quorum_value(self.memberships.current(), |id| progress.get(&id).map_or(0, |p| p.matched.0)));
         if q <= self.log.committed() {
             return false;
         }
@@ -332,11 +257,7 @@ impl Raft {
         self.on_commit_for_membership();
     }
 
-    pub(super) fn handle_heartbeat_resp(
-        &mut self,
-        from: NodeId,
-        read_round: u64,
-    ) -> Result<(), Dropped> {
+    pub(super) fn handle_heartbeat_resp(&mut self, from: NodeId, read_round: u64) -> Result<(), Dropped> {
         let last_index = self.log.last_index();
         let Some(p) = self.progress.get_mut(&from) else {
             return Err(Dropped::UnknownPeer);
@@ -356,22 +277,12 @@ impl Raft {
         Ok(())
     }
 
-    pub(super) fn handle_forwarded_proposals(
-        &mut self,
-        from: NodeId,
-        commands: Vec<Vec<u8>>,
-    ) -> Result<(), Dropped> {
+    pub(super) fn handle_forwarded_proposals(&mut self, from: NodeId, commands: Vec<Vec<u8>>) -> Result<(), Dropped> {
         if self.transfer.is_some() {
             return Err(Dropped::Transferring);
         }
         if commands.len() > self.cfg.propose_commands_max {
-            log::warn!(
-                "{} t{}: {} forwarded {} commands",
-                self.id,
-                self.term,
-                from,
-                commands.len()
-            );
+            log::warn!("{} t{}: {} forwarded {} commands", self.id, self.term, from, commands.len());
             return Err(Dropped::Invalid);
         }
         for c in commands {
@@ -387,12 +298,7 @@ impl Raft {
         };
         let queue = std::mem::take(&mut self.forward_queue);
         for chunk in queue.chunks(self.cfg.propose_commands_max) {
-            self.send(
-                leader,
-                Body::Propose {
-                    commands: chunk.to_vec(),
-                },
-            );
+            self.send(leader, Body::Propose { commands: chunk.to_vec() });
         }
     }
 
@@ -403,16 +309,9 @@ impl Raft {
 
 /// A leader's Append must describe a contiguous run of entries after
 /// `prev_index`, with terms never going down and never above the message's.
-fn check_append_shape(
-    msg_term: Term,
-    prev_index: Index,
-    prev_term: Term,
-    entries: &[Entry],
-) -> Result<(), String> {
+fn check_append_shape(msg_term: Term, prev_index: Index, prev_term: Term, entries: &[Entry]) -> Result<(), String> {
     if prev_term > msg_term {
-        return Err(format!(
-            "prev term {prev_term} above message term {msg_term}"
-        ));
+        return Err(format!("prev term {prev_term} above message term {msg_term}"));
     }
     let mut expected = prev_index.next();
     let mut term = prev_term;
@@ -421,10 +320,7 @@ fn check_append_shape(
             return Err(format!("entry {} where {} was expected", e.index, expected));
         }
         if e.term < term || e.term > msg_term {
-            return Err(format!(
-                "entry {} has term {} out of [{term}, {msg_term}]",
-                e.index, e.term
-            ));
+            return Err(format!("entry {} has term {} out of [{term}, {msg_term}]", e.index, e.term));
         }
         expected = expected.next();
         term = e.term;

@@ -33,11 +33,7 @@ impl Raft {
     /// What our latest snapshot covers.
     pub(super) fn own_snapshot_meta(&self) -> SnapshotMeta {
         let index = self.log.snapshot_index();
-        SnapshotMeta {
-            index,
-            term: self.log.snapshot_term(),
-            membership: self.memberships.at(index).clone(),
-        }
+        SnapshotMeta { index, term: self.log.snapshot_term(), membership: self.memberships.at(index).clone() }
     }
 
     pub(super) fn start_snapshot_send(&mut self, to: NodeId) {
@@ -45,28 +41,14 @@ impl Raft {
         let Some(p) = self.progress.get_mut(&to) else {
             return;
         };
-        log::info!(
-            "{} t{}: sending snapshot {}/{} to {to}",
-            self.id,
-            self.term,
-            meta.index,
-            meta.term
-        );
+        log::info!("{} t{}: sending snapshot {}/{} to {to}", self.id, self.term, meta.index, meta.term);
         p.become_snapshot(meta.index);
         self.send_snapshot_chunk(to, meta, 0);
     }
 
     fn send_snapshot_chunk(&mut self, to: NodeId, meta: SnapshotMeta, offset: u64) {
         // The caller fills `data` and `done` from the snapshot at `meta.index`.
-        self.send(
-            to,
-            Body::InstallSnapshot {
-                meta,
-                offset,
-                data: Vec::new(),
-                done: false,
-            },
-        );
+        self.send(to, Body::InstallSnapshot { meta, offset, data: Vec::new(), done: false });
     }
 
     /// Resends the chunk a silent follower last asked for.
@@ -84,12 +66,7 @@ impl Raft {
         }
         for (to, offset) in resend {
             let meta = self.own_snapshot_meta();
-            if self.progress.get(&to).is_some_and(|p| {
-                p.state
-                    == ProgressState::Snapshot {
-                        pending: meta.index,
-                    }
-            }) {
+            if self.progress.get(&to).is_some_and(|p| p.state == ProgressState::Snapshot { pending: meta.index }) {
                 self.send_snapshot_chunk(to, meta, offset);
             } else {
                 // We compacted again meanwhile: start over with the new one.
@@ -163,17 +140,8 @@ impl Raft {
             return Ok(());
         }
         let offset_next = offset + data.len() as u64;
-        self.snapshot_receive = Some(SnapshotReceive {
-            index: meta.index,
-            term: meta.term,
-            offset_next,
-        });
-        self.out.snapshot_chunks.push(SnapshotChunk {
-            meta: meta.clone(),
-            offset,
-            data,
-            done,
-        });
+        self.snapshot_receive = Some(SnapshotReceive { index: meta.index, term: meta.term, offset_next });
+        self.out.snapshot_chunks.push(SnapshotChunk { meta: meta.clone(), offset, data, done });
         if done {
             self.install_snapshot(meta);
             self.send_snapshot_ack(from, self.log.snapshot_index(), offset_next, true);
@@ -200,14 +168,7 @@ impl Raft {
     }
 
     fn send_snapshot_ack(&mut self, to: NodeId, index: Index, next_offset: u64, installed: bool) {
-        self.send(
-            to,
-            Body::InstallSnapshotResp {
-                index,
-                next_offset,
-                installed,
-            },
-        );
+        self.send(to, Body::InstallSnapshotResp { index, next_offset, installed });
     }
 
     /// The caller saved a snapshot of its state machine through `index`

@@ -27,20 +27,9 @@ impl Raft {
         if self.transfer.as_ref().is_some_and(|t| t.target == target) {
             return Ok(());
         }
-        log::info!(
-            "{} t{}: transferring leadership to {target}",
-            self.id,
-            self.term
-        );
-        self.transfer = Some(Transfer {
-            target,
-            elapsed_ticks: 0,
-        });
-        if self
-            .progress
-            .get(&target)
-            .is_some_and(|p| p.matched == self.log.last_index())
-        {
+        log::info!("{} t{}: transferring leadership to {target}", self.id, self.term);
+        self.transfer = Some(Transfer { target, elapsed_ticks: 0 });
+        if self.progress.get(&target).is_some_and(|p| p.matched == self.log.last_index()) {
             self.send(target, Body::TimeoutNow);
         }
         Ok(())
@@ -59,12 +48,7 @@ impl Raft {
         let Some(t) = &mut self.transfer else { return };
         t.elapsed_ticks += 1;
         if t.elapsed_ticks >= self.cfg.election_ticks_min {
-            log::warn!(
-                "{} t{}: transfer to {} timed out",
-                self.id,
-                self.term,
-                t.target
-            );
+            log::warn!("{} t{}: transfer to {} timed out", self.id, self.term, t.target);
             self.transfer = None;
         }
     }

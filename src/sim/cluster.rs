@@ -1,0 +1,461 @@
+//! A cluster of real Raft cores over a simulated disk and network. It does
+//! for each node what `node.rs` does for a real one (carry out each `Ready`
+//! in order), in two phases so that a crash can fall between them: first the
+//! messages that may leave at once, then the write, the persisted messages,
+//! the application of committed entries and the reads.
+//!
+//! After every change to a node the checker looks at it, so a violation is
+//! reported at the step that caused it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+
+use super::checker::{Checker, Violation};
+use super::disk::Disk;
+use super::machine::Machine;
+use super::network::{Faults, Network};
+use crate::raft::{
+    Body, Config, Index, Membership, Message, NodeId, Payload, PlantedBug, ProposeError, Proposed, Raft, ReadError,
+    ReadState, Ready, Role, SnapshotMeta,
+};
+
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    pub size: usize,
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    pub election_ticks_min: u64,
+    pub election_ticks_max: u64,
+    pub heartbeat_ticks: u64,
+    pub append_entries_max: usize,
+    pub inflight_appends_max: usize,
+    pub snapshot_chunk_bytes: usize,
+    pub planted_bug: Option<PlantedBug>,
+    pub faults: Faults,
+    pub seed: u64,
+}
+
+impl SimOptions {
+    pub fn new(size: usize, seed: u64) -> SimOptions {
+        SimOptions {
+            size,
+            pre_vote: true,
+            check_quorum: true,
+            election_ticks_min: 10,
+            election_ticks_max: 20,
+            heartbeat_ticks: 3,
+            append_entries_max: 8,
+            inflight_appends_max: 4,
+            snapshot_chunk_bytes: 64,
+            planted_bug: None,
+            faults: Faults::NONE,
+            seed,
+        }
+    }
+}
+
+/// Something a client of a node would see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A command carrying `(client, seq)` was applied by the node with this
+    /// result.
+    Applied { node: NodeId, index: Index, client: u64, seq: u64, result: String },
+    /// A read was served: `value` is the key's value at the read index.
+    Read { node: NodeId, ctx: u64, value: Option<String> },
+    /// A read could not be confirmed and was not served.
+    ReadFailed { node: NodeId, ctx: u64 },
+}
+
+pub struct SimNode {
+    pub raft: Option<Raft>,
+    pub disk: Disk,
+    pub machine: Machine,
+    pending: Option<Ready>,
+    /// Confirmed reads waiting for the state machine to reach their index.
+    reads_waiting: Vec<ReadState>,
+    /// Key of each read in flight, by context.
+    read_keys: HashMap<u64, String>,
+    restarts: u64,
+}
+
+impl SimNode {
+    pub fn is_up(&self) -> bool {
+        self.raft.is_some()
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+}
+
+pub struct Cluster {
+    pub opts: SimOptions,
+    pub nodes: BTreeMap<NodeId, SimNode>,
+    pub net: Network,
+    pub checker: Checker,
+    pub rng: Xoshiro256PlusPlus,
+    pub bootstrap: Membership,
+    pub outcomes: Vec<Outcome>,
+    /// When set, a line per notable event (scenario scripts print it).
+    pub trace: Option<Vec<String>>,
+}
+
+impl Cluster {
+    pub fn new(opts: SimOptions) -> Cluster {
+        let ids: Vec<NodeId> = (1..=opts.size as u64).map(NodeId).collect();
+        Cluster::with_members(opts, &ids, &ids)
+    }
+
+    /// `started`: the nodes that exist; `voters`: the bootstrap
+    /// configuration. Nodes outside it start like `--join` nodes.
+    pub fn with_members(opts: SimOptions, started: &[NodeId], voters: &[NodeId]) -> Cluster {
+        let bootstrap = Membership::with_voters(voters.iter().copied());
+        let mut cluster = Cluster {
+            rng: Xoshiro256PlusPlus::seed_from_u64(opts.seed),
+            net: Network::new(opts.faults),
+            checker: Checker::default(),
+            nodes: BTreeMap::new(),
+            bootstrap,
+            outcomes: Vec::new(),
+            trace: None,
+            opts,
+        };
+        for &id in started {
+            cluster.add_node(id, Disk::default());
+        }
+        cluster
+    }
+
+    pub fn add_node(&mut self, id: NodeId, disk: Disk) {
+        let node = SimNode {
+            raft: None,
+            disk,
+            machine: Machine::default(),
+            pending: None,
+            reads_waiting: Vec::new(),
+            read_keys: HashMap::new(),
+            restarts: 0,
+        };
+        self.nodes.insert(id, node);
+        self.boot(id);
+    }
+
+    fn config_for(&self, id: NodeId, restarts: u64) -> Config {
+        let mut cfg = Config::new(id);
+        cfg.election_ticks_min = self.opts.election_ticks_min;
+        cfg.election_ticks_max = self.opts.election_ticks_max;
+        cfg.heartbeat_ticks = self.opts.heartbeat_ticks;
+        cfg.pre_vote = self.opts.pre_vote;
+        cfg.check_quorum = self.opts.check_quorum;
+        cfg.append_entries_max = self.opts.append_entries_max;
+        cfg.inflight_appends_max = self.opts.inflight_appends_max;
+        cfg.planted_bug = self.opts.planted_bug;
+        cfg.seed = self.opts.seed ^ (id.0 << 32) ^ restarts.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        cfg
+    }
+
+    /// Starts a node from what its disk holds.
+    fn boot(&mut self, id: NodeId) {
+        let node = &self.nodes[&id];
+        let cfg = self.config_for(id, node.restarts);
+        let init = node.disk.initial_state(&self.bootstrap);
+        let machine = match &node.disk.snapshot {
+            Some((_, data)) => Machine::restore(data),
+            None => Machine::default(),
+        };
+        let node = self.nodes.get_mut(&id).expect("exists");
+        node.raft = Some(Raft::new(cfg, init));
+        node.machine = machine;
+    }
+
+    pub fn raft(&self, id: NodeId) -> Option<&Raft> {
+        self.nodes.get(&id).and_then(|n| n.raft.as_ref())
+    }
+
+    fn raft_mut(&mut self, id: NodeId) -> Option<&mut Raft> {
+        self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut())
+    }
+
+    pub fn up_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().filter(|(_, n)| n.is_up()).map(|(id, _)| *id).collect()
+    }
+
+    pub fn leaders(&self) -> Vec<NodeId> {
+        self.up_ids().into_iter().filter(|id| self.raft(*id).is_some_and(|r| r.role() == Role::Leader)).collect()
+    }
+
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        if let Some(trace) = &mut self.trace {
+            trace.push(line());
+        }
+    }
+
+    /// Runs the checker over a node that changed, then over current leaders.
+    pub fn check(&mut self, id: NodeId) -> Result<(), Violation> {
+        let Some(raft) = self.nodes.get(&id).and_then(|n| n.raft.as_ref()) else {
+            return Ok(());
+        };
+        self.checker.observe(raft)?;
+        let leaders: Vec<&Raft> =
+            self.nodes.values().filter_map(|n| n.raft.as_ref()).filter(|r| r.role() == Role::Leader).collect();
+        self.checker.check_leaders(&leaders)
+    }
+
+    // ---- inputs ----
+
+    pub fn tick(&mut self, id: NodeId) -> Result<(), Violation> {
+        let Some(raft) = self.raft_mut(id) else { return Ok(()) };
+        if raft.has_pending_ready() {
+            return Ok(());
+        }
+        let before = (raft.role(), raft.term());
+        raft.tick();
+        self.note_role_change(id, before);
+        self.check(id)
+    }
+
+    pub fn campaign(&mut self, id: NodeId) -> Result<(), Violation> {
+        let Some(raft) = self.raft_mut(id) else { return Ok(()) };
+        let before = (raft.role(), raft.term());
+        raft.campaign_now();
+        self.note_role_change(id, before);
+        self.check(id)
+    }
+
+    /// Delivers a message to its node: lost if the node is down; held back a
+    /// tick if the node is between the phases of a `Ready` (a real node reads
+    /// it after its write).
+    pub fn deliver(&mut self, m: Message) -> Result<(), Violation> {
+        let to = m.to;
+        let Some(raft) = self.raft_mut(to) else { return Ok(()) };
+        if raft.has_pending_ready() {
+            let deliver_at = self.net.now + 1;
+            self.net.in_flight.push(super::network::InFlight { msg: m, deliver_at });
+            return Ok(());
+        }
+        let before = (raft.role(), raft.term());
+        let text = self.trace.is_some().then(|| m.to_string());
+        let result = self.raft_mut(to).expect("up").step(m);
+        if let Some(text) = text {
+            let suffix = match result {
+                Ok(()) => String::new(),
+                Err(why) => format!(" (dropped: {why:?})"),
+            };
+            self.note(|| format!("{text}{suffix}"));
+        }
+        self.note_role_change(to, before);
+        self.check(to)
+    }
+
+    fn note_role_change(&mut self, id: NodeId, before: (Role, crate::raft::Term)) {
+        let Some(raft) = self.raft(id) else { return };
+        let after = (raft.role(), raft.term());
+        if after != before {
+            self.note(|| format!("  {id} is {} at term {}", after.0, after.1));
+        }
+    }
+
+    pub fn propose(&mut self, id: NodeId, command: Vec<u8>) -> Result<Proposed, ProposeError> {
+        match self.raft_mut(id) {
+            Some(raft) if !raft.has_pending_ready() => raft.propose(command),
+            _ => Err(ProposeError::NoLeader),
+        }
+    }
+
+    pub fn read(&mut self, id: NodeId, ctx: u64, key: &str) -> Result<(), ReadError> {
+        let node = self.nodes.get_mut(&id).ok_or(ReadError::NoLeader)?;
+        match node.raft.as_mut() {
+            Some(raft) if !raft.has_pending_ready() => {
+                raft.read_index(ctx)?;
+                node.read_keys.insert(ctx, key.to_string());
+                Ok(())
+            }
+            _ => Err(ReadError::NoLeader),
+        }
+    }
+
+    // ---- carrying out Ready, in two phases ----
+
+    /// Phase one: take the node's `Ready` and send what may leave at once.
+    pub fn take_ready(&mut self, id: NodeId) -> bool {
+        let Some(node) = self.nodes.get_mut(&id) else { return false };
+        let Some(raft) = node.raft.as_mut() else { return false };
+        if node.pending.is_some() || !raft.has_ready() {
+            return false;
+        }
+        let mut rd = raft.ready();
+        let messages = std::mem::take(&mut rd.messages);
+        node.pending = Some(rd);
+        for m in messages {
+            self.send(m);
+        }
+        true
+    }
+
+    /// Phase two: write, send what waited for the write, apply, serve
+    /// reads, advance.
+    pub fn persist(&mut self, id: NodeId) -> Result<bool, Violation> {
+        let Some(node) = self.nodes.get_mut(&id) else { return Ok(false) };
+        let Some(mut rd) = node.pending.take() else { return Ok(false) };
+        for w in Disk::writes_for(&rd) {
+            node.disk.write(w);
+        }
+        if let Some(meta) = &rd.snapshot {
+            let data = &node.disk.snapshot.as_ref().expect("just written").1;
+            node.machine = Machine::restore(data);
+            assert_eq!(node.machine.applied, meta.index, "snapshot data and meta disagree");
+            let text = format!("  {id} installed snapshot {}/{}", meta.index, meta.term);
+            self.note(|| text);
+        }
+        for m in std::mem::take(&mut rd.persisted_messages) {
+            self.send(m);
+        }
+        self.apply(id, &mut rd)?;
+        let raft = self.raft_mut(id).expect("a node with a pending ready is up");
+        raft.advance(rd);
+        self.check(id)?;
+        Ok(true)
+    }
+
+    fn apply(&mut self, id: NodeId, rd: &mut Ready) -> Result<(), Violation> {
+        for e in std::mem::take(&mut rd.committed_entries) {
+            self.checker.on_apply(id, &e)?;
+            let node = self.nodes.get_mut(&id).expect("exists");
+            let applied = match &e.payload {
+                Payload::Command(c) => node.machine.apply(e.index, c),
+                _ => {
+                    node.machine.skip(e.index);
+                    None
+                }
+            };
+            if let Some(a) = applied {
+                self.outcomes.push(Outcome::Applied {
+                    node: id,
+                    index: e.index,
+                    client: a.client,
+                    seq: a.seq,
+                    result: a.result,
+                });
+            }
+            self.note(|| format!("  {id} applied {e}"));
+        }
+        let node = self.nodes.get_mut(&id).expect("exists");
+        node.reads_waiting.extend(rd.read_states.drain(..));
+        for ctx in rd.read_failures.drain(..) {
+            node.read_keys.remove(&ctx);
+            self.outcomes.push(Outcome::ReadFailed { node: id, ctx });
+        }
+        self.serve_reads(id);
+        Ok(())
+    }
+
+    fn serve_reads(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("exists");
+        let applied = node.machine.applied;
+        let (ready, waiting): (Vec<ReadState>, Vec<ReadState>) =
+            node.reads_waiting.drain(..).partition(|r| r.index <= applied);
+        node.reads_waiting = waiting;
+        for r in ready {
+            let Some(key) = node.read_keys.remove(&r.ctx) else { continue };
+            let value = node.machine.map.get(&key).cloned();
+            self.outcomes.push(Outcome::Read { node: id, ctx: r.ctx, value });
+        }
+    }
+
+    /// Both phases, until the node has nothing more to do.
+    pub fn process(&mut self, id: NodeId) -> Result<bool, Violation> {
+        let mut any = false;
+        while self.take_ready(id) {
+            self.persist(id)?;
+            any = true;
+        }
+        Ok(any)
+    }
+
+    fn send(&mut self, mut m: Message) {
+        if let Body::InstallSnapshot { .. } = m.body {
+            if !self.fill_snapshot_chunk(&mut m) {
+                return;
+            }
+        }
+        self.net.send(m, &mut self.rng);
+    }
+
+    /// The leader's core asks for a chunk by offset; fill it in from the
+    /// sender's snapshot, as the real node does from its snapshot file.
+    fn fill_snapshot_chunk(&self, m: &mut Message) -> bool {
+        let Body::InstallSnapshot { meta, offset, data, done } = &mut m.body else {
+            return false;
+        };
+        let Some((have, bytes)) = self.nodes.get(&m.from).and_then(|n| n.disk.snapshot.as_ref()) else {
+            return false;
+        };
+        if have.index != meta.index || *offset as usize > bytes.len() {
+            return false;
+        }
+        let start = *offset as usize;
+        let end = (start + self.opts.snapshot_chunk_bytes).min(bytes.len());
+        *data = bytes[start..end].to_vec();
+        *done = end == bytes.len();
+        true
+    }
+
+    // ---- faults ----
+
+    /// Crashes a node. A `Ready` that was taken but not yet made durable is
+    /// lost except for a prefix of its writes, chosen by `rng`, as on a disk
+    /// that had written some of a batch before power went.
+    pub fn crash(&mut self, id: NodeId) {
+        let rng = &mut self.rng;
+        let Some(node) = self.nodes.get_mut(&id) else { return };
+        if node.raft.is_none() {
+            return;
+        }
+        if let Some(rd) = node.pending.take() {
+            let writes = Disk::writes_for(&rd);
+            let kept = rng.random_range(0..=writes.len());
+            for w in writes.into_iter().take(kept) {
+                node.disk.write(w);
+            }
+        }
+        node.raft = None;
+        node.reads_waiting.clear();
+        node.read_keys.clear();
+        node.machine = Machine::default();
+        self.checker.forget(id);
+        self.note(|| format!("  {id} crashed"));
+    }
+
+    pub fn restart(&mut self, id: NodeId) -> Result<(), Violation> {
+        let Some(node) = self.nodes.get_mut(&id) else { return Ok(()) };
+        if node.raft.is_some() {
+            return Ok(());
+        }
+        node.restarts += 1;
+        self.boot(id);
+        self.note(|| format!("  {id} restarted"));
+        self.check(id)
+    }
+
+    /// The node snapshots its state machine at what it applied, and
+    /// compacts its log (a real node does this past a size threshold).
+    pub fn compact(&mut self, id: NodeId) -> bool {
+        let Some(node) = self.nodes.get_mut(&id) else { return false };
+        let Some(raft) = node.raft.as_mut() else { return false };
+        if node.pending.is_some() {
+            return false;
+        }
+        let applied = node.machine.applied;
+        let Some(meta): Option<SnapshotMeta> = raft.snapshot_meta_at(applied) else {
+            return false;
+        };
+        if meta.index <= node.disk.snapshot.as_ref().map_or(Index::ZERO, |(m, _)| m.index) {
+            return false;
+        }
+        node.disk.compact(meta.clone(), node.machine.snapshot());
+        raft.compact(meta.index);
+        true
+    }
+}

@@ -1,0 +1,90 @@
+//! A node's stable storage in the simulator. Writes happen in the order a
+//! real node makes them (snapshot chunks, snapshot, entries, hard state); a
+//! crash before the sync keeps an arbitrary prefix of them, as an append-only
+//! log on a real disk would.
+
+use crate::raft::{Entry, HardState, Index, InitialState, Membership, Ready, SnapshotChunk, SnapshotMeta};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Disk {
+    pub hard_state: HardState,
+    pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    /// Contiguous, all after the snapshot.
+    pub entries: Vec<Entry>,
+    /// Chunks of a snapshot being received (a real node's temp file).
+    pub receiving: Vec<u8>,
+}
+
+/// One write, in the order they reach the disk.
+#[derive(Clone, Debug)]
+pub enum Write {
+    Chunk(SnapshotChunk),
+    Snapshot(SnapshotMeta),
+    Entry(Entry),
+    HardState(HardState),
+}
+
+impl Disk {
+    pub fn writes_for(rd: &Ready) -> Vec<Write> {
+        let mut writes: Vec<Write> = rd.snapshot_chunks.iter().cloned().map(Write::Chunk).collect();
+        writes.extend(rd.snapshot.iter().cloned().map(Write::Snapshot));
+        writes.extend(rd.entries.iter().cloned().map(Write::Entry));
+        writes.extend(rd.hard_state.iter().copied().map(Write::HardState));
+        writes
+    }
+
+    pub fn write(&mut self, w: Write) {
+        match w {
+            Write::Chunk(c) => {
+                if c.offset == 0 {
+                    self.receiving.clear();
+                }
+                assert_eq!(c.offset as usize, self.receiving.len(), "chunks out of order");
+                self.receiving.extend_from_slice(&c.data);
+            }
+            Write::Snapshot(meta) => self.install(meta),
+            Write::Entry(e) => self.append(e),
+            Write::HardState(hs) => self.hard_state = hs,
+        }
+    }
+
+    fn snapshot_index(&self) -> Index {
+        self.snapshot.as_ref().map_or(Index::ZERO, |(m, _)| m.index)
+    }
+
+    fn append(&mut self, e: Entry) {
+        let first = self.snapshot_index().next();
+        assert!(e.index >= first, "entry {} before the snapshot", e.index);
+        self.entries.truncate((e.index.0 - first.0) as usize);
+        assert_eq!(e.index, first.plus(self.entries.len() as u64), "entries written with a gap");
+        self.entries.push(e);
+    }
+
+    /// A snapshot received from the leader replaces the log unless the log
+    /// goes on past it consistently (paper §7).
+    fn install(&mut self, meta: SnapshotMeta) {
+        let data = std::mem::take(&mut self.receiving);
+        let keep_from = self.entries.iter().position(|e| e.index == meta.index && e.term == meta.term).map(|k| k + 1);
+        self.entries = match keep_from {
+            Some(k) => self.entries.split_off(k),
+            None => Vec::new(),
+        };
+        self.snapshot = Some((meta, data));
+    }
+
+    /// The node snapshotted its own state machine through `meta.index`.
+    pub fn compact(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
+        let drop = self.entries.iter().take_while(|e| e.index <= meta.index).count();
+        self.entries.drain(..drop);
+        self.snapshot = Some((meta, data));
+    }
+
+    pub fn initial_state(&self, bootstrap: &Membership) -> InitialState {
+        InitialState {
+            hard_state: self.hard_state,
+            snapshot: self.snapshot.as_ref().map(|(m, _)| m.clone()),
+            entries: self.entries.clone(),
+            bootstrap: bootstrap.clone(),
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! The randomized simulator. One seed decides everything: the cluster size,
+//! the fault rates, the workload and every choice along the way, so a failing
+//! run replays exactly from its seed.
+//!
+//! A run has two phases (TigerBeetle's VOPR does the same):
+//! 1. safety: clients write, compare-and-set and read while the network loses,
+//!    duplicates, delays and partitions messages and nodes crash (losing
+//!    unsynced writes), restart and compact; every Raft safety property is
+//!    checked after every step;
+//! 2. liveness: the network heals and every node comes back; within a bounded
+//!    number of ticks a leader must be elected and a new command must be
+//!    applied by every node.
+//!
+//! Afterwards the clients' history is checked for linearizability.
+
+use std::collections::BTreeMap;
+
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+
+use super::cluster::{Cluster, Outcome, SimOptions};
+use super::machine::{command_cas, command_set};
+use super::network::Faults;
+use crate::raft::{NodeId, PlantedBug};
+
+/// What a run is made of, all derived from the seed.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub seed: u64,
+    pub size: usize,
+    pub faults: Faults,
+    pub crash_probability: f64,
+    /// Per tick, crash or isolate whichever node leads: leader churn leaves
+    /// the divergent minority logs that figure 8 is made of.
+    pub leader_fault_probability: f64,
+    pub restart_probability: f64,
+    pub partition_probability: f64,
+    pub compact_probability: f64,
+    /// A taken `Ready` is made durable at once with this probability;
+    /// otherwise a crash may fall between its two phases.
+    pub persist_at_once_probability: f64,
+    pub clients: usize,
+    pub keys: usize,
+    pub safety_ticks: u64,
+    pub liveness_ticks_max: u64,
+    pub pre_vote: bool,
+    /// Small bounds make a new leader send old entries apart from its no-op,
+    /// which is what the figure-8 scenario needs.
+    pub append_entries_max: usize,
+    pub inflight_appends_max: usize,
+    pub planted_bug: Option<PlantedBug>,
+}
+
+impl Plan {
+    pub fn from_seed(seed: u64, planted_bug: Option<PlantedBug>) -> Plan {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let size = [3, 3, 5, 5, 7][rng.random_range(0..5)];
+        // Fault mixes from calm to stormy, so both deep logs and chaos occur.
+        let storm = rng.random_range(0..4);
+        let faults = Faults {
+            drop: [0.0, 0.02, 0.1, 0.25][storm],
+            duplicate: [0.0, 0.02, 0.05, 0.1][rng.random_range(0..4)],
+            delay_ticks_max: [1, 2, 5, 10][rng.random_range(0..4)],
+        };
+        Plan {
+            seed,
+            size,
+            faults,
+            crash_probability: [0.0, 0.002, 0.01, 0.03][rng.random_range(0..4)],
+            leader_fault_probability: [0.0, 0.0, 0.01, 0.05][rng.random_range(0..4)],
+            restart_probability: 0.05,
+            partition_probability: [0.0, 0.002, 0.01][rng.random_range(0..3)],
+            compact_probability: [0.0, 0.005, 0.05][rng.random_range(0..3)],
+            persist_at_once_probability: [1.0, 0.7, 0.3][rng.random_range(0..3)],
+            clients: rng.random_range(1..=5),
+            keys: rng.random_range(1..=3),
+            safety_ticks: rng.random_range(300..1500),
+            liveness_ticks_max: 600,
+            pre_vote: rng.random_bool(0.8),
+            append_entries_max: [1, 2, 8, 64][rng.random_range(0..4)],
+            inflight_appends_max: [1, 4, 16][rng.random_range(0..3)],
+            planted_bug,
+        }
+    }
+
+    fn options(&self) -> SimOptions {
+        let mut opts = SimOptions::new(self.size, self.seed);
+        opts.faults = self.faults;
+        opts.pre_vote = self.pre_vote;
+        opts.planted_bug = self.planted_bug;
+        opts.append_entries_max = self.append_entries_max;
+        opts.inflight_appends_max = self.inflight_appends_max;
+        // Elections must outlast a round trip even at the longest delay.
+        opts.election_ticks_min = 10 + 2 * self.faults.delay_ticks_max;
+        opts.election_ticks_max = 2 * opts.election_ticks_min;
+        opts.heartbeat_ticks = 3;
+        opts
+    }
+}
+
+/// A client operation and what came of it, in simulator ticks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Op {
+    pub client: u64,
+    pub key: String,
+    pub kind: OpKind,
+    pub invoked: u64,
+    /// `None` while in flight, and forever for an unknown outcome.
+    pub completed: Option<u64>,
+    pub result: OpResult,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    Read,
+    Write(String),
+    Cas(Option<String>, String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpResult {
+    Pending,
+    /// Definitely not applied.
+    Failed,
+    /// May or may not have been applied.
+    Unknown,
+    /// Reads: the value; CAS: "1" or "0"; writes: "OK".
+    Ok(Option<String>),
+}
+
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub plan: Plan,
+    pub ops: Vec<Op>,
+    pub committed: usize,
+    pub messages_sent: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub seed: u64,
+    pub planted_bug: Option<PlantedBug>,
+    pub what: String,
+    pub at_tick: u64,
+    /// The last lines of the trace, when the run was traced.
+    pub trace_tail: Vec<String>,
+}
+
+impl Failure {
+    /// The command that replays this run with a full trace.
+    pub fn replay_command(&self) -> String {
+        let bug = self.planted_bug.map_or(String::new(), |b| format!(" --bug {b:?}"));
+        format!("cargo run --release --bin sim -- --seed {:#x}{bug} --trace", self.seed)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "seed {:#x} failed at tick {}: {}", self.seed, self.at_tick, self.what)?;
+        for line in &self.trace_tail {
+            writeln!(f, "  | {line}")?;
+        }
+        write!(f, "replay: {}", self.replay_command())
+    }
+}
+
+/// A client with at most one operation in flight.
+struct Client {
+    id: u64,
+    node: NodeId,
+    op: Option<usize>,
+    seq: u64,
+    deadline: u64,
+}
+
+struct Run {
+    plan: Plan,
+    cluster: Cluster,
+    rng: Xoshiro256PlusPlus,
+    now: u64,
+    clients: Vec<Client>,
+    next_client_id: u64,
+    ops: Vec<Op>,
+    /// Read context -> op index.
+    reads: BTreeMap<u64, usize>,
+    next_value: u64,
+    /// The index at which each (client, seq) command was applied.
+    applied: std::collections::HashMap<(u64, u64), crate::raft::Index>,
+}
+
+const OP_TIMEOUT_TICKS: u64 = 200;
+
+/// Runs one seed. `trace` keeps every event (slow; for replays).
+pub fn run(seed: u64, planted_bug: Option<PlantedBug>, trace: bool) -> Result<Report, Box<Failure>> {
+    let plan = Plan::from_seed(seed, planted_bug);
+    let mut cluster = Cluster::new(plan.options());
+    if trace {
+        cluster.trace = Some(Vec::new());
+    }
+    let mut run = Run {
+        rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x51_3a7e),
+        cluster,
+        now: 0,
+        clients: Vec::new(),
+        next_client_id: 1,
+        ops: Vec::new(),
+        reads: BTreeMap::new(),
+        next_value: 1,
+        applied: std::collections::HashMap::new(),
+        plan,
+    };
+    for _ in 0..run.plan.clients {
+        let client = run.new_client();
+        run.clients.push(client);
+    }
+    let fail = |run: &mut Run, what: String| -> Box<Failure> {
+        let trace_tail =
+            run.cluster.trace.as_ref().map_or(Vec::new(), |t| t.iter().rev().take(60).rev().cloned().collect());
+        Box::new(Failure { seed, planted_bug, what, at_tick: run.now, trace_tail })
+    };
+    for _ in 0..run.plan.safety_ticks {
+        if let Err(v) = run.step(true) {
+            return Err(fail(&mut run, v));
+        }
+    }
+    if let Err(v) = run.liveness() {
+        return Err(fail(&mut run, v));
+    }
+    run.finish_unknown();
+    Ok(Report {
+        committed: run.cluster.checker.committed_count(),
+        messages_sent: run.cluster.net.sent,
+        ops: run.ops,
+        plan: run.plan,
+    })
+}
+
+impl Run {
+    fn new_client(&mut self) -> Client {
+        let id = self.next_client_id;
+        self.next_client_id += 1;
+        let node = NodeId(self.rng.random_range(1..=self.plan.size as u64));
+        Client { id, node, op: None, seq: 0, deadline: 0 }
+    }
+
+    fn note(&mut self, line: String) {
+        if let Some(t) = &mut self.cluster.trace {
+            t.push(line);
+        }
+    }
+
+    /// One tick of simulated time.
+    fn step(&mut self, faults: bool) -> Result<(), String> {
+        self.now += 1;
+        self.cluster.net.now = self.now;
+        if self.cluster.trace.is_some() {
+            let line = format!("-- tick {}", self.now);
+            self.note(line);
+        }
+        for m in self.cluster.net.take_due() {
+            self.cluster.deliver(m)?;
+        }
+        for id in self.cluster.up_ids() {
+            self.cluster.tick(id)?;
+        }
+        self.process_nodes()?;
+        if faults {
+            self.inject_faults()?;
+        }
+        self.drive_clients();
+        self.collect_outcomes()
+    }
+
+    fn process_nodes(&mut self) -> Result<(), String> {
+        for id in self.cluster.up_ids() {
+            if self.cluster.nodes[&id].has_pending() {
+                if self.rng.random_bool(0.7) {
+                    self.cluster.persist(id)?;
+                }
+                continue;
+            }
+            if self.cluster.take_ready(id) && self.rng.random_bool(self.plan.persist_at_once_probability) {
+                self.cluster.persist(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn inject_faults(&mut self) -> Result<(), String> {
+        let ids: Vec<NodeId> = self.cluster.nodes.keys().copied().collect();
+        let pick = ids[self.rng.random_range(0..ids.len())];
+        if self.rng.random_bool(self.plan.crash_probability) {
+            self.cluster.crash(pick);
+        }
+        let down: Vec<NodeId> = ids.iter().copied().filter(|id| !self.cluster.nodes[id].is_up()).collect();
+        if !down.is_empty() && self.rng.random_bool(self.plan.restart_probability) {
+            let id = down[self.rng.random_range(0..down.len())];
+            self.cluster.restart(id)?;
+        }
+        if self.rng.random_bool(self.plan.partition_probability) {
+            self.partition(&ids);
+        }
+        if self.rng.random_bool(self.plan.leader_fault_probability) {
+            if let Some(&leader) = self.cluster.leaders().first() {
+                if self.rng.random_bool(0.5) {
+                    self.cluster.crash(leader);
+                } else {
+                    let others: Vec<NodeId> = ids.iter().copied().filter(|&id| id != leader).collect();
+                    self.cluster.net.partition(&[leader], &others);
+                    self.note(format!("  leader {leader} isolated"));
+                }
+            }
+        }
+        if self.rng.random_bool(self.plan.partition_probability * 3.0) {
+            self.cluster.net.heal();
+            self.note("  network healed".to_string());
+        }
+        if self.rng.random_bool(self.plan.compact_probability) && self.cluster.compact(pick) {
+            self.note(format!("  {pick} compacted"));
+        }
+        Ok(())
+    }
+
+    /// A random split, sometimes one-way: each node lands on side A or B.
+    fn partition(&mut self, ids: &[NodeId]) {
+        let (a, b): (Vec<NodeId>, Vec<NodeId>) = ids.iter().partition(|_| self.rng.random_bool(0.5));
+        if self.rng.random_bool(0.3) {
+            for &x in &a {
+                for &y in &b {
+                    self.cluster.net.blocked.insert((x, y));
+                }
+            }
+            self.note(format!("  one-way partition {a:?} -> {b:?} cut"));
+        } else {
+            self.cluster.net.partition(&a, &b);
+            self.note(format!("  partition {a:?} / {b:?}"));
+        }
+    }
+
+    fn drive_clients(&mut self) {
+        for c in 0..self.clients.len() {
+            let client = &self.clients[c];
+            if let Some(op) = client.op {
+                if self.now >= client.deadline {
+                    // The client gives up: outcome unknown, and it moves on
+                    // as a new client (its next operation may overlap this one).
+                    self.ops[op].result = OpResult::Unknown;
+                    self.clients[c] = self.new_client();
+                }
+                continue;
+            }
+            if self.rng.random_bool(0.3) {
+                self.start_op(c);
+            }
+        }
+    }
+
+    fn start_op(&mut self, c: usize) {
+        let key = format!("k{}", self.rng.random_range(0..self.plan.keys));
+        let value = format!("v{}", self.next_value);
+        self.next_value += 1;
+        let kind = match self.rng.random_range(0..10) {
+            0..=3 => OpKind::Read,
+            4..=7 => OpKind::Write(value),
+            _ => {
+                // Expect a value that was probably written, so CAS succeeds
+                // sometimes.
+                let recent = self.next_value.saturating_sub(self.rng.random_range(1..4));
+                let expected = (recent > 1).then(|| format!("v{}", recent - 1));
+                OpKind::Cas(expected, value)
+            }
+        };
+        let client = &mut self.clients[c];
+        client.seq += 1;
+        let (client_id, seq, node) = (client.id, client.seq, client.node);
+        let op_index = self.ops.len();
+        self.ops.push(Op {
+            client: client_id,
+            key: key.clone(),
+            kind: kind.clone(),
+            invoked: self.now,
+            completed: None,
+            result: OpResult::Pending,
+        });
+        let accepted = match &kind {
+            OpKind::Read => {
+                let ctx = (client_id << 32) | seq;
+                self.reads.insert(ctx, op_index);
+                self.cluster.read(node, ctx, &key).is_ok()
+            }
+            OpKind::Write(v) => self.cluster.propose(node, command_set(client_id, seq, &key, v)).is_ok(),
+            OpKind::Cas(e, n) => self.cluster.propose(node, command_cas(client_id, seq, &key, e.as_deref(), n)).is_ok(),
+        };
+        if accepted {
+            let client = &mut self.clients[c];
+            client.op = Some(op_index);
+            client.deadline = self.now + OP_TIMEOUT_TICKS;
+        } else {
+            self.complete(op_index, OpResult::Failed);
+            // A client of a node that knows no leader tries another node.
+            self.clients[c].node = NodeId(self.rng.random_range(1..=self.plan.size as u64));
+        }
+    }
+
+    fn complete(&mut self, op: usize, result: OpResult) {
+        self.ops[op].completed = Some(self.now);
+        self.ops[op].result = result;
+    }
+
+    fn collect_outcomes(&mut self) -> Result<(), String> {
+        for o in std::mem::take(&mut self.cluster.outcomes) {
+            let (node, done) = match o {
+                Outcome::Applied { node, index, client, seq, result } => {
+                    // A node re-applies its log after a restart, at the same
+                    // indexes; the same command at two indexes is a duplicate.
+                    let first = *self.applied.entry((client, seq)).or_insert(index);
+                    if first != index {
+                        return Err(format!(
+                            "at-most-once: command {client}#{seq} applied at {first} and again at {index} (node {node})"
+                        ));
+                    }
+                    let Some(c) = self.clients.iter().position(|c| c.id == client && c.seq == seq) else {
+                        continue;
+                    };
+                    (node, Some((c, OpResult::Ok(Some(result)))))
+                }
+                Outcome::Read { node, ctx, value } => {
+                    let c = self.reads.remove(&ctx).and_then(|op| self.client_of(op));
+                    (node, c.map(|c| (c, OpResult::Ok(value))))
+                }
+                Outcome::ReadFailed { node, ctx } => {
+                    let c = self.reads.remove(&ctx).and_then(|op| self.client_of(op));
+                    (node, c.map(|c| (c, OpResult::Failed)))
+                }
+            };
+            let Some((c, result)) = done else { continue };
+            // Only the node the client talks to answers it.
+            if self.clients[c].node != node {
+                continue;
+            }
+            let Some(op) = self.clients[c].op.take() else { continue };
+            self.complete(op, result);
+        }
+        self.abandon_clients_of_crashed_nodes();
+        Ok(())
+    }
+
+    fn client_of(&self, op: usize) -> Option<usize> {
+        self.clients.iter().position(|c| c.op == Some(op))
+    }
+
+    /// A client whose node crashed never hears back: unknown outcome.
+    fn abandon_clients_of_crashed_nodes(&mut self) {
+        for c in 0..self.clients.len() {
+            let client = &self.clients[c];
+            if client.op.is_some() && !self.cluster.nodes[&client.node].is_up() {
+                let op = client.op.expect("checked");
+                self.ops[op].result = OpResult::Unknown;
+                self.clients[c] = self.new_client();
+            }
+        }
+    }
+
+    /// Heal everything, then require a leader and a command applied by all.
+    fn liveness(&mut self) -> Result<(), String> {
+        self.cluster.net.heal();
+        self.cluster.net.faults = Faults::NONE;
+        let ids: Vec<NodeId> = self.cluster.nodes.keys().copied().collect();
+        for &id in &ids {
+            self.cluster.restart(id)?;
+        }
+        self.note("  liveness phase: healed, all nodes up".to_string());
+        let start = self.now;
+        let mut proposed_to: Option<NodeId> = None;
+        while self.now - start < self.plan.liveness_ticks_max {
+            self.step(false)?;
+            if let [leader] = self.cluster.leaders()[..] {
+                // Propose once to each new leader: an earlier proposal may
+                // have been lost with its leadership.
+                if proposed_to != Some(leader)
+                    && self.cluster.propose(leader, command_set(0, self.now, "liveness", "ok")).is_ok()
+                {
+                    proposed_to = Some(leader);
+                }
+            }
+            if ids.iter().all(|id| self.cluster.nodes[id].machine.map.contains_key("liveness")) {
+                return Ok(());
+            }
+        }
+        let states: Vec<String> = ids
+            .iter()
+            .map(|id| match self.cluster.raft(*id) {
+                Some(r) => {
+                    let s = r.status();
+                    format!("{id}:{} t{} commit={} last={}", s.role, s.term, s.committed, s.last_index)
+                }
+                None => format!("{id}:down"),
+            })
+            .collect();
+        Err(format!(
+            "liveness: no command applied by every node within {} ticks of healing ({})",
+            self.plan.liveness_ticks_max,
+            states.join(", ")
+        ))
+    }
+
+    fn finish_unknown(&mut self) {
+        for op in &mut self.ops {
+            if op.result == OpResult::Pending {
+                op.result = OpResult::Unknown;
+            }
+        }
+    }
+}
