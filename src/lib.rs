@@ -4,3 +4,4 @@
 pub mod codec;
 pub mod config;
 pub mod raft;
+pub mod resp;
