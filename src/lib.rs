@@ -3,5 +3,6 @@
 
 pub mod codec;
 pub mod config;
+pub mod kv;
 pub mod raft;
 pub mod resp;
