@@ -2,6 +2,7 @@
 //! Redis protocol. See README.md for the tour and ../DESIGN for the shape.
 
 pub mod codec;
+pub mod command;
 pub mod config;
 pub mod kv;
 pub mod raft;
