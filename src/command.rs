@@ -217,7 +217,7 @@ fn parse_write(name: &[u8], args: Vec<Vec<u8>>) -> Result<WriteOp, Reply> {
 
 fn parse_mset(name: &str, args: Vec<Vec<u8>>) -> Result<WriteOp, Reply> {
     check_arity(name, &args, Arity::AtLeast(3))?;
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return Err(wrong_arity(name));
     }
     let mut pairs = Vec::with_capacity(args.len() / 2);
