@@ -1,7 +1,10 @@
 //! raftkv: a Raft-replicated, linearizable key-value store that speaks the
-//! Redis protocol. See README.md for the tour and ../DESIGN for the shape.
+//! Redis protocol. See README.md for the tour.
 
 pub mod codec;
+pub mod command;
 pub mod config;
+pub mod kv;
 pub mod raft;
+pub mod resp;
 pub mod sim;
