@@ -88,12 +88,14 @@ fn main() -> ExitCode {
                         return;
                     }
                     if let Err(f) = simulate::run(seed, args.bug, false) {
-                        failed.store(true, Ordering::Relaxed);
-                        println!("{f}");
+                        // Report only the first failure: it replays on its own.
+                        if !failed.swap(true, Ordering::Relaxed) {
+                            println!("{f}");
+                        }
                         return;
                     }
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if n % 10_000 == 0 {
+                    if n.is_multiple_of(10_000) {
                         eprintln!("{n} seeds passed");
                     }
                 }

@@ -101,6 +101,8 @@ pub struct Raft {
 
     pub(super) role: Role,
     pub(super) leader: Option<NodeId>,
+    /// Ticks since this node started; only ever compared with itself.
+    pub(super) ticks: u64,
     pub(super) election_elapsed_ticks: u64,
     pub(super) heartbeat_elapsed_ticks: u64,
     /// Randomized in `[election_ticks_min, election_ticks_max]` at each reset.
@@ -162,6 +164,7 @@ impl Raft {
             memberships,
             role: Role::Follower,
             leader: None,
+            ticks: 0,
             election_elapsed_ticks: 0,
             heartbeat_elapsed_ticks: 0,
             election_timeout_ticks: cfg.election_ticks_max,
@@ -296,10 +299,13 @@ impl Raft {
         let next = self.log.last_index().next();
         let inflight_max = self.cfg.inflight_appends_max;
         self.progress.retain(|id, _| members.contains(id));
+        let now = self.ticks;
         for id in members {
             self.progress.entry(id).or_insert_with(|| {
+                // A new leader (or member) gets a full election timeout of
+                // grace before check-quorum counts it silent.
                 let mut p = Progress::new(next, inflight_max);
-                p.recent_active = true;
+                p.last_heard_tick = now;
                 p
             });
         }
@@ -425,8 +431,9 @@ impl Raft {
     }
 
     fn step_leader(&mut self, m: Message) -> Result<(), Dropped> {
+        let now = self.ticks;
         if let Some(p) = self.progress.get_mut(&m.from) {
-            p.recent_active = true;
+            p.last_heard_tick = now;
         }
         match m.body {
             Body::AppendResp(r) => self.handle_append_resp(m.from, r),

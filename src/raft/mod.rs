@@ -135,6 +135,7 @@ impl Raft {
     /// One unit of time passed.
     pub fn tick(&mut self) {
         assert!(!self.ready_outstanding, "tick between ready() and advance()");
+        self.ticks += 1;
         match self.role {
             Role::Leader => self.tick_leader(),
             _ => self.tick_election(),

@@ -84,8 +84,9 @@ pub struct Progress {
     /// the next heartbeat response.
     pub probe_sent: bool,
     pub inflights: Inflights,
-    /// Heard from since the last check-quorum round.
-    pub recent_active: bool,
+    /// The leader's tick count when this member was last heard from
+    /// (check-quorum).
+    pub last_heard_tick: u64,
     /// Highest read-index round the member acknowledged.
     pub read_round_acked: u64,
     /// Ticks since the snapshot in flight was sent; a lost snapshot is retried
@@ -106,7 +107,7 @@ impl Progress {
             state: ProgressState::Probe,
             probe_sent: false,
             inflights: Inflights::new(inflight_max),
-            recent_active: false,
+            last_heard_tick: 0,
             read_round_acked: 0,
             snapshot_elapsed_ticks: 0,
             commit_sent: Index::ZERO,

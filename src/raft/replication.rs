@@ -24,14 +24,10 @@ impl Raft {
     /// Leader, at each tick.
     pub(super) fn tick_leader(&mut self) {
         self.heartbeat_elapsed_ticks += 1;
-        self.election_elapsed_ticks += 1;
-        if self.election_elapsed_ticks >= self.cfg.election_ticks_min {
-            self.election_elapsed_ticks = 0;
-            if self.cfg.check_quorum && !self.quorum_recently_active() {
-                log::warn!("{} t{}: no quorum heard from in an election timeout; stepping down", self.id, self.term);
-                self.become_follower(self.term, None);
-                return;
-            }
+        if self.cfg.check_quorum && !self.quorum_heard_recently() {
+            log::warn!("{} t{}: no quorum heard from in an election timeout; stepping down", self.id, self.term);
+            self.become_follower(self.term, None);
+            return;
         }
         self.tick_transfer();
         self.tick_snapshot_sends();
@@ -41,17 +37,15 @@ impl Raft {
         }
     }
 
-    /// Check-quorum: were a quorum of voters heard from since the last check?
-    /// Resets the marks for the next round.
-    fn quorum_recently_active(&mut self) -> bool {
-        let me = self.id;
-        let active = super::quorum::is_quorum(self.memberships.current(), |id| {
-            id == me || self.progress.get(&id).is_some_and(|p| p.recent_active)
-        });
-        for (id, p) in self.progress.iter_mut() {
-            p.recent_active = *id == me;
-        }
-        active
+    /// Check-quorum: has a quorum been heard from within the last
+    /// (minimum) election timeout? Checked at every tick, so a leader cut off
+    /// from its quorum steps down within one election timeout of last
+    /// hearing from it, just as its followers' leases expire.
+    fn quorum_heard_recently(&self) -> bool {
+        let (me, now, window) = (self.id, self.ticks, self.cfg.election_ticks_min);
+        super::quorum::is_quorum(self.memberships.current(), |id| {
+            id == me || self.progress.get(&id).is_some_and(|p| now - p.last_heard_tick < window)
+        })
     }
 
     pub(super) fn broadcast_heartbeat(&mut self) {

@@ -320,8 +320,9 @@ impl Cluster {
     }
 
     fn apply(&mut self, id: NodeId, rd: &mut Ready) -> Result<(), Violation> {
-        for e in std::mem::take(&mut rd.committed_entries) {
-            self.checker.on_apply(id, &e)?;
+        let entries = std::mem::take(&mut rd.committed_entries);
+        for e in &entries {
+            self.checker.on_apply(id, e)?;
             let node = self.nodes.get_mut(&id).expect("exists");
             let applied = match &e.payload {
                 Payload::Command(c) => node.machine.apply(e.index, c),
@@ -339,10 +340,14 @@ impl Cluster {
                     result: a.result,
                 });
             }
-            self.note(|| format!("  {id} applied {e}"));
+        }
+        match &entries[..] {
+            [] => {}
+            [e] => self.note(|| format!("  {id} applied {e}")),
+            [first, .., last] => self.note(|| format!("  {id} applied {first} .. {last}")),
         }
         let node = self.nodes.get_mut(&id).expect("exists");
-        node.reads_waiting.extend(rd.read_states.drain(..));
+        node.reads_waiting.append(&mut rd.read_states);
         for ctx in rd.read_failures.drain(..) {
             node.read_keys.remove(&ctx);
             self.outcomes.push(Outcome::ReadFailed { node: id, ctx });
@@ -375,10 +380,10 @@ impl Cluster {
     }
 
     fn send(&mut self, mut m: Message) {
-        if let Body::InstallSnapshot { .. } = m.body {
-            if !self.fill_snapshot_chunk(&mut m) {
-                return;
-            }
+        if let Body::InstallSnapshot { .. } = m.body
+            && !self.fill_snapshot_chunk(&mut m)
+        {
+            return;
         }
         self.net.send(m, &mut self.rng);
     }

@@ -14,12 +14,13 @@
 //!
 //! | command | effect |
 //! | --- | --- |
-//! | `cluster size=N [prevote=B] [checkquorum=B] [election=MIN-MAX] [heartbeat=T] [maxappend=N] [bug=NAME]` | a fresh cluster |
-//! | `log ID T1 T2 ...` | replaces a stopped-and-restarted node's log with entries of these terms (term set to the last) |
+//! | `cluster size=N [prevote=B] [checkquorum=B] [election=MIN-MAX] [heartbeat=T] [maxappend=N] [chunk=BYTES] [bug=NAME]` | a fresh cluster |
+//! | `log ID T1 T2 ... [term=T]` | restarts a node with a log of entries of these terms (its term: T, or the last) |
 //! | `campaign ID`, `tick ID\|all [N]` | election timeout now; N ticks |
 //! | `propose ID TEXT`, `read ID CTX KEY` | a command; a read-index read |
 //! | `deliver [from=ID] [to=ID] [drop]` | delivers (or drops) the messages now in flight |
 //! | `process ID\|all` | carries out each node's `Ready` |
+//! | `run N` | N rounds of: every node ticks, works, and every message in flight arrives |
 //! | `stabilize` | process and deliver until nothing moves |
 //! | `partition IDS / IDS`, `isolate ID`, `heal` | network partitions |
 //! | `crash ID`, `restart ID`, `compact ID` | faults; a snapshot of the state machine |
@@ -180,6 +181,9 @@ impl Runner {
         if let Some(n) = arg(words, "maxappend") {
             opts.append_entries_max = n.parse().map_err(|e| format!("maxappend: {e}"))?;
         }
+        if let Some(n) = arg(words, "chunk") {
+            opts.snapshot_chunk_bytes = n.parse().map_err(|e| format!("chunk: {e}"))?;
+        }
         if let Some(b) = arg(words, "bug") {
             opts.planted_bug = Some(parse_bug(b)?);
         }
@@ -193,8 +197,11 @@ impl Runner {
     /// written by earlier leaders, and restarts it from that disk.
     fn set_log(&mut self, words: &[&str]) -> Result<(), String> {
         let id = id_of(words.get(1))?;
-        let terms: Vec<u64> =
-            words[2..].iter().map(|w| w.parse().map_err(|e| format!("term: {e}"))).collect::<Result<_, _>>()?;
+        let terms: Vec<u64> = words[2..]
+            .iter()
+            .filter(|w| !w.starts_with("term="))
+            .map(|w| w.parse().map_err(|e| format!("term: {e}")))
+            .collect::<Result<_, _>>()?;
         let entries: Vec<Entry> = terms
             .iter()
             .enumerate()
@@ -204,7 +211,11 @@ impl Runner {
                 payload: Payload::Command(format!("e{}t{t}", i + 1).into_bytes()),
             })
             .collect();
-        let term = Term(terms.iter().copied().max().unwrap_or(0));
+        let last_term = terms.iter().copied().max().unwrap_or(0);
+        let term = match words.iter().find_map(|w| w.strip_prefix("term=")) {
+            Some(t) => Term(t.parse().map_err(|e| format!("term: {e}"))?),
+            None => Term(last_term),
+        };
         let disk = Disk { hard_state: HardState { term, vote: None, commit: Index::ZERO }, entries, ..Disk::default() };
         let c = self.cluster()?;
         c.nodes.remove(&id);
@@ -249,6 +260,12 @@ impl Runner {
                 }
             }
             "stabilize" => self.stabilize()?,
+            "run" => {
+                let n: u64 = words.get(1).ok_or("run N")?.parse().map_err(|e| format!("{e}"))?;
+                for _ in 0..n {
+                    self.run_round()?;
+                }
+            }
             "partition" => {
                 let split = words.iter().position(|w| *w == "/").ok_or("partition A / B")?;
                 let side = |ws: &[&str]| -> Result<Vec<NodeId>, String> { ws.iter().map(|w| id_of(Some(w))).collect() };
@@ -313,6 +330,27 @@ impl Runner {
             } else {
                 c.deliver(f.msg)?;
             }
+        }
+        Ok(())
+    }
+
+    /// One tick everywhere, then every node's work and every message in
+    /// flight: time passing on a fast network.
+    fn run_round(&mut self) -> Result<(), String> {
+        let c = self.cluster()?;
+        for id in c.up_ids() {
+            c.tick(id)?;
+        }
+        for id in c.up_ids() {
+            c.process(id)?;
+        }
+        for f in std::mem::take(&mut c.net.in_flight) {
+            if !c.net.blocked.contains(&(f.msg.from, f.msg.to)) {
+                c.deliver(f.msg)?;
+            }
+        }
+        for id in c.up_ids() {
+            c.process(id)?;
         }
         Ok(())
     }
@@ -390,7 +428,7 @@ pub fn parse_bug(s: &str) -> Result<PlantedBug, String> {
 
 fn describe_outcome(o: &Outcome) -> String {
     match o {
-        Outcome::Applied { node, client, seq, result, .. } => format!("  {node} answered {client}#{seq}: {result}"),
+        Outcome::Applied { node, client, seq, result, .. } => format!("  {node} result {client}#{seq}: {result}"),
         Outcome::Read { node, ctx, value } => {
             format!("  {node} read {ctx}: {}", value.as_deref().unwrap_or("(absent)"))
         }

@@ -53,6 +53,32 @@ pub struct Plan {
 
 impl Plan {
     pub fn from_seed(seed: u64, planted_bug: Option<PlantedBug>) -> Plan {
+        let mut plan = Plan::draw(seed, planted_bug);
+        if planted_bug.is_some() {
+            plan.hunt();
+        }
+        plan
+    }
+
+    /// When hunting a planted bug, narrow the draw to the fault mixes that
+    /// expose the classic failures: leader churn, old entries sent apart from
+    /// a new leader's no-op, and crashes between a write and its sync.
+    fn hunt(&mut self) {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed ^ 0x4b75_6e74);
+        self.size = [3, 3, 5][rng.random_range(0..3)];
+        self.append_entries_max = 1;
+        self.inflight_appends_max = rng.random_range(1..=2);
+        self.leader_fault_probability = [0.02, 0.05, 0.1][rng.random_range(0..3)];
+        self.crash_probability = [0.01, 0.03][rng.random_range(0..2)];
+        self.restart_probability = 0.2;
+        self.persist_at_once_probability = [0.3, 0.7][rng.random_range(0..2)];
+        self.faults.drop = [0.0, 0.05][rng.random_range(0..2)];
+        self.clients = 5;
+        self.keys = 1;
+        self.pre_vote = rng.random_bool(0.5);
+    }
+
+    fn draw(seed: u64, planted_bug: Option<PlantedBug>) -> Plan {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let size = [3, 3, 5, 5, 7][rng.random_range(0..5)];
         // Fault mixes from calm to stormy, so both deep logs and chaos occur.
@@ -81,6 +107,29 @@ impl Plan {
             inflight_appends_max: [1, 4, 16][rng.random_range(0..3)],
             planted_bug,
         }
+    }
+
+    /// One line describing the run, for failure reports.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} nodes, drop {} dup {} delay<={} crash {} leader-fault {} partition {} compact {} persist-at-once {} \
+             prevote {} append<={} inflight<={} clients {} keys {} ticks {}",
+            self.size,
+            self.faults.drop,
+            self.faults.duplicate,
+            self.faults.delay_ticks_max,
+            self.crash_probability,
+            self.leader_fault_probability,
+            self.partition_probability,
+            self.compact_probability,
+            self.persist_at_once_probability,
+            self.pre_vote,
+            self.append_entries_max,
+            self.inflight_appends_max,
+            self.clients,
+            self.keys,
+            self.safety_ticks
+        )
     }
 
     fn options(&self) -> SimOptions {
@@ -139,6 +188,7 @@ pub struct Report {
 #[derive(Clone, Debug)]
 pub struct Failure {
     pub seed: u64,
+    pub plan: String,
     pub planted_bug: Option<PlantedBug>,
     pub what: String,
     pub at_tick: u64,
@@ -157,6 +207,7 @@ impl Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "seed {:#x} failed at tick {}: {}", self.seed, self.at_tick, self.what)?;
+        writeln!(f, "plan: {}", self.plan)?;
         for line in &self.trace_tail {
             writeln!(f, "  | {line}")?;
         }
@@ -216,7 +267,7 @@ pub fn run(seed: u64, planted_bug: Option<PlantedBug>, trace: bool) -> Result<Re
     let fail = |run: &mut Run, what: String| -> Box<Failure> {
         let trace_tail =
             run.cluster.trace.as_ref().map_or(Vec::new(), |t| t.iter().rev().take(60).rev().cloned().collect());
-        Box::new(Failure { seed, planted_bug, what, at_tick: run.now, trace_tail })
+        Box::new(Failure { seed, plan: run.plan.summary(), planted_bug, what, at_tick: run.now, trace_tail })
     };
     for _ in 0..run.plan.safety_ticks {
         if let Err(v) = run.step(true) {
@@ -300,15 +351,15 @@ impl Run {
         if self.rng.random_bool(self.plan.partition_probability) {
             self.partition(&ids);
         }
-        if self.rng.random_bool(self.plan.leader_fault_probability) {
-            if let Some(&leader) = self.cluster.leaders().first() {
-                if self.rng.random_bool(0.5) {
-                    self.cluster.crash(leader);
-                } else {
-                    let others: Vec<NodeId> = ids.iter().copied().filter(|&id| id != leader).collect();
-                    self.cluster.net.partition(&[leader], &others);
-                    self.note(format!("  leader {leader} isolated"));
-                }
+        if self.rng.random_bool(self.plan.leader_fault_probability)
+            && let Some(&leader) = self.cluster.leaders().first()
+        {
+            if self.rng.random_bool(0.5) {
+                self.cluster.crash(leader);
+            } else {
+                let others: Vec<NodeId> = ids.iter().copied().filter(|&id| id != leader).collect();
+                self.cluster.net.partition(&[leader], &others);
+                self.note(format!("  leader {leader} isolated"));
             }
         }
         if self.rng.random_bool(self.plan.partition_probability * 3.0) {
@@ -453,8 +504,7 @@ impl Run {
     fn abandon_clients_of_crashed_nodes(&mut self) {
         for c in 0..self.clients.len() {
             let client = &self.clients[c];
-            if client.op.is_some() && !self.cluster.nodes[&client.node].is_up() {
-                let op = client.op.expect("checked");
+            if let Some(op) = client.op.filter(|_| !self.cluster.nodes[&client.node].is_up()) {
                 self.ops[op].result = OpResult::Unknown;
                 self.clients[c] = self.new_client();
             }
