@@ -73,7 +73,7 @@ pub enum ProposeError {
 }
 
 /// Everything the caller must do, in the order of the module documentation.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 #[must_use = "a Ready must be carried out and handed back to advance()"]
 pub struct Ready {
     /// Changed hard state to write.
@@ -332,6 +332,14 @@ impl Raft {
         self.leader
     }
 
+    pub fn committed(&self) -> Index {
+        self.log.committed()
+    }
+
+    pub fn snapshot_index(&self) -> Index {
+        self.log.snapshot_index()
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
@@ -344,6 +352,18 @@ impl Raft {
     /// The term of the entry at `index`, if known.
     pub fn log_term(&self, index: Index) -> Option<Term> {
         self.log.term(index)
+    }
+
+    /// Hashes the protocol state: everything that decides what this node
+    /// does next, except its timers and random source (the model checker
+    /// drives time by events, so states that differ only there are one).
+    pub fn fingerprint<H: std::hash::Hasher>(&self, h: &mut H) {
+        use std::hash::Hash;
+        (self.term, self.vote, self.role, self.leader).hash(h);
+        (&self.log, &self.memberships, &self.votes, &self.progress).hash(h);
+        (&self.transfer, &self.reads, &self.membership_change).hash(h);
+        (&self.forward_queue, &self.forwarded_reads, &self.out).hash(h);
+        (self.hard_state_sent, &self.pending_snapshot, &self.snapshot_receive).hash(h);
     }
 
     /// The leader's view of a member's log.

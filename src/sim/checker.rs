@@ -12,9 +12,10 @@
 //! The checks are incremental (a node's log is rehashed only from where it
 //! changed) so that thousands of runs of thousands of steps stay cheap.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+
+use super::hash::hash_of;
 
 use crate::raft::{Entry, Index, NodeId, Raft, Role, Term};
 
@@ -39,7 +40,7 @@ struct NodeView {
 pub struct Checker {
     leaders: BTreeMap<Term, NodeId>,
     /// (index, term) -> (payload hash, prefix hash) of every entry any log held.
-    entries: HashMap<(Index, Term), (u64, u64)>,
+    entries: BTreeMap<(Index, Term), (u64, u64)>,
     views: BTreeMap<NodeId, NodeView>,
     /// Index -> (term, payload hash, the term in which it was seen committed).
     committed: BTreeMap<Index, (Term, u64, Term)>,
@@ -49,12 +50,6 @@ pub struct Checker {
 }
 
 pub type Violation = String;
-
-fn hash_of(value: &impl Hash) -> u64 {
-    let mut h = DefaultHasher::new();
-    value.hash(&mut h);
-    h.finish()
-}
 
 impl Checker {
     /// Checks everything about `raft` that may have changed since it was last
@@ -102,7 +97,7 @@ impl Checker {
     /// entry that differs from what was seen last time.
     fn check_log(&mut self, raft: &Raft, became_leader: bool) -> Result<(), Violation> {
         let id = raft.id();
-        let snapshot_index = raft.status().snapshot_index;
+        let snapshot_index = raft.snapshot_index();
         let snapshot_term = raft.log_term(snapshot_index).unwrap_or(Term(0));
         let view = self.views.entry(id).or_default();
         let old = std::mem::take(&mut view.log);
@@ -170,7 +165,7 @@ impl Checker {
     }
 
     fn check_leader_has(&self, raft: &Raft, index: Index, term: Term, payload: u64) -> Result<(), Violation> {
-        let snapshot_index = raft.status().snapshot_index;
+        let snapshot_index = raft.snapshot_index();
         if index <= snapshot_index {
             return Ok(());
         }
@@ -190,8 +185,8 @@ impl Checker {
     /// committed; leaders of later terms must already hold them.
     fn record_commits(&mut self, raft: &Raft) -> Result<(), Violation> {
         let id = raft.id();
-        let committed = raft.status().committed;
-        let snapshot_index = raft.status().snapshot_index;
+        let committed = raft.committed();
+        let snapshot_index = raft.snapshot_index();
         let from = self.views[&id].committed.max(snapshot_index);
         if committed <= from {
             self.views.get_mut(&id).expect("exists").committed = committed;
@@ -245,6 +240,16 @@ impl Checker {
                 self.applied.insert(entry.index, (entry.term, payload, node));
                 Ok(())
             }
+        }
+    }
+
+    /// Hashes what the checker remembers of the past (leaders by term,
+    /// entries ever seen, what was committed and applied), so that the model
+    /// checker merges two states only when their histories agree too.
+    pub fn fingerprint<H: Hasher>(&self, h: &mut H) {
+        (&self.leaders, &self.entries, &self.committed, &self.applied).hash(h);
+        for (id, v) in &self.views {
+            (id, v.leading, v.committed).hash(h);
         }
     }
 

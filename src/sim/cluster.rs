@@ -68,6 +68,7 @@ pub enum Outcome {
     ReadFailed { node: NodeId, ctx: u64 },
 }
 
+#[derive(Clone)]
 pub struct SimNode {
     pub raft: Option<Raft>,
     pub disk: Disk,
@@ -90,6 +91,7 @@ impl SimNode {
     }
 }
 
+#[derive(Clone)]
 pub struct Cluster {
     pub opts: SimOptions,
     pub nodes: BTreeMap<NodeId, SimNode>,
@@ -413,15 +415,20 @@ impl Cluster {
     /// lost except for a prefix of its writes, chosen by `rng`, as on a disk
     /// that had written some of a batch before power went.
     pub fn crash(&mut self, id: NodeId) {
-        let rng = &mut self.rng;
+        let writes = self.nodes.get(&id).and_then(|n| n.pending.as_ref()).map_or(0, |rd| Disk::writes_for(rd).len());
+        let kept = self.rng.random_range(0..=writes);
+        self.crash_keeping(id, kept);
+    }
+
+    /// Crashes a node, keeping the first `kept` writes of a pending `Ready`.
+    /// Messages on their way to it are lost with its connections.
+    pub fn crash_keeping(&mut self, id: NodeId, kept: usize) {
         let Some(node) = self.nodes.get_mut(&id) else { return };
         if node.raft.is_none() {
             return;
         }
         if let Some(rd) = node.pending.take() {
-            let writes = Disk::writes_for(&rd);
-            let kept = rng.random_range(0..=writes.len());
-            for w in writes.into_iter().take(kept) {
+            for w in Disk::writes_for(&rd).into_iter().take(kept) {
                 node.disk.write(w);
             }
         }
@@ -429,6 +436,7 @@ impl Cluster {
         node.reads_waiting.clear();
         node.read_keys.clear();
         node.machine = Machine::default();
+        self.net.in_flight.retain(|f| f.msg.to != id);
         self.checker.forget(id);
         self.note(|| format!("  {id} crashed"));
     }

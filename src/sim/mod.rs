@@ -6,6 +6,8 @@
 pub mod checker;
 pub mod cluster;
 pub mod disk;
+pub mod explore;
+pub mod hash;
 pub mod machine;
 pub mod network;
 pub mod script;
