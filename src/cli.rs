@@ -1,0 +1,180 @@
+//! The node's command line (SPEC §1). Parsing is separate from `main` so that
+//! tests can reach every error message.
+
+use std::path::PathBuf;
+
+use crate::raft::NodeId;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fsync {
+    /// Nothing is acknowledged before it is on stable storage.
+    Always,
+    /// Writes reach the OS page cache only; a machine crash can lose
+    /// acknowledged writes (a process crash cannot).
+    Never,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeOptions {
+    pub id: NodeId,
+    pub peers: PathBuf,
+    pub data: PathBuf,
+    pub election_timeout_ms_min: u64,
+    pub election_timeout_ms_max: u64,
+    pub heartbeat_ms: u64,
+    pub fsync: Fsync,
+    pub join: bool,
+    pub log_level: log::LevelFilter,
+}
+
+pub const USAGE: &str = "usage: node --id N --peers FILE [--data DIR] [--election-timeout MIN-MAX] \
+[--heartbeat MS] [--fsync always|never] [--join] [--log-level LEVEL]";
+
+/// What the command line asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Run(NodeOptions),
+    Help,
+}
+
+fn value<'a>(flag: &str, it: &mut impl Iterator<Item = &'a String>) -> Result<&'a String, String> {
+    it.next().ok_or_else(|| format!("{flag} needs a value"))
+}
+
+fn number(flag: &str, v: &str) -> Result<u64, String> {
+    v.parse().map_err(|_| format!("{flag}: {v:?} is not a whole number"))
+}
+
+fn parse_timeout_range(v: &str) -> Result<(u64, u64), String> {
+    let (lo, hi) = v
+        .split_once('-')
+        .ok_or_else(|| format!("--election-timeout: {v:?} is not MIN-MAX in milliseconds, e.g. 150-300"))?;
+    let (lo, hi) = (number("--election-timeout", lo)?, number("--election-timeout", hi)?);
+    if lo > hi {
+        return Err(format!("--election-timeout: minimum {lo} is above maximum {hi}"));
+    }
+    if hi == 0 {
+        return Err("--election-timeout: the maximum must be at least 1 ms".to_string());
+    }
+    Ok((lo, hi))
+}
+
+fn parse_level(v: &str) -> Result<log::LevelFilter, String> {
+    match v {
+        "error" => Ok(log::LevelFilter::Error),
+        "warn" => Ok(log::LevelFilter::Warn),
+        "info" => Ok(log::LevelFilter::Info),
+        "debug" => Ok(log::LevelFilter::Debug),
+        "trace" => Ok(log::LevelFilter::Trace),
+        _ => Err(format!("--log-level: {v:?} is not one of error, warn, info, debug, trace")),
+    }
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let mut id = None;
+    let mut peers = None;
+    let mut data = None;
+    let mut election = (150, 300);
+    let mut heartbeat_ms = 50;
+    let mut fsync = Fsync::Always;
+    let mut join = false;
+    let mut log_level = log::LevelFilter::Info;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--id" => {
+                let v = value(flag, &mut it)?;
+                match number(flag, v)? {
+                    0 => return Err("--id: node ids start at 1".to_string()),
+                    n => id = Some(NodeId(n)),
+                }
+            }
+            "--peers" => peers = Some(PathBuf::from(value(flag, &mut it)?)),
+            "--data" => data = Some(PathBuf::from(value(flag, &mut it)?)),
+            "--election-timeout" => election = parse_timeout_range(value(flag, &mut it)?)?,
+            "--heartbeat" => {
+                heartbeat_ms = number(flag, value(flag, &mut it)?)?;
+                if heartbeat_ms == 0 {
+                    return Err("--heartbeat: must be at least 1 ms".to_string());
+                }
+            }
+            "--fsync" => {
+                fsync = match value(flag, &mut it)?.as_str() {
+                    "always" => Fsync::Always,
+                    "never" => Fsync::Never,
+                    v => return Err(format!("--fsync: {v:?} is not always or never")),
+                }
+            }
+            "--join" => join = true,
+            "--log-level" => log_level = parse_level(value(flag, &mut it)?)?,
+            "-h" | "--help" => return Ok(Command::Help),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let id = id.ok_or("--id is required")?;
+    let peers = peers.ok_or("--peers is required")?;
+    Ok(Command::Run(NodeOptions {
+        id,
+        data: data.unwrap_or_else(|| PathBuf::from(format!("data/node-{}", id.0))),
+        peers,
+        election_timeout_ms_min: election.0,
+        election_timeout_ms_max: election.1,
+        heartbeat_ms,
+        fsync,
+        join,
+        log_level,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let Command::Run(o) = parse(&args("--id 3 --peers peers.txt")).unwrap() else { panic!() };
+        assert_eq!(o.id, NodeId(3));
+        assert_eq!(o.data, PathBuf::from("data/node-3"));
+        assert_eq!((o.election_timeout_ms_min, o.election_timeout_ms_max, o.heartbeat_ms), (150, 300, 50));
+        assert_eq!(o.fsync, Fsync::Always);
+        assert!(!o.join);
+        assert_eq!(o.log_level, log::LevelFilter::Info);
+    }
+
+    #[test]
+    fn every_flag() {
+        let a = args(
+            "--id 2 --peers p --data /tmp/d --election-timeout 12-25 --heartbeat 5 --fsync never --join --log-level debug",
+        );
+        let Command::Run(o) = parse(&a).unwrap() else { panic!() };
+        assert_eq!((o.election_timeout_ms_min, o.election_timeout_ms_max, o.heartbeat_ms), (12, 25, 5));
+        assert_eq!(o.fsync, Fsync::Never);
+        assert!(o.join);
+        assert_eq!(o.data, PathBuf::from("/tmp/d"));
+    }
+
+    #[test]
+    fn bad_flags_say_what_is_wrong() {
+        let cases = [
+            ("--peers p", "--id is required"),
+            ("--id 1", "--peers is required"),
+            ("--id 0 --peers p", "--id: node ids start at 1"),
+            ("--id x --peers p", "--id: \"x\" is not a whole number"),
+            ("--id 1 --peers p --election-timeout 300-150", "--election-timeout: minimum 300 is above maximum 150"),
+            ("--id 1 --peers p --election-timeout 150", "--election-timeout: \"150\" is not MIN-MAX in milliseconds, e.g. 150-300"),
+            ("--id 1 --peers p --fsync sometimes", "--fsync: \"sometimes\" is not always or never"),
+            ("--id 1 --peers p --heartbeat 0", "--heartbeat: must be at least 1 ms"),
+            ("--id 1 --peers p --log-level loud", "--log-level: \"loud\" is not one of error, warn, info, debug, trace"),
+            ("--id 1 --peers p --bogus", "unknown argument \"--bogus\""),
+            ("--id", "--id needs a value"),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(parse(&args(line)).unwrap_err(), expected, "{line}");
+        }
+    }
+}
