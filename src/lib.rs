@@ -1,10 +1,13 @@
 //! raftkv: a Raft-replicated, linearizable key-value store that speaks the
 //! Redis protocol. See README.md for the tour.
 
+pub mod cli;
 pub mod codec;
 pub mod command;
 pub mod config;
 pub mod kv;
+pub mod lincheck;
+pub mod peers;
 pub mod raft;
 pub mod resp;
 pub mod sim;
