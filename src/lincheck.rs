@@ -27,7 +27,10 @@ pub enum Call {
     Read,
     Write(Vec<u8>),
     /// Sets `new` if the value equals `expected` (absent never does).
-    Cas { expected: Vec<u8>, new: Vec<u8> },
+    Cas {
+        expected: Vec<u8>,
+        new: Vec<u8>,
+    },
     Delete,
 }
 
@@ -102,9 +105,14 @@ impl Default for Budget {
 pub enum Verdict {
     Linearizable,
     /// With a small sub-history that is still not linearizable.
-    NotLinearizable { key: Vec<u8>, minimal: Vec<Op> },
+    NotLinearizable {
+        key: Vec<u8>,
+        minimal: Vec<Op>,
+    },
     /// The search ran out of budget on this key.
-    Undecided { key: Vec<u8> },
+    Undecided {
+        key: Vec<u8>,
+    },
 }
 
 /// A history that cannot be a record of real operations.
@@ -121,7 +129,10 @@ fn well_formed(ops: &[Op]) -> Result<(), MalformedHistory> {
     let mut by_client: BTreeMap<u64, Vec<&Op>> = BTreeMap::new();
     for op in ops {
         if op.outcome != Outcome::Unknown && op.completed < op.invoked {
-            return Err(MalformedHistory(format!("client {} completed at {} before invoking at {}", op.client, op.completed, op.invoked)));
+            return Err(MalformedHistory(format!(
+                "client {} completed at {} before invoking at {}",
+                op.client, op.completed, op.invoked
+            )));
         }
         by_client.entry(op.client).or_default().push(op);
     }
@@ -159,6 +170,61 @@ pub fn check(ops: &[Op], budget: Budget) -> Result<Verdict, MalformedHistory> {
         }
     }
     Ok(Verdict::Linearizable)
+}
+
+/// Stands for the value of any write nobody observed.
+const UNOBSERVED: &[u8] = b"\xff\x00unobserved";
+
+/// Two exact reductions before the search, which keep histories with many
+/// unknown outcomes (crashes, timeouts) tractable:
+///
+/// - an unknown read has no effect and no known result: it constrains
+///   nothing and is dropped;
+/// - unknown writes whose values no read returned and no CAS that succeeded
+///   (or may have) expected are interchangeable: their values are all replaced by one
+///   symbol, and the search linearizes them only in invocation order. If a
+///   linearization has a later-invoked one before an earlier-invoked one,
+///   swapping the two gives another (both are available at both places,
+///   and they write the same symbol), so nothing is lost.
+///
+/// Returns the reduced operations and, for each, its rank among the
+/// interchangeable writes (`None` for other operations).
+fn reduce(ops: &[Op]) -> (Vec<Op>, Vec<Option<usize>>) {
+    let mut observed: HashSet<&[u8]> = HashSet::new();
+    for op in ops {
+        match (&op.call, &op.outcome) {
+            (Call::Read, Outcome::Ok(Ret::Value(Some(v)))) => {
+                observed.insert(v);
+            }
+            // A CAS that succeeded, or may have, depends on its expected
+            // value having been written.
+            (Call::Cas { expected, .. }, Outcome::Ok(Ret::Bool(true)) | Outcome::Unknown) => {
+                observed.insert(expected);
+            }
+            _ => {}
+        }
+    }
+    let mut kept: Vec<Op> = Vec::with_capacity(ops.len());
+    for op in ops {
+        match (&op.call, &op.outcome) {
+            (Call::Read, Outcome::Unknown) => continue,
+            (Call::Write(v), Outcome::Unknown) if !observed.contains(v.as_slice()) => {
+                let mut blind = op.clone();
+                blind.call = Call::Write(UNOBSERVED.to_vec());
+                kept.push(blind);
+            }
+            _ => kept.push(op.clone()),
+        }
+    }
+    let mut blind: Vec<usize> = (0..kept.len())
+        .filter(|&i| kept[i].call == Call::Write(UNOBSERVED.to_vec()) && kept[i].outcome == Outcome::Unknown)
+        .collect();
+    blind.sort_by_key(|&i| (kept[i].invoked, i));
+    let mut rank = vec![None; kept.len()];
+    for (r, &i) in blind.iter().enumerate() {
+        rank[i] = Some(r);
+    }
+    (kept, rank)
 }
 
 /// A call or return in time order, linked so that linearized operations can
@@ -204,6 +270,11 @@ fn build_events(ops: &[Op]) -> Vec<Event> {
 /// The search for one key: `Some(true)` linearizable, `Some(false)` not,
 /// `None` out of budget.
 fn check_key(ops: &[Op], budget: Budget) -> Option<bool> {
+    let (ops, rank) = reduce(ops);
+    let ops = &ops[..];
+    // How many interchangeable writes are linearized: the next one may go
+    // only if its rank equals this.
+    let mut blind_done = 0usize;
     let mut events = build_events(ops);
     let mut head = if events.is_empty() { NIL } else { 0 };
     let mut state: State = None;
@@ -225,10 +296,12 @@ fn check_key(ops: &[Op], budget: Budget) -> Option<bool> {
                 Outcome::Ok(r) => Some(r),
                 _ => None,
             };
-            if let Some(next) = step(&state, &op.call, expected) {
+            let in_turn = rank[e.op].is_none_or(|r| r == blind_done);
+            if let Some(next) = step(&state, &op.call, expected).filter(|_| in_turn) {
                 linearized[e.op] = true;
                 if explored.insert((bitset(&linearized), next.clone())) {
                     stack.push((at, std::mem::replace(&mut state, next)));
+                    blind_done += rank[e.op].is_some() as usize;
                     lift(&mut events, &mut head, at);
                     at = head;
                     continue;
@@ -245,6 +318,7 @@ fn check_key(ops: &[Op], budget: Budget) -> Option<bool> {
             };
             state = previous;
             linearized[events[call].op] = false;
+            blind_done -= rank[events[call].op].is_some() as usize;
             unlift(&mut events, &mut head, call);
             at = events[call].next;
         }
@@ -304,22 +378,64 @@ fn unlift(events: &mut [Event], head: &mut usize, call: usize) {
     relink_pair(events, head, call);
 }
 
-/// Greedily removes operations while the rest stays non-linearizable
-/// (halves first, then one at a time), within a bounded number of checks.
+/// Every value that must have been in the register (a read's value, the
+/// expected value of a CAS that succeeded, or of an unknown CAS whose new
+/// value was itself observed) is still written by a kept operation:
+/// otherwise the subset fails trivially and explains nothing.
+fn closed(ops: &[Op]) -> bool {
+    let written: HashSet<&[u8]> = ops
+        .iter()
+        .filter_map(|o| match &o.call {
+            Call::Write(v) => Some(v.as_slice()),
+            Call::Cas { new, .. } => Some(new.as_slice()),
+            _ => None,
+        })
+        .collect();
+    let mut needed: HashSet<&[u8]> = HashSet::new();
+    for o in ops {
+        match (&o.call, &o.outcome) {
+            (Call::Read, Outcome::Ok(Ret::Value(Some(v)))) => {
+                needed.insert(v);
+            }
+            (Call::Cas { expected, .. }, Outcome::Ok(Ret::Bool(true))) => {
+                needed.insert(expected);
+            }
+            _ => {}
+        }
+    }
+    loop {
+        let before = needed.len();
+        for o in ops {
+            if let (Call::Cas { expected, new }, Outcome::Unknown) = (&o.call, &o.outcome) {
+                if needed.contains(new.as_slice()) {
+                    needed.insert(expected);
+                }
+            }
+        }
+        if needed.len() == before {
+            break;
+        }
+    }
+    needed.iter().all(|v| written.contains(v))
+}
+
+/// Greedily removes operations while the rest stays non-linearizable and
+/// closed (halves first, then smaller pieces), within a bounded number of
+/// checks.
 fn shrink(mut ops: Vec<Op>, budget: Budget) -> Vec<Op> {
     const CHECKS_MAX: usize = 5_000;
     let mut checks = 0;
-    let mut still_fails = |candidate: &[Op], checks: &mut usize| {
-        *checks += 1;
-        check_key(candidate, budget) == Some(false)
-    };
     let mut chunk = ops.len() / 2;
     while chunk >= 1 && checks < CHECKS_MAX {
         let mut start = 0;
         while start < ops.len() && checks < CHECKS_MAX {
             let end = (start + chunk).min(ops.len());
             let candidate: Vec<Op> = ops[..start].iter().chain(&ops[end..]).cloned().collect();
-            if !candidate.is_empty() && still_fails(&candidate, &mut checks) {
+            let fails = !candidate.is_empty() && closed(&candidate) && {
+                checks += 1;
+                check_key(&candidate, budget) == Some(false)
+            };
+            if fails {
                 ops = candidate;
             } else {
                 start = end;
@@ -327,13 +443,59 @@ fn shrink(mut ops: Vec<Op>, budget: Budget) -> Vec<Op> {
         }
         chunk /= 2;
     }
+    // An operation goes together with everything that observed its value:
+    // closure alone would keep a write for as long as any read of it stays.
+    let mut i = ops.len();
+    while i > 0 && checks < CHECKS_MAX {
+        i -= 1;
+        if i >= ops.len() {
+            continue;
+        }
+        let drop = dependents(&ops, i);
+        let candidate: Vec<Op> =
+            ops.iter().enumerate().filter(|(k, _)| !drop.contains(k)).map(|(_, o)| o.clone()).collect();
+        let fails = !candidate.is_empty() && closed(&candidate) && {
+            checks += 1;
+            check_key(&candidate, budget) == Some(false)
+        };
+        if fails {
+            ops = candidate;
+            i = ops.len();
+        }
+    }
     ops
+}
+
+/// Operation `i` and, transitively, every operation that observed a value
+/// it wrote.
+fn dependents(ops: &[Op], i: usize) -> HashSet<usize> {
+    let mut out = HashSet::from([i]);
+    let mut todo = vec![i];
+    while let Some(k) = todo.pop() {
+        let value = match &ops[k].call {
+            Call::Write(v) => v,
+            Call::Cas { new, .. } => new,
+            _ => continue,
+        };
+        for (j, o) in ops.iter().enumerate() {
+            let observes = match (&o.call, &o.outcome) {
+                (Call::Read, Outcome::Ok(Ret::Value(Some(v)))) => v == value,
+                (Call::Cas { expected, .. }, Outcome::Ok(Ret::Bool(true)) | Outcome::Unknown) => expected == value,
+                _ => false,
+            };
+            if observes && out.insert(j) {
+                todo.push(j);
+            }
+        }
+    }
+    out
 }
 
 /// Shows bytes as text when printable, as 0x-hex otherwise (and for text
 /// that would read as something else: `-`, or a leading `0x`).
 pub fn show(bytes: &[u8]) -> String {
-    let plain = !bytes.is_empty() && bytes.iter().all(|b| b.is_ascii_graphic()) && !bytes.starts_with(b"0x") && bytes != b"-";
+    let plain =
+        !bytes.is_empty() && bytes.iter().all(|b| b.is_ascii_graphic()) && !bytes.starts_with(b"0x") && bytes != b"-";
     if plain {
         String::from_utf8_lossy(bytes).into_owned()
     } else {
@@ -370,7 +532,14 @@ pub fn render(ops: &[Op]) -> String {
             Outcome::Failed => "failed".to_string(),
             Outcome::Unknown => "unknown".to_string(),
         };
-        let _ = writeln!(out, "client {:>3} [{:>8}, {:>8}] {} {call} -> {result}", op.client, op.invoked, end, show(&op.key));
+        let _ = writeln!(
+            out,
+            "client {:>3} [{:>8}, {:>8}] {} {call} -> {result}",
+            op.client,
+            op.invoked,
+            end,
+            show(&op.key)
+        );
     }
     out
 }

@@ -85,3 +85,8 @@ fn catches_a_vote_without_the_log_check() {
 fn catches_an_acknowledgement_before_persistence() {
     hunt(PlantedBug::AckBeforePersist);
 }
+
+#[test]
+fn catches_reads_served_without_a_quorum() {
+    hunt(PlantedBug::ReadWithoutQuorum);
+}

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! sim [--seeds N] [--start S] [--threads T] [--bug NAME]   many seeds
-//! sim --seed S [--bug NAME] [--trace]                      one seed, replayed
+//! sim --seed S [--bug NAME] [--trace] [--history FILE]     one seed, replayed
+//!                                                          (FILE: its client history)
 //! ```
 //! Exit 0 when every run passed, 1 on the first failure (printed with the
 //! command that replays it), 2 on bad arguments.
@@ -21,6 +22,7 @@ struct Args {
     one: Option<u64>,
     bug: Option<PlantedBug>,
     trace: bool,
+    history: Option<String>,
 }
 
 fn parse_u64(s: &str) -> Result<u64, String> {
@@ -32,7 +34,7 @@ fn parse_u64(s: &str) -> Result<u64, String> {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { seeds: 1000, start: 0, threads: 2, one: None, bug: None, trace: false };
+    let mut args = Args { seeds: 1000, start: 0, threads: 2, one: None, bug: None, trace: false, history: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -43,6 +45,7 @@ fn parse_args() -> Result<Args, String> {
             "--seed" => args.one = Some(parse_u64(&value()?)?),
             "--bug" => args.bug = Some(parse_bug(&value()?)?),
             "--trace" => args.trace = true,
+            "--history" => args.history = Some(value()?),
             _ => return Err(format!("unknown argument {flag:?}")),
         }
     }
@@ -58,6 +61,15 @@ fn main() -> ExitCode {
         }
     };
     if let Some(seed) = args.one {
+        if let Some(path) = &args.history {
+            let (ops, _) = simulate::run_with_ops(seed, args.bug);
+            let text = raftkv::lincheck::to_text(&simulate::to_lincheck(&ops));
+            if let Err(e) = std::fs::write(path, text) {
+                eprintln!("sim: {path}: {e}");
+                return ExitCode::from(2);
+            }
+            println!("history of seed {seed:#x} written to {path} ({} operations)", ops.len());
+        }
         return match simulate::run(seed, args.bug, args.trace) {
             Ok(r) => {
                 println!(

@@ -42,6 +42,9 @@ pub enum PlantedBug {
     VoteWithoutLogCheck,
     /// Acknowledge appended entries before they are durable.
     AckBeforePersist,
+    /// Serve a read index without confirming leadership with a quorum (a
+    /// deposed leader serves stale reads).
+    ReadWithoutQuorum,
 }
 
 impl Config {

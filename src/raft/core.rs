@@ -191,7 +191,8 @@ impl Raft {
         HardState { term: self.term, vote: self.vote, commit: self.log.committed() }
     }
 
-    pub(super) fn membership(&self) -> &Membership {
+    /// The configuration in force (the latest in the log).
+    pub fn membership(&self) -> &Membership {
         self.memberships.current()
     }
 

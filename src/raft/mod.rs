@@ -336,6 +336,15 @@ impl Raft {
         self.log.committed()
     }
 
+    pub fn applied(&self) -> Index {
+        self.log.applied()
+    }
+
+    /// A leadership transfer is under way (proposals are refused).
+    pub fn transferring(&self) -> bool {
+        self.transfer.is_some()
+    }
+
     pub fn snapshot_index(&self) -> Index {
         self.log.snapshot_index()
     }

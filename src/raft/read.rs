@@ -77,6 +77,10 @@ impl Raft {
             self.reads.waiting_for_commit.push(ctx);
             return;
         }
+        if self.cfg.planted_bug == Some(super::config::PlantedBug::ReadWithoutQuorum) {
+            self.release_read(ctx, Some(committed));
+            return;
+        }
         let round = self.reads.round_sent + 1;
         self.reads.pending.push_back((ctx, committed, round));
         self.reads.round_wanted = true;

@@ -422,7 +422,10 @@ pub fn parse_bug(s: &str) -> Result<PlantedBug, String> {
         "CommitOlderTerm" => Ok(PlantedBug::CommitOlderTerm),
         "VoteWithoutLogCheck" => Ok(PlantedBug::VoteWithoutLogCheck),
         "AckBeforePersist" => Ok(PlantedBug::AckBeforePersist),
-        _ => Err(format!("unknown bug {s:?} (CommitOlderTerm, VoteWithoutLogCheck, AckBeforePersist)")),
+        "ReadWithoutQuorum" => Ok(PlantedBug::ReadWithoutQuorum),
+        _ => Err(format!(
+            "unknown bug {s:?} (CommitOlderTerm, VoteWithoutLogCheck, AckBeforePersist, ReadWithoutQuorum)"
+        )),
     }
 }
 

@@ -33,6 +33,8 @@ pub struct Plan {
     /// Per tick, crash or isolate whichever node leads: leader churn leaves
     /// the divergent minority logs that figure 8 is made of.
     pub leader_fault_probability: f64,
+    /// Of those leader faults, the share that crash it (the rest isolate it).
+    pub leader_fault_crash_share: f64,
     pub restart_probability: f64,
     pub partition_probability: f64,
     pub compact_probability: f64,
@@ -44,6 +46,7 @@ pub struct Plan {
     pub safety_ticks: u64,
     pub liveness_ticks_max: u64,
     pub pre_vote: bool,
+    pub check_quorum: bool,
     /// Small bounds make a new leader send old entries apart from its no-op,
     /// which is what the figure-8 scenario needs.
     pub append_entries_max: usize,
@@ -76,6 +79,18 @@ impl Plan {
         self.clients = 5;
         self.keys = 1;
         self.pre_vote = rng.random_bool(0.5);
+        if self.planted_bug == Some(PlantedBug::ReadWithoutQuorum) {
+            // A stale read needs a leader that is cut off but alive, and
+            // histories without crashes keep the check fast.
+            self.crash_probability = 0.0;
+            self.leader_fault_crash_share = 0.0;
+            self.persist_at_once_probability = 1.0;
+            // With perfect simulated clocks, check-quorum and the followers'
+            // leases make a cut-off leader step down before anyone else can
+            // lead, which hides the bug; real clocks drift.
+            self.check_quorum = false;
+            self.pre_vote = false;
+        }
     }
 
     fn draw(seed: u64, planted_bug: Option<PlantedBug>) -> Plan {
@@ -94,6 +109,7 @@ impl Plan {
             faults,
             crash_probability: [0.0, 0.002, 0.01, 0.03][rng.random_range(0..4)],
             leader_fault_probability: [0.0, 0.0, 0.01, 0.05][rng.random_range(0..4)],
+            leader_fault_crash_share: 0.5,
             restart_probability: 0.05,
             partition_probability: [0.0, 0.002, 0.01][rng.random_range(0..3)],
             compact_probability: [0.0, 0.005, 0.05][rng.random_range(0..3)],
@@ -103,6 +119,7 @@ impl Plan {
             safety_ticks: rng.random_range(300..1500),
             liveness_ticks_max: 600,
             pre_vote: rng.random_bool(0.8),
+            check_quorum: true,
             append_entries_max: [1, 2, 8, 64][rng.random_range(0..4)],
             inflight_appends_max: [1, 4, 16][rng.random_range(0..3)],
             planted_bug,
@@ -113,7 +130,7 @@ impl Plan {
     pub fn summary(&self) -> String {
         format!(
             "{} nodes, drop {} dup {} delay<={} crash {} leader-fault {} partition {} compact {} persist-at-once {} \
-             prevote {} append<={} inflight<={} clients {} keys {} ticks {}",
+             prevote {} checkquorum {} append<={} inflight<={} clients {} keys {} ticks {}",
             self.size,
             self.faults.drop,
             self.faults.duplicate,
@@ -124,6 +141,7 @@ impl Plan {
             self.compact_probability,
             self.persist_at_once_probability,
             self.pre_vote,
+            self.check_quorum,
             self.append_entries_max,
             self.inflight_appends_max,
             self.clients,
@@ -136,6 +154,7 @@ impl Plan {
         let mut opts = SimOptions::new(self.size, self.seed);
         opts.faults = self.faults;
         opts.pre_vote = self.pre_vote;
+        opts.check_quorum = self.check_quorum;
         opts.planted_bug = self.planted_bug;
         opts.append_entries_max = self.append_entries_max;
         opts.inflight_appends_max = self.inflight_appends_max;
@@ -241,6 +260,36 @@ struct Run {
 
 const OP_TIMEOUT_TICKS: u64 = 200;
 
+/// Runs one seed and returns its client history whatever the outcome (for
+/// debugging a failure).
+pub fn run_with_ops(seed: u64, planted_bug: Option<PlantedBug>) -> (Vec<Op>, Option<String>) {
+    let plan = Plan::from_seed(seed, planted_bug);
+    let mut run = Run {
+        rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x51_3a7e),
+        cluster: Cluster::new(plan.options()),
+        now: 0,
+        clients: Vec::new(),
+        next_client_id: 1,
+        ops: Vec::new(),
+        reads: BTreeMap::new(),
+        next_value: 1,
+        applied: std::collections::HashMap::new(),
+        plan,
+    };
+    for _ in 0..run.plan.clients {
+        let client = run.new_client();
+        run.clients.push(client);
+    }
+    for _ in 0..run.plan.safety_ticks {
+        if let Err(v) = run.step(true) {
+            return (run.ops, Some(v));
+        }
+    }
+    let err = run.liveness().err();
+    run.finish_unknown();
+    (run.ops, err)
+}
+
 /// Runs one seed. `trace` keeps every event (slow; for replays).
 pub fn run(seed: u64, planted_bug: Option<PlantedBug>, trace: bool) -> Result<Report, Box<Failure>> {
     let plan = Plan::from_seed(seed, planted_bug);
@@ -278,12 +327,68 @@ pub fn run(seed: u64, planted_bug: Option<PlantedBug>, trace: bool) -> Result<Re
         return Err(fail(&mut run, v));
     }
     run.finish_unknown();
+    if let Err(v) = check_history(&run.ops) {
+        return Err(fail(&mut run, v));
+    }
     Ok(Report {
         committed: run.cluster.checker.committed_count(),
         messages_sent: run.cluster.net.sent,
         ops: run.ops,
         plan: run.plan,
     })
+}
+
+/// The clients' history, checked for linearizability (reads included: they
+/// were served by read index, so they must be linearizable too).
+/// The history in the checker's terms.
+pub fn to_lincheck(ops: &[Op]) -> Vec<crate::lincheck::Op> {
+    use crate::lincheck::{self, Call, Outcome as LinOutcome, Ret};
+    ops.iter()
+        .map(|op| {
+            let call = match &op.kind {
+                OpKind::Read => Call::Read,
+                OpKind::Write(v) => Call::Write(v.clone().into_bytes()),
+                // The simulator's CAS on an absent key expects "-" as text;
+                // no value is ever "-", so it simply never matches.
+                OpKind::Cas(e, n) => Call::Cas {
+                    expected: e.clone().unwrap_or_else(|| "-".into()).into_bytes(),
+                    new: n.clone().into_bytes(),
+                },
+            };
+            let outcome = match (&op.result, &op.kind) {
+                (OpResult::Failed, _) => LinOutcome::Failed,
+                (OpResult::Unknown | OpResult::Pending, _) => LinOutcome::Unknown,
+                (OpResult::Ok(v), OpKind::Read) => LinOutcome::Ok(Ret::Value(v.clone().map(String::into_bytes))),
+                (OpResult::Ok(_), OpKind::Write(_)) => LinOutcome::Ok(Ret::Done),
+                (OpResult::Ok(r), OpKind::Cas(..)) => LinOutcome::Ok(Ret::Bool(r.as_deref() == Some("1"))),
+            };
+            lincheck::Op {
+                client: op.client,
+                key: op.key.clone().into_bytes(),
+                call,
+                invoked: op.invoked,
+                completed: op.completed.unwrap_or(u64::MAX),
+                outcome,
+            }
+        })
+        .collect()
+}
+
+fn check_history(ops: &[Op]) -> Result<(), String> {
+    use crate::lincheck::{self, Budget, Verdict};
+    let history = to_lincheck(ops);
+    match lincheck::check(&history, Budget::default()) {
+        Ok(Verdict::Linearizable) => Ok(()),
+        Ok(Verdict::NotLinearizable { key, minimal }) => Err(format!(
+            "linearizability: key {} has no linearization; smallest failing sub-history:\n{}",
+            lincheck::show(&key),
+            lincheck::render(&minimal)
+        )),
+        Ok(Verdict::Undecided { key }) => {
+            Err(format!("linearizability check ran out of budget on key {}", lincheck::show(&key)))
+        }
+        Err(e) => Err(format!("the simulator recorded a {e}")),
+    }
 }
 
 impl Run {
