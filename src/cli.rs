@@ -166,10 +166,16 @@ mod tests {
             ("--id 0 --peers p", "--id: node ids start at 1"),
             ("--id x --peers p", "--id: \"x\" is not a whole number"),
             ("--id 1 --peers p --election-timeout 300-150", "--election-timeout: minimum 300 is above maximum 150"),
-            ("--id 1 --peers p --election-timeout 150", "--election-timeout: \"150\" is not MIN-MAX in milliseconds, e.g. 150-300"),
+            (
+                "--id 1 --peers p --election-timeout 150",
+                "--election-timeout: \"150\" is not MIN-MAX in milliseconds, e.g. 150-300",
+            ),
             ("--id 1 --peers p --fsync sometimes", "--fsync: \"sometimes\" is not always or never"),
             ("--id 1 --peers p --heartbeat 0", "--heartbeat: must be at least 1 ms"),
-            ("--id 1 --peers p --log-level loud", "--log-level: \"loud\" is not one of error, warn, info, debug, trace"),
+            (
+                "--id 1 --peers p --log-level loud",
+                "--log-level: \"loud\" is not one of error, warn, info, debug, trace",
+            ),
             ("--id 1 --peers p --bogus", "unknown argument \"--bogus\""),
             ("--id", "--id needs a value"),
         ];

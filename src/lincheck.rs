@@ -406,10 +406,10 @@ fn closed(ops: &[Op]) -> bool {
     loop {
         let before = needed.len();
         for o in ops {
-            if let (Call::Cas { expected, new }, Outcome::Unknown) = (&o.call, &o.outcome) {
-                if needed.contains(new.as_slice()) {
-                    needed.insert(expected);
-                }
+            if let (Call::Cas { expected, new }, Outcome::Unknown) = (&o.call, &o.outcome)
+                && needed.contains(new.as_slice())
+            {
+                needed.insert(expected);
             }
         }
         if needed.len() == before {

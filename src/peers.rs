@@ -162,7 +162,10 @@ mod tests {
     #[test]
     fn errors_name_the_file_and_line() {
         let cases = [
-            ("1 127.0.0.1:7001\n", "peers.txt:1: expected `<id> <raft host:port> <client host:port>`, found 2 field(s)"),
+            (
+                "1 127.0.0.1:7001\n",
+                "peers.txt:1: expected `<id> <raft host:port> <client host:port>`, found 2 field(s)",
+            ),
             ("\n0 a:1 b:2\n", "peers.txt:2: node id \"0\" is not a positive integer"),
             ("x a:1 b:2\n", "peers.txt:1: node id \"x\" is not a positive integer"),
             ("1 a:1 b:2\n1 c:3 d:4\n", "peers.txt:2: node id 1 appears twice"),
