@@ -11,3 +11,4 @@ pub mod peers;
 pub mod raft;
 pub mod resp;
 pub mod sim;
+pub mod wire;
