@@ -11,4 +11,6 @@ pub mod peers;
 pub mod raft;
 pub mod resp;
 pub mod sim;
+pub mod transport;
+pub mod wal;
 pub mod wire;

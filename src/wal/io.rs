@@ -1,0 +1,76 @@
+//! The file operations the log makes, behind a trait so that tests can fail
+//! any of them (ENOSPC, EIO) at a chosen point without a full disk.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+pub trait WalIo: Send {
+    /// Creates (or recreates) a segment: `size` bytes of zeros, then the
+    /// header at offset 0, made durable with its directory entry.
+    fn create(&mut self, path: &Path, size: u64, header: &[u8]) -> io::Result<()>;
+    fn write_at(&mut self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()>;
+    /// fdatasync.
+    fn sync(&mut self, path: &Path) -> io::Result<()>;
+    fn remove(&mut self, path: &Path) -> io::Result<()>;
+    fn sync_dir(&mut self, dir: &Path) -> io::Result<()>;
+}
+
+/// The real thing: pwrite and fdatasync on preallocated files.
+#[derive(Default)]
+pub struct FileIo {
+    files: HashMap<PathBuf, File>,
+}
+
+impl FileIo {
+    fn file(&mut self, path: &Path) -> io::Result<&File> {
+        if !self.files.contains_key(path) {
+            let f = OpenOptions::new().read(true).write(true).open(path)?;
+            self.files.insert(path.to_path_buf(), f);
+        }
+        Ok(&self.files[path])
+    }
+}
+
+impl WalIo for FileIo {
+    fn create(&mut self, path: &Path, size: u64, header: &[u8]) -> io::Result<()> {
+        self.files.remove(path);
+        let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+        // Writing the zeros (rather than set_len, which leaves a sparse
+        // file) allocates the blocks now, so that each later fdatasync only
+        // flushes data, not the file's size and block map.
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            f.write_all(&zeros[..n])?;
+            left -= n as u64;
+        }
+        f.write_all_at(header, 0)?;
+        f.sync_all()?;
+        self.files.insert(path.to_path_buf(), f);
+        if let Some(dir) = path.parent() {
+            self.sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    fn write_at(&mut self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.file(path)?.write_all_at(bytes, offset)
+    }
+
+    fn sync(&mut self, path: &Path) -> io::Result<()> {
+        self.file(path)?.sync_data()
+    }
+
+    fn remove(&mut self, path: &Path) -> io::Result<()> {
+        self.files.remove(path);
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
