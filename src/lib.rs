@@ -7,6 +7,7 @@ pub mod command;
 pub mod config;
 pub mod kv;
 pub mod lincheck;
+pub mod node;
 pub mod peers;
 pub mod raft;
 pub mod resp;

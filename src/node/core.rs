@@ -1,0 +1,491 @@
+//! The core thread: the only owner of the Raft core, the write-ahead log and
+//! the state machine. It selects over peer messages, client requests and a
+//! ticker, feeds everything waiting into the core, then carries out each
+//! `Ready` in order: send what may go at once, write and sync, send what
+//! waited for the sync, apply, answer clients, serve reads, advance. Every
+//! request that arrived while the previous sync ran is written by the next
+//! one (group commit), and a leader's appends leave before its own sync.
+//!
+//! No Raft decision is made here: terms, votes and commit are the core's.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, select};
+
+use super::client::{Answer, Request, Submission};
+use super::envelope::{self, RequestId};
+use super::logging::LogContext;
+use super::pending::{AdminGoal, Pending, PendingAdmin, PendingRead, Waiter, try_again};
+use crate::command::RaftCommand;
+use crate::kv::{KvStore, WriteOp};
+use crate::peers::Peers;
+use crate::raft::{
+    Addrs, Body, Entry, Membership, MembershipChange, MembershipError, Message, NodeId, Payload, ProposeError,
+    Proposed, Raft, Ready, Role, TransferError,
+};
+use crate::resp::Reply;
+use crate::transport::Transport;
+use crate::wal::{Wal, WalError};
+
+/// Messages and requests handled before the core's work is carried out:
+/// the batch one sync covers.
+const BATCH_INPUTS_MAX: usize = 4096;
+
+/// Ticks caught up at once after the thread was held up (a long sync, a
+/// SIGSTOP): more than an election timeout's worth changes nothing.
+const CATCH_UP_TICKS_MAX: u64 = 100_000;
+
+pub struct CoreSettings {
+    pub id: NodeId,
+    pub tick: Duration,
+    /// Ticks per election timeout, for bounding catch-up.
+    pub election_ticks_max: u64,
+    pub request_timeout: Duration,
+    /// How long a request waits for a leader to be known before `-TRYAGAIN`.
+    pub leader_wait: Duration,
+    pub fsync: bool,
+    pub peers: Peers,
+}
+
+/// A request that needs a leader and waits for one.
+struct Parked {
+    request: Request,
+    waiter: Waiter,
+    since: Instant,
+}
+
+pub struct Core {
+    settings: CoreSettings,
+    raft: Raft,
+    wal: Wal,
+    kv: KvStore,
+    transport: Transport,
+    log_context: Arc<LogContext>,
+    incarnation: u64,
+    next_seq: u64,
+    next_read_ctx: u64,
+    pending: Pending,
+    parked: VecDeque<Parked>,
+    last_tick: Instant,
+    /// The configuration the transport was last given addresses for.
+    membership_seen: Membership,
+}
+
+/// Why the core thread stopped.
+#[derive(Debug)]
+pub enum CoreExit {
+    Stopped,
+    Storage(WalError),
+}
+
+impl Core {
+    pub fn new(
+        settings: CoreSettings,
+        raft: Raft,
+        wal: Wal,
+        kv: KvStore,
+        transport: Transport,
+        log_context: Arc<LogContext>,
+    ) -> Core {
+        Core {
+            settings,
+            raft,
+            wal,
+            kv,
+            transport,
+            log_context,
+            incarnation: rand::random(),
+            next_seq: 0,
+            next_read_ctx: 0,
+            pending: Pending::default(),
+            parked: VecDeque::new(),
+            last_tick: Instant::now(),
+            membership_seen: Membership::default(),
+        }
+    }
+
+    pub fn transport(self) -> Transport {
+        self.transport
+    }
+
+    /// Runs until `stop()` says so or the disk fails.
+    pub fn run(
+        &mut self,
+        inbound: &Receiver<Message>,
+        requests: &Receiver<Submission>,
+        stop: impl Fn() -> bool,
+    ) -> CoreExit {
+        self.update_transport_peers();
+        let ticker = crossbeam_channel::tick(self.settings.tick);
+        loop {
+            select! {
+                recv(inbound) -> m => if let Ok(m) = m { self.step(m) },
+                recv(requests) -> r => if let Ok(r) = r { self.on_request(r) },
+                recv(ticker) -> _ => self.on_tick(),
+            }
+            for _ in 0..BATCH_INPUTS_MAX {
+                let mut idle = true;
+                if let Ok(m) = inbound.try_recv() {
+                    self.step(m);
+                    idle = false;
+                }
+                if let Ok(r) = requests.try_recv() {
+                    self.on_request(r);
+                    idle = false;
+                }
+                if idle {
+                    break;
+                }
+            }
+            if let Err(e) = self.work() {
+                log::error!("storage failed: {e}; no further write will be acknowledged");
+                self.pending.abandon("the node's storage failed");
+                return CoreExit::Storage(e);
+            }
+            if stop() {
+                self.shut_down();
+                return CoreExit::Stopped;
+            }
+        }
+    }
+
+    fn shut_down(&mut self) {
+        log::info!("shutting down");
+        self.pending.abandon("the node is shutting down");
+        for p in self.parked.drain(..) {
+            p.waiter.reply(try_again("no leader (the node is shutting down)"));
+        }
+    }
+
+    fn step(&mut self, m: Message) {
+        // What was dropped and why is counted and logged by the core.
+        let _ = self.raft.step(m);
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last_tick);
+        let tick_nanos = self.settings.tick.as_nanos().max(1);
+        let due = (elapsed.as_nanos() / tick_nanos) as u64;
+        let ticks = due.min(CATCH_UP_TICKS_MAX).min(self.settings.election_ticks_max + 1);
+        for _ in 0..ticks {
+            self.raft.tick();
+        }
+        self.last_tick += self.settings.tick * due.min(u32::MAX as u64) as u32;
+        if now.duration_since(self.last_tick) > self.settings.tick * 2 {
+            self.last_tick = now;
+        }
+        self.pending.expire(now);
+        self.retry_parked(now);
+        if !self.pending.admin.is_empty() {
+            self.check_admin();
+        }
+    }
+
+    // ---- client requests ----
+
+    fn on_request(&mut self, s: Submission) {
+        let waiter = Waiter { reply_to: s.reply_to, seq: s.seq };
+        match s.request {
+            Request::Info { sections } => {
+                let text = super::info::render(&self.raft, &self.kv, &self.wal, &self.settings.peers, &sections);
+                waiter.reply(Reply::bulk(text));
+            }
+            Request::Read { op, local: true } => waiter.reply(self.kv.read(&op)),
+            request => self.submit(request, waiter, Instant::now()),
+        }
+    }
+
+    /// Hands a request to the core, or parks it until a leader is known.
+    fn submit(&mut self, request: Request, waiter: Waiter, since: Instant) {
+        let result = match request {
+            Request::Write(op) => self.propose(op, waiter),
+            Request::Read { op, .. } => self.read(PendingRead { op, waiter }),
+            Request::Raft(cmd) => self.admin(cmd, waiter),
+            Request::Info { .. } => unreachable!("answered at once"),
+        };
+        if let Err((request, waiter)) = result {
+            self.parked.push_back(Parked { request, waiter, since });
+        }
+    }
+
+    fn retry_parked(&mut self, now: Instant) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let ready = self.raft.leader().is_some() && !self.raft.transferring();
+        for p in std::mem::take(&mut self.parked) {
+            if now.duration_since(p.since) >= self.settings.leader_wait {
+                p.waiter.reply(try_again("no leader"));
+            } else if ready {
+                self.submit(p.request, p.waiter, p.since);
+            } else {
+                self.parked.push_back(p);
+            }
+        }
+    }
+
+    fn propose(&mut self, op: WriteOp, waiter: Waiter) -> Result<(), (Request, Waiter)> {
+        let seq = self.next_seq;
+        let id = RequestId { origin: self.settings.id, incarnation: self.incarnation, seq };
+        match self.raft.propose(envelope::encode(id, &op)) {
+            Ok(proposed) => {
+                self.next_seq += 1;
+                if let Proposed::Appended { index, term } = proposed {
+                    self.pending.appended.insert(index, (term, seq));
+                }
+                let deadline = Instant::now() + self.settings.request_timeout;
+                self.pending.add_write(seq, waiter, deadline);
+                Ok(())
+            }
+            Err(ProposeError::NoLeader | ProposeError::TransferInProgress) => Err((Request::Write(op), waiter)),
+        }
+    }
+
+    fn read(&mut self, read: PendingRead) -> Result<(), (Request, Waiter)> {
+        let ctx = self.next_read_ctx;
+        match self.raft.read_index(ctx) {
+            Ok(()) => {
+                self.next_read_ctx += 1;
+                let deadline = Instant::now() + self.settings.request_timeout;
+                self.pending.add_read(ctx, read, deadline);
+                Ok(())
+            }
+            Err(_) => Err((Request::Read { op: read.op, local: false }, read.waiter)),
+        }
+    }
+
+    // ---- carrying out Ready ----
+
+    fn work(&mut self) -> Result<(), WalError> {
+        while self.raft.has_ready() {
+            let rd = self.raft.ready();
+            self.carry_out(rd)?;
+        }
+        self.serve_reads();
+        if !self.pending.admin.is_empty() {
+            self.check_admin();
+        }
+        let learner = !self.raft.membership().is_voter(self.settings.id);
+        self.log_context.set(self.raft.role(), learner, self.raft.term().0);
+        if *self.raft.membership() != self.membership_seen {
+            self.update_transport_peers();
+        }
+        Ok(())
+    }
+
+    fn carry_out(&mut self, mut rd: Ready) -> Result<(), WalError> {
+        for m in std::mem::take(&mut rd.messages) {
+            self.send(m);
+        }
+        if rd.snapshot.is_some() || !rd.snapshot_chunks.is_empty() {
+            // Compaction (and so snapshot transfer) is not enabled yet: the
+            // leader never compacts, so no snapshot can arrive.
+            log::error!("received a snapshot, which this version cannot install; ignoring it");
+        }
+        if !rd.entries.is_empty() {
+            self.wal.append(&rd.entries)?;
+        }
+        if let Some(hs) = rd.hard_state {
+            self.wal.set_hard_state(&hs)?;
+        }
+        if rd.must_sync {
+            if self.settings.fsync {
+                self.wal.sync()?;
+            } else {
+                self.wal.flush()?;
+            }
+        }
+        for m in std::mem::take(&mut rd.persisted_messages) {
+            self.send(m);
+        }
+        for e in std::mem::take(&mut rd.committed_entries) {
+            self.apply(e);
+        }
+        for r in std::mem::take(&mut rd.read_states) {
+            if let Some(read) = self.pending.reads.remove(&r.ctx) {
+                self.pending.confirmed.insert((r.index, r.ctx), read);
+            }
+        }
+        for ctx in std::mem::take(&mut rd.read_failures) {
+            self.reread(ctx);
+        }
+        self.raft.advance(rd);
+        Ok(())
+    }
+
+    fn send(&mut self, m: Message) {
+        if let Body::InstallSnapshot { .. } = m.body {
+            log::warn!("not sending a snapshot to {}: compaction is not enabled yet", m.to);
+            return;
+        }
+        self.transport.send(m);
+    }
+
+    fn apply(&mut self, e: Entry) {
+        if let Some(&(term, seq)) = self.pending.appended.get(&e.index) {
+            self.pending.appended.remove(&e.index);
+            if term != e.term {
+                // Our entry at this index was replaced by another leader's:
+                // the write was never applied and never will be.
+                if let Some(w) = self.pending.writes.remove(&seq) {
+                    w.reply(try_again("leader changed before the write was committed; it was not applied"));
+                }
+            }
+        }
+        while let Some((&index, _)) = self.pending.appended.first_key_value() {
+            if index > e.index {
+                break;
+            }
+            self.pending.appended.pop_first();
+        }
+        let Payload::Command(data) = &e.payload else { return };
+        match envelope::decode(data) {
+            Ok((id, op)) => {
+                let reply = self.kv.apply(&op);
+                if id.origin == self.settings.id
+                    && id.incarnation == self.incarnation
+                    && let Some(w) = self.pending.writes.remove(&id.seq)
+                {
+                    w.reply(reply);
+                }
+            }
+            // Every node skips the same bytes the same way, so the state
+            // machines stay identical; the entry can only come from a bug.
+            Err(err) => log::error!("skipping entry {} that does not decode: {err}", e.index),
+        }
+    }
+
+    /// A read lost its confirmation (the leader changed): ask again; a read
+    /// has no effect, so asking twice is harmless.
+    fn reread(&mut self, ctx: u64) {
+        let Some(read) = self.pending.reads.remove(&ctx) else { return };
+        match self.raft.read_index(ctx) {
+            Ok(()) => {
+                self.pending.reads.insert(ctx, read);
+            }
+            Err(_) => self.parked.push_back(Parked {
+                request: Request::Read { op: read.op, local: false },
+                waiter: read.waiter,
+                since: Instant::now(),
+            }),
+        }
+    }
+
+    fn serve_reads(&mut self) {
+        let applied = self.raft.applied();
+        while let Some(entry) = self.pending.confirmed.first_entry() {
+            if entry.key().0 > applied {
+                break;
+            }
+            let read = entry.remove();
+            read.waiter.reply(self.kv.read(&read.op));
+        }
+    }
+
+    // ---- membership and leadership ----
+
+    fn leader_client_addr(&self) -> Option<String> {
+        let leader = self.raft.leader()?;
+        super::info::client_addr_of(leader, self.raft.membership(), &self.settings.peers)
+    }
+
+    fn admin(&mut self, cmd: RaftCommand, waiter: Waiter) -> Result<(), (Request, Waiter)> {
+        if let RaftCommand::Snapshot = cmd {
+            waiter.reply(Reply::err("snapshots arrive with log compaction, which this version does not have"));
+            return Ok(());
+        }
+        let original = cmd.clone();
+        if self.raft.role() != Role::Leader {
+            return match self.leader_client_addr() {
+                Some(client_addr) => {
+                    waiter.answer(Answer::Forward { client_addr });
+                    Ok(())
+                }
+                None => Err((Request::Raft(cmd), waiter)),
+            };
+        }
+        let (goal, result) = match cmd {
+            RaftCommand::Add { id, raft_addr, client_addr } => {
+                let addrs = Addrs { raft: raft_addr, client: client_addr };
+                (AdminGoal::Added(id), self.raft.change_membership(MembershipChange::AddVoter { id, addrs }))
+            }
+            RaftCommand::Remove { id } => {
+                (AdminGoal::Removed(id), self.raft.change_membership(MembershipChange::Remove { id }))
+            }
+            RaftCommand::Transfer { id } => {
+                let result = self.raft.transfer_leader(id).map_err(|e| match e {
+                    TransferError::NotLeader => MembershipError::NotLeader,
+                    TransferError::NotAVoter => MembershipError::NoVotersLeft,
+                });
+                if let Err(MembershipError::NoVotersLeft) = result {
+                    waiter.reply(Reply::err(format!("node {id} is not a voter")));
+                    return Ok(());
+                }
+                (AdminGoal::Leads(id), result)
+            }
+            RaftCommand::Snapshot => unreachable!("answered above"),
+        };
+        match result {
+            Ok(()) => {
+                let deadline = Instant::now() + self.settings.request_timeout;
+                self.pending.admin.push(PendingAdmin { goal, waiter, deadline });
+                self.check_admin();
+            }
+            // Leadership was lost in between: start over once a leader is known.
+            Err(MembershipError::NotLeader) => return Err((Request::Raft(original), waiter)),
+            Err(MembershipError::ChangeInProgress) => {
+                waiter.reply(Reply::err("another membership change is in progress; try again when it is done"))
+            }
+            Err(MembershipError::TransferInProgress) => waiter.reply(try_again("a leadership transfer is in progress")),
+            Err(MembershipError::NoVotersLeft) => waiter.reply(Reply::err("cannot remove the last voter")),
+        }
+        Ok(())
+    }
+
+    /// Answers the operators whose change is now committed.
+    fn check_admin(&mut self) {
+        let status = self.raft.status();
+        let committed = &status.membership_committed;
+        for a in std::mem::take(&mut self.pending.admin) {
+            let done = match a.goal {
+                AdminGoal::Added(id) => committed.voters.contains(&id) && !committed.is_joint(),
+                AdminGoal::Removed(id) => !committed.contains(id) && !committed.is_joint(),
+                AdminGoal::Leads(id) => status.leader == Some(id),
+            };
+            let abandoned = matches!(a.goal, AdminGoal::Leads(id)
+                if status.role == Role::Leader && status.transfer_target != Some(id));
+            if done {
+                a.waiter.reply(Reply::ok());
+            } else if abandoned {
+                a.waiter.reply(Reply::err("the leadership transfer did not complete in time"));
+            } else {
+                self.pending.admin.push(a);
+            }
+        }
+    }
+
+    /// Peers are reached at the addresses of this node's own peers file when
+    /// it lists them (SPEC §2: a node trusts its own copy), otherwise at the
+    /// addresses the configuration in the log carries.
+    fn update_transport_peers(&mut self) {
+        let membership = self.raft.membership().clone();
+        let mut peers = BTreeMap::new();
+        for id in membership.members() {
+            if id == self.settings.id {
+                continue;
+            }
+            let addr = match self.settings.peers.get(id) {
+                Some(p) => Some(p.raft_addr.clone()),
+                None => membership.addrs.get(&id).map(|a| a.raft.clone()),
+            };
+            if let Some(addr) = addr.filter(|a| !a.is_empty()) {
+                peers.insert(id, addr);
+            }
+        }
+        self.transport.set_peers(peers);
+        self.membership_seen = membership;
+    }
+}

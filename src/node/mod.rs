@@ -1,0 +1,170 @@
+//! The node runtime: the threads, channels and timers that put the Raft core
+//! (`crate::raft`), the write-ahead log (`crate::wal`), the peer transport
+//! (`crate::transport`) and the state machine (`crate::kv`) to work.
+//!
+//! ```text
+//!  clients ──RESP──> client threads ──┐
+//!  peers ──frames──> transport ───────┼──> core thread ──> WAL (group commit)
+//!  ticker ────────────────────────────┘        │
+//!                                               ├──> transport (per-peer senders)
+//!                                               └──> KV state machine, replies
+//! ```
+
+pub mod client;
+mod core;
+mod envelope;
+mod info;
+pub mod logging;
+mod pending;
+pub mod signals;
+
+use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::cli::{Fsync, NodeOptions};
+use crate::kv::KvStore;
+use crate::peers::{Peer, Peers, resolve};
+use crate::raft::{Config, InitialState, Membership, Raft};
+use crate::transport::{Transport, TransportOptions};
+use crate::wal::{DataDir, Wal, WalOptions};
+
+/// SPEC §3: the default time before `-TIMEOUT`.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Client requests queued for the core thread; a full queue makes client
+/// threads wait (backpressure) instead of growing memory.
+pub const CORE_QUEUE_REQUESTS_MAX: usize = 16 * 1024;
+
+/// Peer messages queued for the core thread.
+pub const CORE_QUEUE_MESSAGES_MAX: usize = 16 * 1024;
+
+/// Why the node did not run, and the exit code that says so (SPEC §1).
+#[derive(Debug)]
+pub enum NodeError {
+    /// Bad flags or peers file: exit 2.
+    Config(String),
+    /// Anything else that stops the node: exit 1.
+    Fatal(String),
+}
+
+impl NodeError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            NodeError::Config(_) => 2,
+            NodeError::Fatal(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::Config(m) | NodeError::Fatal(m) => f.write_str(m),
+        }
+    }
+}
+
+/// How long one tick is: 1 ms, or 100 µs when elections are meant to take
+/// less than 10 ms (the core counts time in ticks).
+fn tick_for(opts: &NodeOptions) -> Duration {
+    if opts.election_timeout_ms_min >= 10 { Duration::from_millis(1) } else { Duration::from_micros(100) }
+}
+
+fn raft_config(opts: &NodeOptions, tick: Duration) -> Config {
+    let ticks = |ms: u64| (Duration::from_millis(ms).as_nanos() / tick.as_nanos()) as u64;
+    let mut cfg = Config::new(opts.id);
+    cfg.election_ticks_min = ticks(opts.election_timeout_ms_min).max(1);
+    cfg.election_ticks_max = ticks(opts.election_timeout_ms_max).max(cfg.election_ticks_min);
+    cfg.heartbeat_ticks = ticks(opts.heartbeat_ms).max(1);
+    cfg.seed = rand::random();
+    cfg
+}
+
+fn own_line(opts: &NodeOptions, peers: &Peers) -> Result<Peer, NodeError> {
+    match peers.get(opts.id) {
+        Some(p) => Ok(p.clone()),
+        None if opts.join => Err(NodeError::Config(format!(
+            "{}: node {} has no line: a --join node needs its own line there to know where to listen",
+            peers.path.display(),
+            opts.id
+        ))),
+        None => Err(NodeError::Config(format!("{}: node {} is not in the file", peers.path.display(), opts.id))),
+    }
+}
+
+fn bind(addr: &str, what: &str, id: u64) -> Result<TcpListener, NodeError> {
+    let sock = resolve(addr).map_err(|e| NodeError::Fatal(format!("{what} address of node {id}: {e}")))?;
+    TcpListener::bind(sock)
+        .map_err(|e| NodeError::Fatal(format!("cannot listen on {addr} ({what} address of node {id}): {e}")))
+}
+
+/// Runs a node until SIGTERM or SIGINT (clean exit) or a fatal error.
+pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(), NodeError> {
+    let peers = Peers::load(&opts.peers).map_err(|e| NodeError::Config(e.to_string()))?;
+    let me = own_line(&opts, &peers)?;
+    if opts.election_timeout_ms_min <= opts.heartbeat_ms {
+        log::warn!(
+            "heartbeat {} ms is not below the election timeout {} ms: followers may time out between heartbeats",
+            opts.heartbeat_ms,
+            opts.election_timeout_ms_min
+        );
+    }
+    let dir = DataDir::open(&opts.data, opts.id).map_err(|e| NodeError::Fatal(e.to_string()))?;
+    let (wal, recovered) = Wal::open(&dir, WalOptions::default()).map_err(|e| NodeError::Fatal(e.to_string()))?;
+    if recovered.snapshot.is_some() {
+        return Err(NodeError::Fatal(format!(
+            "{}: holds a snapshot, which this version cannot load",
+            opts.data.display()
+        )));
+    }
+    let bootstrap = if opts.join { Membership::default() } else { peers.membership() };
+    let tick = tick_for(&opts);
+    let cfg = raft_config(&opts, tick);
+    let election_ticks_max = cfg.election_ticks_max;
+    let init = InitialState { hard_state: recovered.hard_state, snapshot: None, entries: recovered.entries, bootstrap };
+    let raft = Raft::new(cfg, init);
+    let raft_listener = bind(&me.raft_addr, "raft", opts.id.0)?;
+    let client_listener = bind(&me.client_addr, "client", opts.id.0)?;
+    let client_addr = client_listener.local_addr().map_err(|e| NodeError::Fatal(e.to_string()))?;
+
+    let (inbound_tx, inbound) = crossbeam_channel::bounded(CORE_QUEUE_MESSAGES_MAX);
+    let (requests_tx, requests) = crossbeam_channel::bounded(CORE_QUEUE_REQUESTS_MAX);
+    let transport = Transport::start(opts.id, raft_listener, BTreeMap::new(), inbound_tx, TransportOptions::default())
+        .map_err(|e| NodeError::Fatal(format!("cannot start the peer transport: {e}")))?;
+    let stop_clients = Arc::new(AtomicBool::new(false));
+    let client_opts = client::ClientOptions { answer_timeout: REQUEST_TIMEOUT + Duration::from_secs(2) };
+    let client_thread = client::spawn_listener(client_listener, requests_tx, stop_clients.clone(), client_opts)
+        .map_err(|e| NodeError::Fatal(format!("cannot start the client listener: {e}")))?;
+
+    log::info!(
+        "node {} serving clients on {} and peers on {} (data in {})",
+        opts.id,
+        me.client_addr,
+        me.raft_addr,
+        opts.data.display()
+    );
+    let settings = core::CoreSettings {
+        id: opts.id,
+        tick,
+        election_ticks_max,
+        request_timeout: REQUEST_TIMEOUT,
+        leader_wait: Duration::from_millis(2 * opts.election_timeout_ms_max)
+            .clamp(Duration::from_secs(1), REQUEST_TIMEOUT),
+        fsync: opts.fsync == Fsync::Always,
+        peers,
+    };
+    let mut core = core::Core::new(settings, raft, wal, KvStore::new(), transport, log_context);
+    let exit = core.run(&inbound, &requests, signals::stop_requested);
+
+    stop_clients.store(true, Ordering::SeqCst);
+    let _ = TcpStream::connect_timeout(&client_addr, Duration::from_secs(1));
+    let _ = client_thread.join();
+    core.transport().shutdown();
+    match exit {
+        core::CoreExit::Stopped => Ok(()),
+        core::CoreExit::Storage(e) => Err(NodeError::Fatal(format!("storage failed: {e}"))),
+    }
+}

@@ -1,0 +1,151 @@
+//! The clients a node owes an answer to, and by when. Every request gets
+//! exactly one answer: its result, `-TRYAGAIN` when it was certainly not
+//! applied, or `-TIMEOUT` when that is not known (SPEC §3).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+
+use super::client::Answer;
+use crate::kv::ReadOp;
+use crate::raft::{Index, NodeId, Term};
+use crate::resp::Reply;
+
+/// Where one answer goes.
+#[derive(Debug)]
+pub struct Waiter {
+    pub reply_to: Sender<(u64, Answer)>,
+    pub seq: u64,
+}
+
+impl Waiter {
+    pub fn answer(self, answer: Answer) {
+        // The connection may have gone; nobody is left to tell.
+        let _ = self.reply_to.send((self.seq, answer));
+    }
+
+    pub fn reply(self, reply: Reply) {
+        self.answer(Answer::Reply(reply));
+    }
+}
+
+pub fn try_again(why: &str) -> Reply {
+    Reply::Error(format!("TRYAGAIN {why}"))
+}
+
+pub fn timeout() -> Reply {
+    Reply::Error("TIMEOUT not known to be committed in time".into())
+}
+
+#[derive(Debug)]
+pub struct PendingRead {
+    pub op: ReadOp,
+    pub waiter: Waiter,
+}
+
+/// A membership or leadership change an operator is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminGoal {
+    Added(NodeId),
+    Removed(NodeId),
+    Leads(NodeId),
+}
+
+#[derive(Debug)]
+pub struct PendingAdmin {
+    pub goal: AdminGoal,
+    pub waiter: Waiter,
+    pub deadline: Instant,
+}
+
+/// What a deadline refers to.
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    Write(u64),
+    Read(u64),
+}
+
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Proposed writes by sequence number (the envelope's `seq`).
+    pub writes: HashMap<u64, Waiter>,
+    /// Writes this node appended as leader: index -> (term, seq). If the
+    /// entry applied at that index has another term, the write was lost
+    /// with a leadership change and certainly not applied.
+    pub appended: BTreeMap<Index, (Term, u64)>,
+    /// Reads waiting for a read index, by context.
+    pub reads: HashMap<u64, PendingRead>,
+    /// Reads whose index is known, waiting for the state machine to reach it.
+    pub confirmed: BTreeMap<(Index, u64), PendingRead>,
+    pub admin: Vec<PendingAdmin>,
+    /// Deadlines in the order they were set; all share one timeout, so the
+    /// queue is sorted.
+    deadlines: VecDeque<(Instant, Due)>,
+}
+
+impl Pending {
+    pub fn add_write(&mut self, seq: u64, waiter: Waiter, deadline: Instant) {
+        self.writes.insert(seq, waiter);
+        self.deadlines.push_back((deadline, Due::Write(seq)));
+    }
+
+    pub fn add_read(&mut self, ctx: u64, read: PendingRead, deadline: Instant) {
+        self.reads.insert(ctx, read);
+        self.deadlines.push_back((deadline, Due::Read(ctx)));
+    }
+
+    /// Answers `-TIMEOUT` to writes past their deadline (they may still be
+    /// applied) and to reads past theirs (a read that was not served has no
+    /// effect, so `-TRYAGAIN` would be as true; the SPEC's timeout is used
+    /// for both so clients see one rule).
+    pub fn expire(&mut self, now: Instant) {
+        while let Some(&(deadline, due)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            match due {
+                Due::Write(seq) => {
+                    if let Some(w) = self.writes.remove(&seq) {
+                        w.reply(timeout());
+                    }
+                }
+                Due::Read(ctx) => {
+                    if let Some(r) = self.reads.remove(&ctx) {
+                        r.waiter.reply(timeout());
+                    }
+                    let key = self.confirmed.keys().find(|(_, c)| *c == ctx).copied();
+                    if let Some(r) = key.and_then(|k| self.confirmed.remove(&k)) {
+                        r.waiter.reply(timeout());
+                    }
+                }
+            }
+        }
+        let (expired, kept): (Vec<PendingAdmin>, Vec<PendingAdmin>) =
+            std::mem::take(&mut self.admin).into_iter().partition(|a| a.deadline <= now);
+        self.admin = kept;
+        for a in expired {
+            a.waiter.reply(Reply::Error(format!("TIMEOUT {:?} not reached in time", a.goal)));
+        }
+    }
+
+    /// The node is stopping: proposed writes have an unknown outcome; reads
+    /// and admin requests end.
+    pub fn abandon(&mut self, why: &str) {
+        for (_, w) in self.writes.drain() {
+            w.reply(Reply::Error(format!("TIMEOUT {why}; the write may or may not be applied")));
+        }
+        for (_, r) in self.reads.drain() {
+            r.waiter.reply(try_again(why));
+        }
+        for (_, r) in std::mem::take(&mut self.confirmed) {
+            r.waiter.reply(try_again(why));
+        }
+        for a in self.admin.drain(..) {
+            a.waiter.reply(Reply::Error(format!("TIMEOUT {why}")));
+        }
+        self.deadlines.clear();
+        self.appended.clear();
+    }
+}

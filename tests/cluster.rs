@@ -1,0 +1,269 @@
+//! The cluster as users run it: `node` processes on loopback, driven over
+//! the Redis protocol, killed with SIGKILL, paused with SIGSTOP and
+//! restarted. Every acknowledged write is checked afterwards.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use raftkv::resp::Reply;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use support::{Client, TestCluster, text};
+
+const LEADER_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn leader(c: &mut TestCluster) -> u64 {
+    c.wait_for_leader(LEADER_TIMEOUT).unwrap_or_else(|| panic!("no single leader\n{}", c.logs()))
+}
+
+fn cmd(c: &TestCluster, id: u64, args: &[&str]) -> String {
+    let mut client = c.client(id).unwrap_or_else(|e| panic!("connect to node {id}: {e}\n{}", c.logs()));
+    text(&client.cmd(args).unwrap_or_else(|e| panic!("{args:?} on node {id}: {e}\n{}", c.logs())))
+}
+
+/// Retries a write until it is acknowledged (a `-TRYAGAIN` or `-TIMEOUT`
+/// while a leader is being elected is expected); the write is idempotent.
+fn set_eventually(c: &TestCluster, id: u64, key: &str, value: &str) {
+    let deadline = Instant::now() + LEADER_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(mut client) = c.client(id)
+            && let Ok(Reply::Simple(ok)) = client.cmd(&["SET", key, value])
+        {
+            assert_eq!(ok, "OK");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("SET {key} {value} on node {id} never succeeded\n{}", c.logs());
+}
+
+fn get_eventually(c: &TestCluster, id: u64, key: &str, expected: &str) {
+    let deadline = Instant::now() + LEADER_TIMEOUT;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(mut client) = c.client(id)
+            && let Ok(reply) = client.cmd(&["GET", key])
+        {
+            last = text(&reply);
+            if last == expected {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("GET {key} on node {id}: {last:?}, expected {expected:?}\n{}", c.logs());
+}
+
+#[test]
+fn three_and_five_nodes_elect_one_leader_and_every_node_serves() {
+    for n in [3, 5] {
+        let mut c = TestCluster::new(n);
+        c.start_all();
+        let leader = leader(&mut c);
+        let follower = (1..=n).find(|&id| id != leader).unwrap();
+        assert_eq!(cmd(&c, follower, &["SET", "greeting", "hello"]), "OK");
+        // Reads are linearizable at every node: the write is visible at once.
+        for id in 1..=n {
+            assert_eq!(cmd(&c, id, &["GET", "greeting"]), "hello", "node {id}\n{}", c.logs());
+        }
+        let info = c.info(follower).unwrap();
+        assert_eq!(info["role"], "follower");
+        assert_eq!(info["leader_id"], leader.to_string());
+        assert_eq!(info["leader_client_addr"], c.nodes[&leader].client_addr);
+        assert_eq!(info["members"], (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+        assert_eq!(info["keys"], "1");
+        // SIGTERM is a clean shutdown.
+        for id in 1..=n {
+            let status = c.stop(id).expect("node exits after SIGTERM");
+            assert_eq!(status.code(), Some(0), "node {id}\n{}", c.logs());
+        }
+    }
+}
+
+#[test]
+fn a_killed_leader_is_replaced_and_catches_up_after_restart() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    let old = leader(&mut c);
+    assert_eq!(cmd(&c, old, &["SET", "k", "1"]), "OK");
+    c.kill(old);
+    let started = Instant::now();
+    let new = leader(&mut c);
+    assert_ne!(new, old);
+    println!("new leader {new} after {:?}", started.elapsed());
+    let other = (1..=3).find(|&id| id != old && id != new).unwrap();
+    set_eventually(&c, other, "k", "2");
+    c.start(old);
+    leader(&mut c);
+    get_eventually(&c, old, "k", "2");
+    let info = c.info(old).unwrap();
+    assert_eq!(info["role"], "follower", "{info:?}");
+}
+
+#[test]
+fn a_paused_leader_steps_down_when_resumed_and_takes_the_new_log() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    let old = leader(&mut c);
+    assert_eq!(cmd(&c, old, &["SET", "k", "before"]), "OK");
+    let old_term: u64 = c.info(old).unwrap()["term"].parse().unwrap();
+    c.signal(old, "STOP");
+    let others: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
+    // The others elect a new leader and take writes while it sleeps.
+    let deadline = Instant::now() + LEADER_TIMEOUT;
+    let new = loop {
+        let leaders: Vec<u64> =
+            others.iter().copied().filter(|&id| c.info(id).is_some_and(|i| i["role"] == "leader")).collect();
+        if let [l] = leaders[..] {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no new leader\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for i in 0..20 {
+        set_eventually(&c, new, &format!("during-{i}"), "x");
+    }
+    set_eventually(&c, new, "k", "after");
+    std::thread::sleep(Duration::from_secs(2));
+    c.signal(old, "CONT");
+    get_eventually(&c, old, "k", "after");
+    let info = c.info(old).unwrap();
+    assert_eq!(info["role"], "follower", "{info:?}");
+    assert!(info["term"].parse::<u64>().unwrap() > old_term);
+    assert_eq!(info["leader_id"], new.to_string());
+    get_eventually(&c, old, "during-19", "x");
+}
+
+/// What the writers were told: for each key, the value of the last
+/// acknowledged write and the values of writes after it whose outcome is
+/// unknown (any of those may be what the key holds).
+#[derive(Default)]
+struct Acked {
+    keys: BTreeMap<String, (Option<String>, Vec<String>)>,
+    writes_ok: u64,
+}
+
+/// Writers that each own some keys and write increasing values to them
+/// through random nodes, until told to stop.
+fn run_writers(c: &TestCluster, stop: Arc<AtomicBool>, writers: u64, seed: u64) -> Vec<std::thread::JoinHandle<Acked>> {
+    let addrs: Vec<String> = c.nodes.values().map(|n| n.client_addr.clone()).collect();
+    (0..writers)
+        .map(|w| {
+            let (addrs, stop) = (addrs.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ w);
+                let mut acked = Acked::default();
+                let mut client: Option<Client> = None;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let key = format!("w{w}-k{}", rng.random_range(0..20));
+                    let value = format!("{n}");
+                    if client.is_none() {
+                        client = Client::connect(&addrs[rng.random_range(0..addrs.len())]).ok();
+                    }
+                    let Some(conn) = client.as_mut() else {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    let entry = acked.keys.entry(key.clone()).or_default();
+                    match conn.cmd(&["SET", &key, &value]) {
+                        Ok(Reply::Simple(_)) => {
+                            // Unknown writes before it stay possible: one that
+                            // timed out may still take effect later.
+                            entry.0 = Some(value);
+                            acked.writes_ok += 1;
+                        }
+                        Ok(Reply::Error(e)) if e.starts_with("TRYAGAIN") => {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        Ok(_) | Err(_) => {
+                            // -TIMEOUT or a lost connection: maybe applied.
+                            entry.1.push(value);
+                            client = None;
+                        }
+                    }
+                }
+                acked
+            })
+        })
+        .collect()
+}
+
+/// Every key holds its last acknowledged value, or a later one whose
+/// outcome was unknown, on every node.
+fn check_acked(c: &mut TestCluster, acked: &[Acked]) {
+    leader(c);
+    for a in acked {
+        for (key, (last, maybe)) in &a.keys {
+            let Some(last) = last else { continue };
+            for id in c.running() {
+                let mut client = c.client(id).expect("connect");
+                let got = text(&client.cmd(&["GET", key]).expect("GET"));
+                assert!(
+                    got == *last || maybe.contains(&got),
+                    "node {id}: {key} = {got:?}; last acknowledged {last:?}, unknown after it {maybe:?}\n{}",
+                    c.logs()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn killing_two_of_five_under_load_loses_no_acknowledged_write() {
+    let seed: u64 = std::env::var("TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    println!("seed {seed} (rerun with TEST_SEED={seed})");
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut c = TestCluster::new(5);
+    c.start_all();
+    leader(&mut c);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = run_writers(&c, stop.clone(), 4, seed);
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
+        let mut victims: Vec<u64> = (1..=5).collect();
+        let first = victims.remove(rng.random_range(0..victims.len()));
+        let second = victims.remove(rng.random_range(0..victims.len()));
+        println!("round {round}: kill -9 nodes {first} and {second}");
+        c.kill(first);
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..500)));
+        c.kill(second);
+        std::thread::sleep(Duration::from_millis(rng.random_range(500..2000)));
+        c.start(first);
+        c.start(second);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<Acked> = writers.into_iter().map(|h| h.join().expect("writer")).collect();
+    let total: u64 = acked.iter().map(|a| a.writes_ok).sum();
+    println!("{total} writes acknowledged");
+    assert!(total > 0, "no write was acknowledged\n{}", c.logs());
+    check_acked(&mut c, &acked);
+}
+
+#[test]
+fn killing_all_five_under_load_loses_no_acknowledged_write() {
+    let seed: u64 = std::env::var("TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    println!("seed {seed} (rerun with TEST_SEED={seed})");
+    let mut c = TestCluster::new(5);
+    c.start_all();
+    leader(&mut c);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = run_writers(&c, stop.clone(), 4, seed);
+    std::thread::sleep(Duration::from_millis(1500));
+    for id in 1..=5 {
+        c.kill(id);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<Acked> = writers.into_iter().map(|h| h.join().expect("writer")).collect();
+    let total: u64 = acked.iter().map(|a| a.writes_ok).sum();
+    println!("{total} writes acknowledged before the crash");
+    assert!(total > 0, "no write was acknowledged\n{}", c.logs());
+    c.start_all();
+    check_acked(&mut c, &acked);
+}

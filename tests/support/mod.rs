@@ -1,0 +1,299 @@
+//! Running real `node` processes the way users do, for the process-level
+//! tests: free loopback ports, a temporary directory per cluster, logs kept
+//! per node (printed when a test fails), and every process killed by its id
+//! when the cluster is dropped.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use raftkv::resp::{self, Reply};
+
+/// A port nobody listens on right now (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local addr").port()
+}
+
+pub struct TestNode {
+    pub id: u64,
+    pub raft_addr: String,
+    pub client_addr: String,
+    pub data: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub peers_path: PathBuf,
+    pub nodes: BTreeMap<u64, TestNode>,
+    /// Extra flags every node gets.
+    pub flags: Vec<String>,
+}
+
+pub const ELECTION_FLAGS: [&str; 4] = ["--election-timeout", "150-300", "--heartbeat", "30"];
+
+impl TestCluster {
+    /// A cluster of `n` nodes (ids 1..=n), written to a peers file, not
+    /// started yet.
+    pub fn new(n: u64) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            let node = TestNode {
+                id,
+                raft_addr: format!("127.0.0.1:{}", free_port()),
+                client_addr: format!("127.0.0.1:{}", free_port()),
+                data: dir.path().join(format!("node-{id}")),
+                log: dir.path().join(format!("node-{id}.log")),
+                child: None,
+            };
+            nodes.insert(id, node);
+        }
+        let peers_path = dir.path().join("peers.txt");
+        let mut cluster =
+            TestCluster { dir, peers_path, nodes, flags: ELECTION_FLAGS.iter().map(|s| s.to_string()).collect() };
+        cluster.write_peers(&(1..=n).collect::<Vec<_>>());
+        cluster
+    }
+
+    /// Writes the peers file listing `ids`.
+    pub fn write_peers(&mut self, ids: &[u64]) {
+        let mut text = String::from("# written by the test harness\n");
+        for id in ids {
+            let n = &self.nodes[id];
+            text.push_str(&format!("{} {} {}\n", n.id, n.raft_addr, n.client_addr));
+        }
+        std::fs::write(&self.peers_path, text).expect("write peers file");
+    }
+
+    /// Adds a node (not in the peers file yet) for membership tests.
+    pub fn add_node(&mut self, id: u64) {
+        let node = TestNode {
+            id,
+            raft_addr: format!("127.0.0.1:{}", free_port()),
+            client_addr: format!("127.0.0.1:{}", free_port()),
+            data: self.dir.path().join(format!("node-{id}")),
+            log: self.dir.path().join(format!("node-{id}.log")),
+            child: None,
+        };
+        self.nodes.insert(id, node);
+    }
+
+    pub fn node_command(&self, id: u64, extra: &[&str]) -> Command {
+        let n = &self.nodes[&id];
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_node"));
+        cmd.arg("--id").arg(id.to_string()).arg("--peers").arg(&self.peers_path).arg("--data").arg(&n.data);
+        cmd.args(&self.flags).args(extra).stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn start_with(&mut self, id: u64, extra: &[&str]) {
+        assert!(!self.nodes.get_mut(&id).expect("known node").is_running(), "node {id} already runs");
+        let log = OpenOptions::new().create(true).append(true).open(&self.nodes[&id].log).expect("log file");
+        let mut cmd = self.node_command(id, extra);
+        cmd.stdout(log.try_clone().expect("log file")).stderr(log);
+        let child = cmd.spawn().expect("spawn node");
+        self.nodes.get_mut(&id).expect("known node").child = Some(child);
+    }
+
+    pub fn start(&mut self, id: u64) {
+        self.start_with(id, &[]);
+    }
+
+    pub fn start_all(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.start(id);
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal by name (STOP, CONT, TERM, INT) to a running node.
+    pub fn signal(&self, id: u64, signal: &str) {
+        let pid = self.nodes[&id].pid().expect("node is running");
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().expect("kill");
+        assert!(status.success(), "kill -{signal} {pid} failed");
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit status.
+    pub fn stop(&mut self, id: u64) -> Option<ExitStatus> {
+        self.signal(id, "TERM");
+        let mut child = self.nodes.get_mut(&id)?.child.take()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn running(&mut self) -> Vec<u64> {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        ids.into_iter().filter(|id| self.nodes.get_mut(id).is_some_and(|n| n.is_running())).collect()
+    }
+
+    pub fn client(&self, id: u64) -> io::Result<Client> {
+        Client::connect(&self.nodes[&id].client_addr)
+    }
+
+    /// INFO as a map, or None if the node does not answer.
+    pub fn info(&self, id: u64) -> Option<BTreeMap<String, String>> {
+        let mut c = self.client(id).ok()?;
+        match c.cmd(&["INFO"]).ok()? {
+            Reply::Bulk(Some(text)) => Some(parse_info(&String::from_utf8_lossy(&text))),
+            _ => None,
+        }
+    }
+
+    /// Waits for exactly one node to lead among the running ones, with the
+    /// others following it; returns its id.
+    pub fn wait_for_leader(&mut self, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let running = self.running();
+            let infos: Vec<(u64, BTreeMap<String, String>)> =
+                running.iter().filter_map(|&id| self.info(id).map(|i| (id, i))).collect();
+            let leaders: Vec<u64> = infos.iter().filter(|(_, i)| i["role"] == "leader").map(|(id, _)| *id).collect();
+            if let [leader] = leaders[..] {
+                let agreed = infos.iter().all(|(_, i)| i["leader_id"] == leader.to_string());
+                if agreed && infos.len() == running.len() {
+                    return Some(leader);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// The last lines of every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for n in self.nodes.values() {
+            let mut text = String::new();
+            if let Ok(mut f) = File::open(&n.log) {
+                let _ = f.read_to_string(&mut text);
+            }
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            out.push_str(&format!("---- node {} log (last {} lines)\n{}\n", n.id, tail.len(), tail.join("\n")));
+        }
+        out
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for n in self.nodes.values_mut() {
+            if let Some(mut child) = n.child.take() {
+                // A paused node must be resumed to die cleanly.
+                let _ = Command::new("kill").arg("-CONT").arg(child.id().to_string()).status();
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+pub fn parse_info(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.trim_end_matches('\r').split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A blocking RESP client with timeouts.
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: &str) -> io::Result<Client> {
+        let sock = addr.parse().map_err(|e| io::Error::other(format!("{addr}: {e}")))?;
+        let stream = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+        stream.set_nodelay(true)?;
+        Ok(Client { stream, buf: Vec::new() })
+    }
+
+    pub fn cmd(&mut self, args: &[&str]) -> io::Result<Reply> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.cmd_bytes(&args)
+    }
+
+    pub fn cmd_bytes(&mut self, args: &[&[u8]]) -> io::Result<Reply> {
+        let mut request = Vec::new();
+        resp::encode_request(args, &mut request);
+        self.send_raw(&request)?;
+        self.read_reply()
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    pub fn read_reply(&mut self) -> io::Result<Reply> {
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            match resp::parse_reply(&self.buf) {
+                Ok(Some((reply, used))) => {
+                    self.buf.drain(..used);
+                    return Ok(reply);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(io::Error::other(e.to_string())),
+            }
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// A reply as a short string for assertions: `+OK` -> "OK", errors keep
+/// their code, bulk strings their text, nil -> "(nil)".
+pub fn text(reply: &Reply) -> String {
+    match reply {
+        Reply::Simple(s) => s.clone(),
+        Reply::Error(e) => format!("-{e}"),
+        Reply::Integer(i) => i.to_string(),
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(b).into_owned(),
+        Reply::Bulk(None) => "(nil)".to_string(),
+        Reply::Array(a) => format!("{a:?}"),
+    }
+}
