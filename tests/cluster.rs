@@ -197,6 +197,7 @@ fn run_writers(c: &TestCluster, stop: Arc<AtomicBool>, writers: u64, seed: u64) 
 /// Every key holds its last acknowledged value, or a later one whose
 /// outcome was unknown, on every node.
 fn check_acked(c: &mut TestCluster, acked: &[Acked]) {
+    c.assert_none_exited();
     leader(c);
     for a in acked {
         for (key, (last, maybe)) in &a.keys {
@@ -266,4 +267,41 @@ fn killing_all_five_under_load_loses_no_acknowledged_write() {
     assert!(total > 0, "no write was acknowledged\n{}", c.logs());
     c.start_all();
     check_acked(&mut c, &acked);
+}
+
+#[test]
+fn pipelined_commands_take_effect_in_the_order_sent() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    let l = leader(&mut c);
+    for id in [l, (1..=3).find(|&id| id != l).unwrap()] {
+        let mut client = c.client(id).unwrap();
+        let mut batch = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..50 {
+            let k = format!("p{id}-{i}");
+            for (args, reply) in [
+                (vec!["SET", &k, "a"], "OK"),
+                (vec!["GET", &k], "a"),
+                (vec!["SET", &k, "b"], "OK"),
+                (vec!["GET", &k], "b"),
+                (vec!["INCR", &k], "-ERR value is not an integer"),
+                (vec!["DEL", &k], "1"),
+                (vec!["GET", &k], "(nil)"),
+                (vec!["INCR", &k], "1"),
+                (vec!["EXISTS", &k], "1"),
+            ] {
+                let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+                raftkv::resp::encode_request(&args, &mut batch);
+                expected.push(reply.to_string());
+            }
+        }
+        // All at once, as one write: the node reads them as one pipeline.
+        client.send_raw(&batch).unwrap();
+        for (n, want) in expected.iter().enumerate() {
+            let got = text(&client.read_reply().unwrap());
+            assert_eq!(&got, want, "node {id}, reply {n}");
+        }
+    }
+    c.assert_none_exited();
 }

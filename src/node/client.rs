@@ -3,9 +3,11 @@
 //!
 //! A connection reads every request the client has pipelined, submits them
 //! to the core in order, and writes the replies in order with one write.
-//! Reads wait for the connection's earlier writes to be answered first: a
-//! Redis client expects `SET k v` then `GET k` on one connection to see `v`,
-//! even pipelined.
+//! Runs of writes (or of reads) are pipelined, but a read waits for the
+//! connection's earlier writes to be answered, and a write for its earlier
+//! reads: a Redis client expects the commands of one connection to take
+//! effect in order, `SET k v` then `GET k` seeing `v` and `GET k` then
+//! `SET k w` not seeing `w`, even pipelined.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -95,6 +97,14 @@ pub fn spawn_listener(
     })
 }
 
+/// What a submitted request is, for keeping a connection's commands in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Write,
+    Read,
+    Other,
+}
+
 /// Where each reply of a pipelined batch comes from.
 enum Slot {
     Ready(Reply),
@@ -110,7 +120,8 @@ struct Connection {
     next_seq: u64,
     readonly: bool,
     slots: Vec<Slot>,
-    writes_pending: usize,
+    /// The kind of the requests submitted since the last `resolve`.
+    in_flight: Option<Kind>,
     out: Vec<u8>,
     opts: ClientOptions,
 }
@@ -128,7 +139,7 @@ fn serve(stream: TcpStream, to_core: Sender<Submission>, opts: &ClientOptions) -
         next_seq: 0,
         readonly: false,
         slots: Vec::new(),
-        writes_pending: 0,
+        in_flight: None,
         out: Vec::new(),
         opts: opts.clone(),
     };
@@ -177,17 +188,10 @@ impl Connection {
         let parsed = command::parse(args.clone());
         match parsed {
             Err(reply) | Ok(ClientCommand::Reply(reply)) => self.slots.push(Slot::Ready(reply)),
-            Ok(ClientCommand::Write(op)) => {
-                self.writes_pending += 1;
-                self.submit(Request::Write(op), args)?;
-            }
+            Ok(ClientCommand::Write(op)) => self.submit(Kind::Write, Request::Write(op), args)?,
             Ok(ClientCommand::Read(op)) => {
-                if self.writes_pending > 0 {
-                    // Program order: this read must see the writes before it.
-                    self.resolve()?;
-                }
                 let local = self.readonly;
-                self.submit(Request::Read { op, local }, args)?;
+                self.submit(Kind::Read, Request::Read { op, local }, args)?;
             }
             Ok(ClientCommand::Admin(admin)) => return self.handle_admin(admin, args),
         }
@@ -208,13 +212,18 @@ impl Connection {
                 self.slots.push(Slot::Ready(Reply::ok()));
                 return Ok(true);
             }
-            AdminCommand::Info { sections } => self.submit(Request::Info { sections }, args)?,
-            AdminCommand::Raft(cmd) => self.submit(Request::Raft(cmd), args)?,
+            AdminCommand::Info { sections } => self.submit(Kind::Other, Request::Info { sections }, args)?,
+            AdminCommand::Raft(cmd) => self.submit(Kind::Other, Request::Raft(cmd), args)?,
         }
         Ok(false)
     }
 
-    fn submit(&mut self, request: Request, args: Vec<Vec<u8>>) -> io::Result<()> {
+    fn submit(&mut self, kind: Kind, request: Request, args: Vec<Vec<u8>>) -> io::Result<()> {
+        if self.in_flight.is_some_and(|k| k != kind || k == Kind::Other) {
+            // Program order: this request must come after those before it.
+            self.resolve()?;
+        }
+        self.in_flight = Some(kind);
         let seq = self.next_seq;
         self.next_seq += 1;
         let submission = Submission { request, seq, reply_to: self.replies_tx.clone() };
@@ -238,7 +247,7 @@ impl Connection {
             };
             reply.encode(&mut self.out);
         }
-        self.writes_pending = 0;
+        self.in_flight = None;
         Ok(())
     }
 

@@ -309,10 +309,12 @@ impl Core {
                 self.pending.confirmed.insert((r.index, r.ctx), read);
             }
         }
-        for ctx in std::mem::take(&mut rd.read_failures) {
+        let failed_reads = std::mem::take(&mut rd.read_failures);
+        self.raft.advance(rd);
+        // Asking again steps the core, which must wait for `advance`.
+        for ctx in failed_reads {
             self.reread(ctx);
         }
-        self.raft.advance(rd);
         Ok(())
     }
 

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -15,9 +17,23 @@ use std::time::{Duration, Instant};
 
 use raftkv::resp::{self, Reply};
 
-/// A port nobody listens on right now (bound, then released).
+/// A port nobody listens on right now, below the kernel's ephemeral range
+/// (32768 and up on Linux), so that no outgoing connection of this or another
+/// test can be handed it while a node is down and about to restart on it.
+/// Ports are taken in turn from a random start, never twice in a process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const HIGH: u32 = 32_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let _ = NEXT.compare_exchange(0, LOW + rand::random::<u32>() % (HIGH - LOW), Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (LOW + (port - LOW) % (HIGH - LOW)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct TestNode {
@@ -48,6 +64,8 @@ pub struct TestCluster {
     pub nodes: BTreeMap<u64, TestNode>,
     /// Extra flags every node gets.
     pub flags: Vec<String>,
+    /// With `with_proxies`: the proxy node `.0` reaches node `.1` through.
+    pub proxies: BTreeMap<(u64, u64), proxy::Proxy>,
 }
 
 pub const ELECTION_FLAGS: [&str; 4] = ["--election-timeout", "150-300", "--heartbeat", "30"];
@@ -70,10 +88,60 @@ impl TestCluster {
             nodes.insert(id, node);
         }
         let peers_path = dir.path().join("peers.txt");
-        let mut cluster =
-            TestCluster { dir, peers_path, nodes, flags: ELECTION_FLAGS.iter().map(|s| s.to_string()).collect() };
+        let mut cluster = TestCluster {
+            dir,
+            peers_path,
+            nodes,
+            flags: ELECTION_FLAGS.iter().map(|s| s.to_string()).collect(),
+            proxies: BTreeMap::new(),
+        };
         cluster.write_peers(&(1..=n).collect::<Vec<_>>());
         cluster
+    }
+
+    /// A cluster whose every link goes through a proxy that can cut it: each
+    /// node gets its own peers file, with its own real address and the
+    /// proxies' addresses for the others.
+    pub fn with_proxies(n: u64) -> TestCluster {
+        let mut c = TestCluster::new(n);
+        for from in 1..=n {
+            for to in (1..=n).filter(|&to| to != from) {
+                let target = c.nodes[&to].raft_addr.parse().expect("raft addr");
+                c.proxies.insert((from, to), proxy::Proxy::start(target));
+            }
+            let mut text = String::from("# written by the test harness: peers through proxies\n");
+            for (&id, node) in &c.nodes {
+                let raft = if id == from { node.raft_addr.clone() } else { c.proxies[&(from, id)].addr.to_string() };
+                text.push_str(&format!("{id} {raft} {}\n", node.client_addr));
+            }
+            std::fs::write(c.peers_file(from), text).expect("write peers file");
+        }
+        c
+    }
+
+    /// The peers file node `id` is started with.
+    pub fn peers_file(&self, id: u64) -> PathBuf {
+        if self.proxies.is_empty() { self.peers_path.clone() } else { self.dir.path().join(format!("peers-{id}.txt")) }
+    }
+
+    /// Cuts (or heals) the links so that only nodes in the same group talk.
+    pub fn partition(&self, groups: &[&[u64]]) {
+        let group_of = |id: u64| groups.iter().position(|g| g.contains(&id));
+        for (&(from, to), p) in &self.proxies {
+            let together = group_of(from).is_some() && group_of(from) == group_of(to);
+            p.set_cut(!together);
+        }
+    }
+
+    /// Cuts one direction: `from` can no longer send to `to`.
+    pub fn cut(&self, from: u64, to: u64) {
+        self.proxies[&(from, to)].set_cut(true);
+    }
+
+    pub fn heal(&self) {
+        for p in self.proxies.values() {
+            p.set_cut(false);
+        }
     }
 
     /// Writes the peers file listing `ids`.
@@ -102,7 +170,7 @@ impl TestCluster {
     pub fn node_command(&self, id: u64, extra: &[&str]) -> Command {
         let n = &self.nodes[&id];
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_node"));
-        cmd.arg("--id").arg(id.to_string()).arg("--peers").arg(&self.peers_path).arg("--data").arg(&n.data);
+        cmd.arg("--id").arg(id.to_string()).arg("--peers").arg(self.peers_file(id)).arg("--data").arg(&n.data);
         cmd.args(&self.flags).args(extra).stdin(Stdio::null());
         cmd
     }
@@ -158,6 +226,17 @@ impl TestCluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Panics, with the logs, if a node the test did not stop has exited.
+    pub fn assert_none_exited(&mut self) {
+        let mut exited = Vec::new();
+        for n in self.nodes.values_mut() {
+            if let Some(Ok(Some(status))) = n.child.as_mut().map(|c| c.try_wait()) {
+                exited.push(format!("node {} exited by itself: {status}", n.id));
+            }
+        }
+        assert!(exited.is_empty(), "{}\n{}", exited.join("\n"), self.logs());
     }
 
     pub fn running(&mut self) -> Vec<u64> {

@@ -1,0 +1,36 @@
+# raftkv: `make` builds the programs into bin/; `make cluster` runs a local
+# five-node cluster; `make test` runs everything CI runs.
+
+BINS := node kv sim lincheck
+SEEDS ?= 100000
+
+.PHONY: all build cluster stop clean-data test sim bench
+
+all: build
+
+build:
+	cargo build --release --bins
+	@mkdir -p bin
+	@# Copy, then rename: a running node keeps its old file (cp would fail
+	@# with "Text file busy").
+	@for b in $(BINS); do cp target/release/$$b bin/.$$b.new && mv -f bin/.$$b.new bin/$$b; done
+	@echo "built: $(addprefix bin/,$(BINS))"
+
+cluster: build
+	./scripts/cluster.sh start
+
+stop:
+	./scripts/cluster.sh stop
+
+clean-data: stop
+	rm -rf data
+
+test:
+	./scripts/test.sh
+
+# More simulator seeds than `make test` runs: make sim SEEDS=1000000
+sim:
+	cargo run --release --bin sim -- --seeds $(SEEDS)
+
+bench: build
+	./scripts/bench.sh
