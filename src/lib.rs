@@ -6,6 +6,7 @@ pub mod codec;
 pub mod command;
 pub mod config;
 pub mod kv;
+pub mod limits;
 pub mod lincheck;
 pub mod node;
 pub mod peers;

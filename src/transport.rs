@@ -26,6 +26,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
 use rand::RngExt;
 
+use crate::limits::accept_failed;
 use crate::raft::{Message, NodeId};
 use crate::wire::{self, HANDSHAKE_BYTES, Handshake};
 
@@ -333,7 +334,13 @@ fn accept_loop(
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(stream) = stream else { continue };
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                accept_failed(&e);
+                continue;
+            }
+        };
         let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
         if open.fetch_add(1, Ordering::SeqCst) >= opts.inbound_connections_max {
             open.fetch_sub(1, Ordering::SeqCst);

@@ -84,6 +84,8 @@ fn a_thousand_idle_connections_do_not_stop_the_node() {
     c.start_all();
     let l = leader(&mut c);
     let addr = c.nodes[&l].client_addr.clone();
+    // This process holds the other ends of the thousand connections.
+    raftkv::limits::raise_open_files();
     let idle: Vec<TcpStream> = (0..1000).map(|_| TcpStream::connect(&addr).expect("connect")).collect();
     let started = Instant::now();
     let mut client = Client::connect(&addr).unwrap();

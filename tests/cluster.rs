@@ -76,9 +76,16 @@ fn three_and_five_nodes_elect_one_leader_and_every_node_serves() {
         assert_eq!(info["leader_client_addr"], c.nodes[&leader].client_addr);
         assert_eq!(info["members"], (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
         assert_eq!(info["keys"], "1");
-        // SIGTERM is a clean shutdown.
+        // A READONLY connection reads the local copy (which has the write:
+        // the linearizable read above waited for it to be applied).
+        let mut local = c.client(follower).unwrap();
+        assert_eq!(text(&local.cmd(&["READONLY"]).unwrap()), "OK");
+        assert_eq!(text(&local.cmd(&["GET", "greeting"]).unwrap()), "hello");
+        assert_eq!(text(&local.cmd(&["READWRITE"]).unwrap()), "OK");
+        assert_eq!(text(&local.cmd(&["GET", "greeting"]).unwrap()), "hello");
+        // SIGTERM and SIGINT are a clean shutdown.
         for id in 1..=n {
-            let status = c.stop(id).expect("node exits after SIGTERM");
+            let status = c.stop_with(id, if id % 2 == 0 { "INT" } else { "TERM" }).expect("node exits");
             assert_eq!(status.code(), Some(0), "node {id}\n{}", c.logs());
         }
     }

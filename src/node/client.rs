@@ -21,6 +21,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::command::{self, AdminCommand, ClientCommand, RaftCommand};
 use crate::kv::{ReadOp, WriteOp};
+use crate::limits::accept_failed;
 use crate::resp::{self, ReadError, Reply, RequestReader};
 
 /// Requests read from one connection before their replies are written.
@@ -77,7 +78,13 @@ pub fn spawn_listener(
             if stop.load(Ordering::SeqCst) {
                 return;
             }
-            let Ok(stream) = stream else { continue };
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    accept_failed(&e);
+                    continue;
+                }
+            };
             if open.fetch_add(1, Ordering::SeqCst) >= CONNECTIONS_MAX {
                 open.fetch_sub(1, Ordering::SeqCst);
                 let _ = (&stream).write_all(b"-ERR max number of clients reached\r\n");

@@ -112,6 +112,11 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
             opts.election_timeout_ms_min
         );
     }
+    match crate::limits::raise_open_files() {
+        Some(n) if n < 4096 => log::warn!("only {n} open files allowed: at most about {n} clients at once"),
+        Some(_) => {}
+        None => log::warn!("cannot read the open-file limit"),
+    }
     let dir = DataDir::open(&opts.data, opts.id).map_err(|e| NodeError::Fatal(e.to_string()))?;
     let (wal, recovered) = Wal::open(&dir, WalOptions::default()).map_err(|e| NodeError::Fatal(e.to_string()))?;
     if recovered.snapshot.is_some() {

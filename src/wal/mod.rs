@@ -11,7 +11,7 @@
 //!
 //! After a failed write or sync the log is failed: an fsync error cannot be
 //! retried safely (the kernel may have dropped the dirty pages), so nothing
-//! more is written or acknowledged. See docs/wal-format.md.
+//! more is written or acknowledged. The README describes the format.
 
 pub mod datadir;
 mod error;

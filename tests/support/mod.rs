@@ -212,7 +212,12 @@ impl TestCluster {
 
     /// SIGTERM, then waits (bounded) for the exit status.
     pub fn stop(&mut self, id: u64) -> Option<ExitStatus> {
-        self.signal(id, "TERM");
+        self.stop_with(id, "TERM")
+    }
+
+    /// Sends `signal` (TERM or INT), then waits (bounded) for the exit status.
+    pub fn stop_with(&mut self, id: u64, signal: &str) -> Option<ExitStatus> {
+        self.signal(id, signal);
         let mut child = self.nodes.get_mut(&id)?.child.take()?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

@@ -1,0 +1,61 @@
+//! The open-file limit. Every client connection is a socket and a thread;
+//! a common soft limit of 1024 would refuse the thousand-and-first client
+//! although the hard limit allows far more, so the node raises its soft
+//! limit to the hard one at start, as Redis and etcd do.
+
+/// An `accept` failed. Out of file descriptors (EMFILE, ENFILE) the pending
+/// connection stays queued and the next `accept` fails at once, so the
+/// caller backs off instead of spinning; the log says so once a second.
+pub fn accept_failed(e: &std::io::Error) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_LOGGED: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if LAST_LOGGED.swap(now, Ordering::Relaxed) != now {
+        log::warn!("accepting a connection failed: {e} (backing off)");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(10));
+}
+
+/// `struct rlimit` on Linux (both fields `rlim_t`, an unsigned 64-bit value
+/// on the 64-bit targets this builds for).
+#[repr(C)]
+struct RLimit {
+    cur: u64,
+    max: u64,
+}
+
+const RLIMIT_NOFILE: i32 = 7;
+
+unsafe extern "C" {
+    fn getrlimit(resource: i32, rlim: *mut RLimit) -> i32;
+    fn setrlimit(resource: i32, rlim: *const RLimit) -> i32;
+}
+
+/// Raises the soft open-file limit to the hard limit; returns the limit in
+/// force afterwards, or `None` if it could not be read.
+pub fn raise_open_files() -> Option<u64> {
+    let mut lim = RLimit { cur: 0, max: 0 };
+    // SAFETY: `lim` is a valid, writable `struct rlimit`.
+    if unsafe { getrlimit(RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    if lim.cur < lim.max {
+        let raised = RLimit { cur: lim.max, max: lim.max };
+        // SAFETY: `raised` is a valid `struct rlimit`; raising the soft limit
+        // up to the hard one needs no privilege.
+        if unsafe { setrlimit(RLIMIT_NOFILE, &raised) } == 0 {
+            return Some(raised.cur);
+        }
+    }
+    Some(lim.cur)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_soft_limit_reaches_the_hard_limit() {
+        let after = super::raise_open_files().expect("getrlimit works");
+        assert_eq!(super::raise_open_files(), Some(after), "a second call changes nothing");
+        assert!(after >= 1024, "{after}");
+    }
+}
