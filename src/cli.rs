@@ -25,10 +25,17 @@ pub struct NodeOptions {
     pub fsync: Fsync,
     pub join: bool,
     pub log_level: log::LevelFilter,
+    /// Entries applied since the last snapshot that trigger the next one;
+    /// 0: only on `RAFT SNAPSHOT`.
+    pub snapshot_entries: u64,
 }
 
+/// Default for `--snapshot-entries`: with 100-byte commands, about 10 MB of
+/// log between snapshots, replayed in well under a second at restart.
+pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 100_000;
+
 pub const USAGE: &str = "usage: node --id N --peers FILE [--data DIR] [--election-timeout MIN-MAX] \
-[--heartbeat MS] [--fsync always|never] [--join] [--log-level LEVEL]";
+[--heartbeat MS] [--fsync always|never] [--join] [--log-level LEVEL] [--snapshot-entries N]";
 
 /// What the command line asked for.
 #[derive(Debug, PartialEq, Eq)]
@@ -80,6 +87,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut fsync = Fsync::Always;
     let mut join = false;
     let mut log_level = log::LevelFilter::Info;
+    let mut snapshot_entries = SNAPSHOT_ENTRIES_DEFAULT;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         match flag.as_str() {
@@ -108,6 +116,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             }
             "--join" => join = true,
             "--log-level" => log_level = parse_level(value(flag, &mut it)?)?,
+            "--snapshot-entries" => snapshot_entries = number(flag, value(flag, &mut it)?)?,
             "-h" | "--help" => return Ok(Command::Help),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -124,6 +133,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         fsync,
         join,
         log_level,
+        snapshot_entries,
     }))
 }
 
@@ -144,18 +154,21 @@ mod tests {
         assert_eq!(o.fsync, Fsync::Always);
         assert!(!o.join);
         assert_eq!(o.log_level, log::LevelFilter::Info);
+        assert_eq!(o.snapshot_entries, SNAPSHOT_ENTRIES_DEFAULT);
     }
 
     #[test]
     fn every_flag() {
         let a = args(
-            "--id 2 --peers p --data /tmp/d --election-timeout 12-25 --heartbeat 5 --fsync never --join --log-level debug",
+            "--id 2 --peers p --data /tmp/d --election-timeout 12-25 --heartbeat 5 --fsync never --join --log-level debug \
+             --snapshot-entries 500",
         );
         let Command::Run(o) = parse(&a).unwrap() else { panic!() };
         assert_eq!((o.election_timeout_ms_min, o.election_timeout_ms_max, o.heartbeat_ms), (12, 25, 5));
         assert_eq!(o.fsync, Fsync::Never);
         assert!(o.join);
         assert_eq!(o.data, PathBuf::from("/tmp/d"));
+        assert_eq!(o.snapshot_entries, 500);
     }
 
     #[test]
@@ -178,6 +191,7 @@ mod tests {
             ),
             ("--id 1 --peers p --bogus", "unknown argument \"--bogus\""),
             ("--id", "--id needs a value"),
+            ("--id 1 --peers p --snapshot-entries many", "--snapshot-entries: \"many\" is not a whole number"),
         ];
         for (line, expected) in cases {
             assert_eq!(parse(&args(line)).unwrap_err(), expected, "{line}");

@@ -15,10 +15,14 @@ fn seeds() -> u64 {
     std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000)
 }
 
-/// Runs seeds `0..count` on every core; returns the first failure.
-fn run_seeds(count: u64, bug: Option<PlantedBug>, stop_at_first: bool) -> (u64, Option<Box<Failure>>) {
+/// Runs seeds `0..count` on every core; returns how many passed, the first
+/// failure, and how often snapshots were installed and nodes crashed
+/// while receiving one.
+fn run_seeds(count: u64, bug: Option<PlantedBug>, stop_at_first: bool) -> (u64, Option<Box<Failure>>, [u64; 2]) {
     let next = AtomicU64::new(0);
     let passed = AtomicU64::new(0);
+    let installed = AtomicU64::new(0);
+    let crashed_receiving = AtomicU64::new(0);
     let first: parking_lot::Mutex<Option<Box<Failure>>> = parking_lot::Mutex::new(None);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     std::thread::scope(|s| {
@@ -30,8 +34,10 @@ fn run_seeds(count: u64, bug: Option<PlantedBug>, stop_at_first: bool) -> (u64, 
                         return;
                     }
                     match simulate::run(seed, bug, false) {
-                        Ok(_) => {
+                        Ok(report) => {
                             passed.fetch_add(1, Ordering::Relaxed);
+                            installed.fetch_add(report.stats.snapshots_installed, Ordering::Relaxed);
+                            crashed_receiving.fetch_add(report.stats.crashes_mid_transfer, Ordering::Relaxed);
                         }
                         Err(f) => {
                             let mut first = first.lock();
@@ -44,24 +50,28 @@ fn run_seeds(count: u64, bug: Option<PlantedBug>, stop_at_first: bool) -> (u64, 
             });
         }
     });
-    (passed.into_inner(), first.into_inner())
+    (passed.into_inner(), first.into_inner(), [installed.into_inner(), crashed_receiving.into_inner()])
 }
 
 #[test]
 fn ten_thousand_seeds_keep_every_invariant() {
     let count = seeds();
-    let (passed, failure) = run_seeds(count, None, false);
+    let (passed, failure, [installed, crashed_receiving]) = run_seeds(count, None, false);
     if let Some(f) = failure {
         panic!("{f}");
     }
     assert_eq!(passed, count);
-    println!("{passed} seeds passed");
+    println!("{passed} seeds passed; {installed} snapshots installed, {crashed_receiving} crashes mid-transfer");
+    // The fault mix must reach snapshot transfer, and crashes in it.
+    if count >= 10_000 {
+        assert!(installed >= 1000 && crashed_receiving >= 20, "{installed} installs, {crashed_receiving} crashes");
+    }
 }
 
 /// Each planted bug must be caught within a bounded number of seeds, and the
 /// report must name the seed and how to replay it.
 fn hunt(bug: PlantedBug) {
-    let (_, failure) = run_seeds(3_000, Some(bug), true);
+    let (_, failure, _) = run_seeds(3_000, Some(bug), true);
     let f = failure.unwrap_or_else(|| panic!("{bug:?} was not caught in 3,000 seeds"));
     let report = f.to_string();
     println!("{bug:?} caught:\n{report}");

@@ -18,6 +18,7 @@ use super::client::{Answer, Request, Submission};
 use super::envelope::{self, RequestId};
 use super::logging::LogContext;
 use super::pending::{AdminGoal, Pending, PendingAdmin, PendingRead, Waiter, try_again};
+use super::snapshots::{Snapshots, Taken};
 use crate::command::RaftCommand;
 use crate::kv::{KvStore, WriteOp};
 use crate::peers::Peers;
@@ -47,6 +48,8 @@ pub struct CoreSettings {
     pub leader_wait: Duration,
     pub fsync: bool,
     pub peers: Peers,
+    /// Entries applied since the last snapshot that trigger the next; 0: never.
+    pub snapshot_entries: u64,
 }
 
 /// A request that needs a leader and waits for one.
@@ -61,6 +64,9 @@ pub struct Core {
     raft: Raft,
     wal: Wal,
     kv: KvStore,
+    snapshots: Snapshots,
+    /// Operators waiting for `RAFT SNAPSHOT`.
+    snapshot_waiters: Vec<Waiter>,
     transport: Transport,
     log_context: Arc<LogContext>,
     incarnation: u64,
@@ -86,6 +92,7 @@ impl Core {
         raft: Raft,
         wal: Wal,
         kv: KvStore,
+        snapshots: Snapshots,
         transport: Transport,
         log_context: Arc<LogContext>,
     ) -> Core {
@@ -94,6 +101,8 @@ impl Core {
             raft,
             wal,
             kv,
+            snapshots,
+            snapshot_waiters: Vec::new(),
             transport,
             log_context,
             incarnation: rand::random(),
@@ -119,11 +128,14 @@ impl Core {
     ) -> CoreExit {
         self.update_transport_peers();
         let ticker = crossbeam_channel::tick(self.settings.tick);
+        let snapshots_taken = self.snapshots.done.clone();
         loop {
+            let mut taken = None;
             select! {
                 recv(inbound) -> m => if let Ok(m) = m { self.step(m) },
                 recv(requests) -> r => if let Ok(r) = r { self.on_request(r) },
                 recv(ticker) -> _ => self.on_tick(),
+                recv(snapshots_taken) -> t => taken = t.ok(),
             }
             for _ in 0..BATCH_INPUTS_MAX {
                 let mut idle = true;
@@ -139,7 +151,11 @@ impl Core {
                     break;
                 }
             }
-            if let Err(e) = self.work() {
+            let result = match taken {
+                Some(t) => self.on_snapshot_taken(t),
+                None => Ok(()),
+            };
+            if let Err(e) = result.and_then(|()| self.work()) {
                 log::error!("storage failed: {e}; no further write will be acknowledged");
                 self.pending.abandon("the node's storage failed");
                 return CoreExit::Storage(e);
@@ -190,7 +206,8 @@ impl Core {
         let waiter = Waiter { reply_to: s.reply_to, seq: s.seq };
         match s.request {
             Request::Info { sections } => {
-                let text = super::info::render(&self.raft, &self.kv, &self.wal, &self.settings.peers, &sections);
+                let storage = super::info::Storage { wal: &self.wal, snapshot_bytes: self.snapshots.disk_bytes() };
+                let text = super::info::render(&self.raft, &self.kv, storage, &self.settings.peers, &sections);
                 waiter.reply(Reply::bulk(text));
             }
             Request::Read { op, local: true } => waiter.reply(self.kv.read(&op)),
@@ -265,6 +282,7 @@ impl Core {
             self.carry_out(rd)?;
         }
         self.serve_reads();
+        self.maybe_snapshot();
         if !self.pending.admin.is_empty() {
             self.check_admin();
         }
@@ -280,10 +298,11 @@ impl Core {
         for m in std::mem::take(&mut rd.messages) {
             self.send(m);
         }
-        if rd.snapshot.is_some() || !rd.snapshot_chunks.is_empty() {
-            // Compaction (and so snapshot transfer) is not enabled yet: the
-            // leader never compacts, so no snapshot can arrive.
-            log::error!("received a snapshot, which this version cannot install; ignoring it");
+        if !rd.snapshot_chunks.is_empty() {
+            self.snapshots.receive(std::mem::take(&mut rd.snapshot_chunks))?;
+        }
+        if let Some(meta) = rd.snapshot.clone() {
+            self.install_snapshot(&meta)?;
         }
         if !rd.entries.is_empty() {
             self.wal.append(&rd.entries)?;
@@ -318,12 +337,78 @@ impl Core {
         Ok(())
     }
 
-    fn send(&mut self, m: Message) {
-        if let Body::InstallSnapshot { .. } = m.body {
-            log::warn!("not sending a snapshot to {}: compaction is not enabled yet", m.to);
+    fn send(&mut self, mut m: Message) {
+        if let Body::InstallSnapshot { meta, offset, data, done } = &mut m.body
+            && !self.snapshots.fill(meta, *offset, data, done)
+        {
             return;
         }
         self.transport.send(m);
+    }
+
+    // ---- snapshots ----
+
+    /// Starts a snapshot when enough was applied since the last one, or an
+    /// operator asked for one.
+    fn maybe_snapshot(&mut self) {
+        if self.snapshots.is_taking() {
+            return;
+        }
+        let applied = self.raft.applied();
+        let since = applied.0.saturating_sub(self.snapshots.index().0);
+        let due = self.settings.snapshot_entries > 0 && since >= self.settings.snapshot_entries;
+        if !due && self.snapshot_waiters.is_empty() {
+            return;
+        }
+        if since == 0 {
+            // Nothing applied since the last one: it is as good as new.
+            for w in self.snapshot_waiters.drain(..) {
+                w.reply(Reply::ok());
+            }
+            return;
+        }
+        if let Some(meta) = self.raft.snapshot_meta_at(applied) {
+            self.snapshots.start(meta, self.kv.view());
+        }
+    }
+
+    /// A snapshot is durable: mark it in the log (deleting the segments it
+    /// covers), cut the in-memory log, answer the operators waiting.
+    fn on_snapshot_taken(&mut self, taken: Taken) -> Result<(), WalError> {
+        let reply = match self.snapshots.finished(taken) {
+            Ok(Some(file)) => {
+                let (index, term) = (file.meta.index, file.meta.term);
+                self.wal.mark_snapshot(index, term)?;
+                if index > self.raft.snapshot_index() {
+                    self.raft.compact(index);
+                }
+                self.snapshots.adopt(file);
+                Reply::ok()
+            }
+            Ok(None) => Reply::ok(),
+            Err(e) => {
+                log::error!("taking a snapshot failed: {e}");
+                Reply::err(format!("taking a snapshot failed: {e}"))
+            }
+        };
+        for w in self.snapshot_waiters.drain(..) {
+            w.reply(reply.clone());
+        }
+        Ok(())
+    }
+
+    /// Follower: the leader's snapshot arrived whole; the state machine
+    /// becomes what it holds.
+    fn install_snapshot(&mut self, meta: &crate::raft::SnapshotMeta) -> Result<(), WalError> {
+        let (file, kv) = self.snapshots.install(meta)?;
+        log::info!("installed snapshot {}/{} from the leader: {} keys", meta.index, meta.term, kv.len());
+        self.kv = kv;
+        self.wal.mark_snapshot(meta.index, meta.term)?;
+        self.snapshots.adopt(file);
+        // Writes this node appended as leader at covered indexes: whether
+        // they were applied is unknown; their clients get -TIMEOUT.
+        self.pending.appended.retain(|&index, _| index > meta.index);
+        Ok(())
     }
 
     fn apply(&mut self, e: Entry) {
@@ -396,7 +481,8 @@ impl Core {
 
     fn admin(&mut self, cmd: RaftCommand, waiter: Waiter) -> Result<(), (Request, Waiter)> {
         if let RaftCommand::Snapshot = cmd {
-            waiter.reply(Reply::err("snapshots arrive with log compaction, which this version does not have"));
+            // This node's own log: not forwarded.
+            self.snapshot_waiters.push(waiter);
             return Ok(());
         }
         let original = cmd.clone();

@@ -32,9 +32,15 @@ fn role_name(raft: &Raft) -> &'static str {
     }
 }
 
+/// What is on disk.
+pub struct Storage<'a> {
+    pub wal: &'a Wal,
+    pub snapshot_bytes: u64,
+}
+
 /// `sections`: lowercased names asked for; empty, `all`, `default` or
 /// `everything` mean every section. An unknown section is empty, as in Redis.
-pub fn render(raft: &Raft, kv: &KvStore, wal: &Wal, peers: &Peers, sections: &[String]) -> Vec<u8> {
+pub fn render(raft: &Raft, kv: &KvStore, storage: Storage<'_>, peers: &Peers, sections: &[String]) -> Vec<u8> {
     let wanted = |name: &str| {
         sections.is_empty() || sections.iter().any(|s| s == name || s == "all" || s == "default" || s == "everything")
     };
@@ -65,7 +71,13 @@ pub fn render(raft: &Raft, kv: &KvStore, wal: &Wal, peers: &Peers, sections: &[S
         if !out.is_empty() {
             out.push_str("\r\n");
         }
-        let _ = write!(out, "# Storage\r\nlog_disk_bytes:{}\r\n", wal.disk_bytes());
+        let _ = write!(
+            out,
+            "# Storage\r\nlog_disk_bytes:{}\r\nlog_segments:{}\r\nsnapshot_disk_bytes:{}\r\n",
+            storage.wal.disk_bytes(),
+            storage.wal.segment_count(),
+            storage.snapshot_bytes
+        );
     }
     if wanted("keyspace") {
         if !out.is_empty() {

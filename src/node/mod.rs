@@ -17,6 +17,7 @@ mod info;
 pub mod logging;
 mod pending;
 pub mod signals;
+mod snapshots;
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
@@ -25,9 +26,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::cli::{Fsync, NodeOptions};
-use crate::kv::KvStore;
 use crate::peers::{Peer, Peers, resolve};
-use crate::raft::{Config, InitialState, Membership, Raft};
+use crate::raft::{Config, Index, InitialState, Membership, Raft};
 use crate::transport::{Transport, TransportOptions};
 use crate::wal::{DataDir, Wal, WalOptions};
 
@@ -118,18 +118,24 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
         None => log::warn!("cannot read the open-file limit"),
     }
     let dir = DataDir::open(&opts.data, opts.id).map_err(|e| NodeError::Fatal(e.to_string()))?;
+    let loaded = snapshots::Snapshots::load(dir.path()).map_err(|e| NodeError::Fatal(e.to_string()))?;
     let (wal, recovered) = Wal::open(&dir, WalOptions::default()).map_err(|e| NodeError::Fatal(e.to_string()))?;
-    if recovered.snapshot.is_some() {
+    // The log marks the snapshots it was compacted to; the newest intact
+    // snapshot must cover at least that much, or history is lost.
+    let compacted = recovered.snapshot.map_or(Index::ZERO, |(index, _)| index);
+    let snapshot_index = loaded.meta.as_ref().map_or(Index::ZERO, |m| m.index);
+    if compacted > snapshot_index {
         return Err(NodeError::Fatal(format!(
-            "{}: holds a snapshot, which this version cannot load",
+            "{}: the log was compacted through entry {compacted}, but the newest intact snapshot covers only {snapshot_index}; refusing to start",
             opts.data.display()
         )));
     }
+    let entries = snapshots::entries_after(loaded.meta.as_ref(), recovered.entries);
     let bootstrap = if opts.join { Membership::default() } else { peers.membership() };
     let tick = tick_for(&opts);
     let cfg = raft_config(&opts, tick);
     let election_ticks_max = cfg.election_ticks_max;
-    let init = InitialState { hard_state: recovered.hard_state, snapshot: None, entries: recovered.entries, bootstrap };
+    let init = InitialState { hard_state: recovered.hard_state, snapshot: loaded.meta, entries, bootstrap };
     let raft = Raft::new(cfg, init);
     let raft_listener = bind(&me.raft_addr, "raft", opts.id.0)?;
     let client_listener = bind(&me.client_addr, "client", opts.id.0)?;
@@ -160,8 +166,9 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
             .clamp(Duration::from_secs(1), REQUEST_TIMEOUT),
         fsync: opts.fsync == Fsync::Always,
         peers,
+        snapshot_entries: opts.snapshot_entries,
     };
-    let mut core = core::Core::new(settings, raft, wal, KvStore::new(), transport, log_context);
+    let mut core = core::Core::new(settings, raft, wal, loaded.kv, loaded.snapshots, transport, log_context);
     let exit = core.run(&inbound, &requests, signals::stop_requested);
 
     stop_clients.store(true, Ordering::SeqCst);

@@ -102,6 +102,16 @@ pub struct Cluster {
     pub outcomes: Vec<Outcome>,
     /// When set, a line per notable event (scenario scripts print it).
     pub trace: Option<Vec<String>>,
+    pub stats: Stats,
+}
+
+/// What happened in a run, for tests that a fault mix really reaches the
+/// code it is meant to exercise.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub snapshots_installed: u64,
+    /// Crashes of a node that held part of a snapshot it was receiving.
+    pub crashes_mid_transfer: u64,
 }
 
 impl Cluster {
@@ -122,6 +132,7 @@ impl Cluster {
             bootstrap,
             outcomes: Vec::new(),
             trace: None,
+            stats: Stats::default(),
             opts,
         };
         for &id in started {
@@ -305,6 +316,7 @@ impl Cluster {
             node.disk.write(w);
         }
         if let Some(meta) = &rd.snapshot {
+            self.stats.snapshots_installed += 1;
             let data = &node.disk.snapshot.as_ref().expect("just written").1;
             node.machine = Machine::restore(data);
             assert_eq!(node.machine.applied, meta.index, "snapshot data and meta disagree");
@@ -431,6 +443,9 @@ impl Cluster {
             for w in Disk::writes_for(&rd).into_iter().take(kept) {
                 node.disk.write(w);
             }
+        }
+        if !node.disk.receiving.is_empty() {
+            self.stats.crashes_mid_transfer += 1;
         }
         node.raft = None;
         node.reads_waiting.clear();

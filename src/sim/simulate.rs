@@ -202,6 +202,7 @@ pub struct Report {
     pub ops: Vec<Op>,
     pub committed: usize,
     pub messages_sent: u64,
+    pub stats: super::cluster::Stats,
 }
 
 #[derive(Clone, Debug)]
@@ -333,6 +334,7 @@ pub fn run(seed: u64, planted_bug: Option<PlantedBug>, trace: bool) -> Result<Re
     Ok(Report {
         committed: run.cluster.checker.committed_count(),
         messages_sent: run.cluster.net.sent,
+        stats: run.cluster.stats.clone(),
         ops: run.ops,
         plan: run.plan,
     })
@@ -447,6 +449,18 @@ impl Run {
         let pick = ids[self.rng.random_range(0..ids.len())];
         if self.rng.random_bool(self.plan.crash_probability) {
             self.cluster.crash(pick);
+        }
+        // Snapshot transfers are short; a node holding part of one crashes
+        // more often, so that installs cut short are exercised.
+        let receiving: Vec<NodeId> = ids
+            .iter()
+            .copied()
+            .filter(|id| self.cluster.nodes[id].is_up() && !self.cluster.nodes[id].disk.receiving.is_empty())
+            .collect();
+        if !receiving.is_empty() && self.rng.random_bool((self.plan.crash_probability * 20.0).min(1.0)) {
+            let id = receiving[self.rng.random_range(0..receiving.len())];
+            self.note(format!("  {id} crashes while receiving a snapshot"));
+            self.cluster.crash(id);
         }
         let down: Vec<NodeId> = ids.iter().copied().filter(|id| !self.cluster.nodes[id].is_up()).collect();
         if !down.is_empty() && self.rng.random_bool(self.plan.restart_probability) {

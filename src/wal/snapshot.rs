@@ -20,6 +20,7 @@ use crate::raft::SnapshotMeta;
 const MAGIC: &[u8; 8] = b"RKVSNAP1";
 const TRAILER_BYTES: u64 = 8 + 4;
 
+#[derive(Clone)]
 pub struct SnapshotStore {
     dir: PathBuf,
 }
@@ -146,6 +147,15 @@ impl SnapshotStore {
             }
         }
         Ok(None)
+    }
+
+    /// The snapshot at `path`, checked (after `SnapshotWriter::finish`).
+    pub fn file(&self, path: &Path) -> Result<SnapshotFile, WalError> {
+        check(path).map_err(|what| WalError::Io {
+            path: path.to_path_buf(),
+            op: "check snapshot",
+            source: io::Error::other(what),
+        })
     }
 
     /// Removes snapshots older than `keep` (after a newer one is durable).

@@ -253,6 +253,27 @@ impl TestCluster {
         Client::connect(&self.nodes[&id].client_addr)
     }
 
+    /// One INFO field as a number (0 if the node does not answer).
+    pub fn info_u64(&self, id: u64, field: &str) -> u64 {
+        self.info(id).and_then(|i| i.get(field).and_then(|v| v.parse().ok())).unwrap_or(0)
+    }
+
+    /// Bytes under a node's data directory.
+    pub fn disk_bytes(&self, id: u64) -> u64 {
+        fn walk(p: &std::path::Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(p) else { return 0 };
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.nodes[&id].data)
+    }
+
     /// INFO as a map, or None if the node does not answer.
     pub fn info(&self, id: u64) -> Option<BTreeMap<String, String>> {
         let mut c = self.client(id).ok()?;
@@ -343,6 +364,17 @@ impl Client {
         resp::encode_request(args, &mut request);
         self.send_raw(&request)?;
         self.read_reply()
+    }
+
+    /// Sends every command at once, then reads every reply, in order.
+    pub fn pipeline(&mut self, cmds: &[Vec<Vec<u8>>]) -> io::Result<Vec<Reply>> {
+        let mut request = Vec::new();
+        for cmd in cmds {
+            let args: Vec<&[u8]> = cmd.iter().map(|a| &a[..]).collect();
+            resp::encode_request(&args, &mut request);
+        }
+        self.send_raw(&request)?;
+        cmds.iter().map(|_| self.read_reply()).collect()
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {

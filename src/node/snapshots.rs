@@ -1,0 +1,243 @@
+//! Log compaction in the node (Raft paper §7): taking snapshots of the state
+//! machine without stalling the core thread, filling in the chunks the
+//! leader's core sends to a follower that needs compacted entries, writing
+//! the chunks a follower receives, and loading the newest snapshot at start.
+//!
+//! Taking one: the core thread takes a copy-on-write view of the store (the
+//! cost of cloning the shard pointers) and the metadata at the applied index,
+//! and a background thread serializes the view to a temporary file, fsyncs
+//! and renames it. When it is done the core thread records a snapshot marker
+//! in the log (which deletes the segments it wholly covers), cuts the
+//! in-memory log, and removes older snapshot files. Only then: a crash at
+//! any point leaves the old snapshot and the whole log, or the new snapshot
+//! and the log after it.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::kv::{KvStore, KvView};
+use crate::raft::{Entry, Index, SnapshotChunk, SnapshotMeta};
+use crate::wal::{SnapshotFile, SnapshotStore, SnapshotWriter, WalError};
+
+/// Bytes of snapshot data per InstallSnapshot message.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// A snapshot the background thread finished (or failed to).
+pub struct Taken {
+    pub meta: SnapshotMeta,
+    pub result: Result<PathBuf, String>,
+    pub took: Duration,
+}
+
+/// A snapshot arriving from the leader, chunk by chunk.
+struct Receiving {
+    meta: SnapshotMeta,
+    writer: SnapshotWriter,
+    next: u64,
+}
+
+pub struct Snapshots {
+    store: SnapshotStore,
+    /// The newest durable snapshot: what followers are sent.
+    latest: Option<SnapshotFile>,
+    receiving: Option<Receiving>,
+    /// The snapshot being taken in the background.
+    taking: Option<SnapshotMeta>,
+    done_tx: Sender<Taken>,
+    pub done: Receiver<Taken>,
+}
+
+/// What the data directory holds at start: the newest intact snapshot and
+/// the state machine loaded from it.
+pub struct Loaded {
+    pub snapshots: Snapshots,
+    pub meta: Option<SnapshotMeta>,
+    pub kv: KvStore,
+}
+
+fn io_failed(path: &std::path::Path, op: &'static str) -> impl FnOnce(std::io::Error) -> WalError {
+    let path = path.to_path_buf();
+    move |source| WalError::Io { path, op, source }
+}
+
+impl Snapshots {
+    /// Opens the snapshot directory and loads the newest intact snapshot.
+    pub fn load(data: &std::path::Path) -> Result<Loaded, WalError> {
+        let store = SnapshotStore::open(data)?;
+        let latest = store.latest()?;
+        let kv = match &latest {
+            None => KvStore::new(),
+            Some(f) => {
+                let reader = f.reader().map_err(io_failed(&f.path, "read snapshot"))?;
+                let kv = KvStore::load(reader).map_err(|e| WalError::Io {
+                    path: f.path.clone(),
+                    op: "load snapshot",
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                log::info!("loaded snapshot {}/{}: {} keys", f.meta.index, f.meta.term, kv.len());
+                kv
+            }
+        };
+        let meta = latest.as_ref().map(|f| f.meta.clone());
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let snapshots = Snapshots { store, latest, receiving: None, taking: None, done_tx, done };
+        Ok(Loaded { snapshots, meta, kv })
+    }
+
+    pub fn index(&self) -> Index {
+        self.latest.as_ref().map_or(Index::ZERO, |f| f.meta.index)
+    }
+
+    pub fn disk_bytes(&self) -> u64 {
+        self.latest.as_ref().map_or(0, |f| f.data_bytes)
+    }
+
+    pub fn is_taking(&self) -> bool {
+        self.taking.is_some()
+    }
+
+    /// Starts serializing `view` (the store at `meta.index`) in the
+    /// background; the result arrives on `done`.
+    pub fn start(&mut self, meta: SnapshotMeta, view: KvView) {
+        let (store, tx) = (self.store.clone(), self.done_tx.clone());
+        self.taking = Some(meta.clone());
+        let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
+            let started = Instant::now();
+            let result = (|| {
+                let mut w = store.create(&meta).map_err(|e| e.to_string())?;
+                view.write_to(&mut w).map_err(|e| e.to_string())?;
+                w.finish().map_err(|e| e.to_string())
+            })();
+            let _ = tx.send(Taken { meta, result, took: started.elapsed() });
+        });
+        if let Err(e) = spawned {
+            log::error!("cannot start a thread to take a snapshot: {e}");
+            self.taking = None;
+        }
+    }
+
+    /// The background thread finished: the new snapshot, checked, if it is
+    /// newer than the one in use (one installed from the leader meanwhile
+    /// may be newer).
+    pub fn finished(&mut self, taken: Taken) -> Result<Option<SnapshotFile>, String> {
+        self.taking = None;
+        let path = taken.result?;
+        if taken.meta.index <= self.index() {
+            let _ = std::fs::remove_file(&path);
+            return Ok(None);
+        }
+        log::info!("took snapshot {}/{} in {:?}", taken.meta.index, taken.meta.term, taken.took);
+        self.store.file(&path).map(Some).map_err(|e| e.to_string())
+    }
+
+    /// Makes `file` the snapshot in use, and removes older ones.
+    pub fn adopt(&mut self, file: SnapshotFile) {
+        if let Err(e) = self.store.remove_older_than(&file.path) {
+            log::warn!("cannot remove old snapshots: {e}");
+        }
+        self.latest = Some(file);
+    }
+
+    /// Leader: fills in the data of an InstallSnapshot chunk from the file;
+    /// false if the snapshot asked for is not the one on disk (the core asks
+    /// again after a timeout, or starts over with the newer one).
+    pub fn fill(&self, meta: &SnapshotMeta, offset: u64, data: &mut Vec<u8>, done: &mut bool) -> bool {
+        let Some(f) = self.latest.as_ref().filter(|f| f.meta.index == meta.index && offset <= f.data_bytes) else {
+            log::debug!("no snapshot {} on disk to send from", meta.index);
+            return false;
+        };
+        match f.read_chunk(offset, CHUNK_BYTES) {
+            Ok(bytes) => {
+                *done = offset + bytes.len() as u64 >= f.data_bytes;
+                *data = bytes;
+                true
+            }
+            Err(e) => {
+                log::error!("{}: cannot read snapshot: {e}", f.path.display());
+                false
+            }
+        }
+    }
+
+    /// Follower: writes the chunks the core accepted, in order.
+    pub fn receive(&mut self, chunks: Vec<SnapshotChunk>) -> Result<(), WalError> {
+        for c in chunks {
+            if c.offset == 0 {
+                log::info!("receiving snapshot {}/{} from the leader", c.meta.index, c.meta.term);
+                let writer = self.store.create(&c.meta)?;
+                self.receiving = Some(Receiving { meta: c.meta.clone(), writer, next: 0 });
+            }
+            let Some(r) = self.receiving.as_mut().filter(|r| r.meta == c.meta && r.next == c.offset) else {
+                log::warn!("ignoring snapshot chunk {}@{} that does not follow the last one", c.meta.index, c.offset);
+                continue;
+            };
+            use std::io::Write;
+            r.writer.write_all(&c.data).map_err(|source| WalError::Io {
+                path: PathBuf::from("snapshots"),
+                op: "write received snapshot",
+                source,
+            })?;
+            r.next += c.data.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Follower: the last chunk of `meta` arrived: makes the file durable and
+    /// returns it with the state machine it holds.
+    pub fn install(&mut self, meta: &SnapshotMeta) -> Result<(SnapshotFile, KvStore), WalError> {
+        let Some(r) = self.receiving.take().filter(|r| r.meta == *meta) else {
+            return Err(WalError::Failed { first: format!("snapshot {} to install was not received", meta.index) });
+        };
+        let path = r.writer.finish()?;
+        let file = self.store.file(&path)?;
+        let reader = file.reader().map_err(io_failed(&file.path, "read snapshot"))?;
+        let kv = KvStore::load(reader).map_err(|e| WalError::Io {
+            path: file.path.clone(),
+            op: "load received snapshot",
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok((file, kv))
+    }
+}
+
+/// The log entries that follow `snapshot` (paper §7): if the log holds the
+/// snapshot's last entry, the entries after it; otherwise none (the log
+/// before a snapshot the leader sent may conflict with it).
+pub fn entries_after(snapshot: Option<&SnapshotMeta>, entries: Vec<Entry>) -> Vec<Entry> {
+    let Some(s) = snapshot else { return entries };
+    match entries.iter().position(|e| e.index == s.index) {
+        Some(k) if entries[k].term == s.term => entries.into_iter().skip(k + 1).collect(),
+        Some(_) => Vec::new(),
+        None => entries.into_iter().filter(|e| e.index > s.index).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{Membership, NodeId, Payload, Term};
+
+    fn e(index: u64, term: u64) -> Entry {
+        Entry { index: Index(index), term: Term(term), payload: Payload::Noop }
+    }
+
+    fn meta(index: u64, term: u64) -> SnapshotMeta {
+        SnapshotMeta { index: Index(index), term: Term(term), membership: Membership::with_voters([NodeId(1)]) }
+    }
+
+    #[test]
+    fn the_log_after_a_snapshot_keeps_only_a_matching_suffix() {
+        let log = vec![e(4, 1), e(5, 1), e(6, 2), e(7, 2)];
+        assert_eq!(entries_after(None, log.clone()), log);
+        assert_eq!(entries_after(Some(&meta(5, 1)), log.clone()), vec![e(6, 2), e(7, 2)]);
+        assert_eq!(entries_after(Some(&meta(7, 2)), log.clone()), vec![]);
+        // The log conflicts with the snapshot at its last entry: all of it goes.
+        assert_eq!(entries_after(Some(&meta(6, 3)), log.clone()), vec![]);
+        // A snapshot just before the log's first entry keeps all of it.
+        assert_eq!(entries_after(Some(&meta(3, 1)), log.clone()), log);
+        // Newer than the whole log.
+        assert_eq!(entries_after(Some(&meta(9, 3)), log), vec![]);
+    }
+}
