@@ -1,7 +1,7 @@
 # raftkv: `make` builds the programs into bin/; `make cluster` runs a local
 # five-node cluster; `make test` runs everything CI runs.
 
-BINS := node kv sim lincheck walbench
+BINS := node kv sim lincheck walbench snapbench
 SEEDS ?= 100000
 
 .PHONY: all build cluster stop clean-data test sim bench

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: measurements, written to bench/results/ (and printed).
 #  - wal.txt: the write-ahead log against the disk (walbench);
+#  - snapshot.txt: write latency while a 1M-key store is snapshotted;
 #  - cluster.txt: redis-benchmark SET and GET against a local 5-node cluster,
 #    through a follower and through the leader.
 # Numbers depend on the machine; nothing here passes or fails on speed.
@@ -22,6 +23,10 @@ echo "== write-ahead log (walbench; the data/ disk)"
 mkdir -p data
 ./bin/walbench --dir data/walbench --seconds 2 --rounds 5 --out "$out/wal.txt"
 rm -rf data/walbench
+
+echo "== writes while a 1,000,000-key store is snapshotted (snapbench)"
+./bin/snapbench --keys 1000000 --dir data/snapbench --out "$out/snapshot.txt"
+rm -rf data/snapbench
 
 echo "== 5-node cluster, redis-benchmark -t set,get -n 100000 -c 50"
 base=$((20000 + RANDOM % 10000))
