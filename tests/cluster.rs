@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -12,7 +11,8 @@ use std::time::{Duration, Instant};
 use raftkv::resp::Reply;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use support::{Client, TestCluster, text};
+use support::writers::{Acked, check_acked, run_writers};
+use support::{TestCluster, text};
 
 const LEADER_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -143,83 +143,6 @@ fn a_paused_leader_steps_down_when_resumed_and_takes_the_new_log() {
     assert!(info["term"].parse::<u64>().unwrap() > old_term);
     assert_eq!(info["leader_id"], new.to_string());
     get_eventually(&c, old, "during-19", "x");
-}
-
-/// What the writers were told: for each key, the value of the last
-/// acknowledged write and the values of writes after it whose outcome is
-/// unknown (any of those may be what the key holds).
-#[derive(Default)]
-struct Acked {
-    keys: BTreeMap<String, (Option<String>, Vec<String>)>,
-    writes_ok: u64,
-}
-
-/// Writers that each own some keys and write increasing values to them
-/// through random nodes, until told to stop.
-fn run_writers(c: &TestCluster, stop: Arc<AtomicBool>, writers: u64, seed: u64) -> Vec<std::thread::JoinHandle<Acked>> {
-    let addrs: Vec<String> = c.nodes.values().map(|n| n.client_addr.clone()).collect();
-    (0..writers)
-        .map(|w| {
-            let (addrs, stop) = (addrs.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ w);
-                let mut acked = Acked::default();
-                let mut client: Option<Client> = None;
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    let key = format!("w{w}-k{}", rng.random_range(0..20));
-                    let value = format!("{n}");
-                    if client.is_none() {
-                        client = Client::connect(&addrs[rng.random_range(0..addrs.len())]).ok();
-                    }
-                    let Some(conn) = client.as_mut() else {
-                        std::thread::sleep(Duration::from_millis(20));
-                        continue;
-                    };
-                    let entry = acked.keys.entry(key.clone()).or_default();
-                    match conn.cmd(&["SET", &key, &value]) {
-                        Ok(Reply::Simple(_)) => {
-                            // Unknown writes before it stay possible: one that
-                            // timed out may still take effect later.
-                            entry.0 = Some(value);
-                            acked.writes_ok += 1;
-                        }
-                        Ok(Reply::Error(e)) if e.starts_with("TRYAGAIN") => {
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        Ok(_) | Err(_) => {
-                            // -TIMEOUT or a lost connection: maybe applied.
-                            entry.1.push(value);
-                            client = None;
-                        }
-                    }
-                }
-                acked
-            })
-        })
-        .collect()
-}
-
-/// Every key holds its last acknowledged value, or a later one whose
-/// outcome was unknown, on every node.
-fn check_acked(c: &mut TestCluster, acked: &[Acked]) {
-    c.assert_none_exited();
-    leader(c);
-    for a in acked {
-        for (key, (last, maybe)) in &a.keys {
-            let Some(last) = last else { continue };
-            for id in c.running() {
-                let mut client = c.client(id).expect("connect");
-                let got = text(&client.cmd(&["GET", key]).expect("GET"));
-                assert!(
-                    got == *last || maybe.contains(&got),
-                    "node {id}: {key} = {got:?}; last acknowledged {last:?}, unknown after it {maybe:?}\n{}",
-                    c.logs()
-                );
-            }
-        }
-    }
 }
 
 #[test]

@@ -557,11 +557,14 @@ impl Core {
 
     /// Peers are reached at the addresses of this node's own peers file when
     /// it lists them (SPEC §2: a node trusts its own copy), otherwise at the
-    /// addresses the configuration in the log carries.
+    /// addresses the configuration in the log carries. Everyone the file
+    /// lists stays reachable: a `--join` node has no configuration yet but
+    /// must answer the leader, and a removed member may still be leading.
     fn update_transport_peers(&mut self) {
         let membership = self.raft.membership().clone();
         let mut peers = BTreeMap::new();
-        for id in membership.members() {
+        let listed: Vec<NodeId> = self.settings.peers.peers.keys().copied().collect();
+        for id in membership.members().into_iter().chain(listed) {
             if id == self.settings.id {
                 continue;
             }

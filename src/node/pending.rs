@@ -126,7 +126,14 @@ impl Pending {
             std::mem::take(&mut self.admin).into_iter().partition(|a| a.deadline <= now);
         self.admin = kept;
         for a in expired {
-            a.waiter.reply(Reply::Error(format!("TIMEOUT {:?} not reached in time", a.goal)));
+            let what = match a.goal {
+                AdminGoal::Added(id) => {
+                    format!("node {id} was not added in time (is it running with --join? RAFT REMOVE {id} cancels)")
+                }
+                AdminGoal::Removed(id) => format!("the removal of node {id} was not committed in time"),
+                AdminGoal::Leads(id) => format!("node {id} did not take over in time"),
+            };
+            a.waiter.reply(Reply::Error(format!("TIMEOUT {what}")));
         }
     }
 

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod writers;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
