@@ -18,11 +18,23 @@ fn seeds() -> u64 {
 /// Runs seeds `0..count` on every core; returns how many passed, the first
 /// failure, and how often snapshots were installed and nodes crashed
 /// while receiving one.
-fn run_seeds(count: u64, bug: Option<PlantedBug>, stop_at_first: bool) -> (u64, Option<Box<Failure>>, [u64; 2]) {
+fn run_seeds(count: u64, bug: Option<PlantedBug>, stop_at_first: bool) -> (u64, Option<Box<Failure>>, [u64; 3]) {
+    run_seeds_counting(count, bug, stop_at_first, |_| true)
+}
+
+/// As `run_seeds`, but only failures that `counts` accepts are reported
+/// (the others count as neither passed nor failed).
+fn run_seeds_counting(
+    count: u64,
+    bug: Option<PlantedBug>,
+    stop_at_first: bool,
+    counts: impl Fn(&Failure) -> bool + Sync,
+) -> (u64, Option<Box<Failure>>, [u64; 3]) {
     let next = AtomicU64::new(0);
     let passed = AtomicU64::new(0);
     let installed = AtomicU64::new(0);
     let crashed_receiving = AtomicU64::new(0);
+    let admin = AtomicU64::new(0);
     let first: parking_lot::Mutex<Option<Box<Failure>>> = parking_lot::Mutex::new(None);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     std::thread::scope(|s| {
@@ -38,7 +50,9 @@ fn run_seeds(count: u64, bug: Option<PlantedBug>, stop_at_first: bool) -> (u64, 
                             passed.fetch_add(1, Ordering::Relaxed);
                             installed.fetch_add(report.stats.snapshots_installed, Ordering::Relaxed);
                             crashed_receiving.fetch_add(report.stats.crashes_mid_transfer, Ordering::Relaxed);
+                            admin.fetch_add(report.stats.admin_accepted, Ordering::Relaxed);
                         }
+                        Err(f) if !counts(&f) => {}
                         Err(f) => {
                             let mut first = first.lock();
                             if first.as_ref().is_none_or(|g| f.seed < g.seed) {
@@ -50,28 +64,36 @@ fn run_seeds(count: u64, bug: Option<PlantedBug>, stop_at_first: bool) -> (u64, 
             });
         }
     });
-    (passed.into_inner(), first.into_inner(), [installed.into_inner(), crashed_receiving.into_inner()])
+    let counts = [installed.into_inner(), crashed_receiving.into_inner(), admin.into_inner()];
+    (passed.into_inner(), first.into_inner(), counts)
 }
 
 #[test]
 fn ten_thousand_seeds_keep_every_invariant() {
     let count = seeds();
-    let (passed, failure, [installed, crashed_receiving]) = run_seeds(count, None, false);
+    let (passed, failure, [installed, crashed_receiving, admin]) = run_seeds(count, None, false);
     if let Some(f) = failure {
         panic!("{f}");
     }
     assert_eq!(passed, count);
-    println!("{passed} seeds passed; {installed} snapshots installed, {crashed_receiving} crashes mid-transfer");
-    // The fault mix must reach snapshot transfer, and crashes in it.
+    println!(
+        "{passed} seeds passed; {installed} snapshots installed, {crashed_receiving} crashes mid-transfer, \
+         {admin} membership changes and transfers"
+    );
+    // The fault mix must reach snapshot transfer, crashes in it, and
+    // membership changes.
     if count >= 10_000 {
         assert!(installed >= 1000 && crashed_receiving >= 20, "{installed} installs, {crashed_receiving} crashes");
+        assert!(admin >= 1000, "{admin} membership changes and transfers");
     }
 }
 
 /// Each planted bug must be caught within a bounded number of seeds, and the
 /// report must name the seed and how to replay it.
 fn hunt(bug: PlantedBug) {
-    let (_, failure, _) = run_seeds(3_000, Some(bug), true);
+    // A planted safety bug must be caught by a safety check: a run that
+    // only stalls (the bug can also cost liveness) does not count.
+    let (_, failure, _) = run_seeds_counting(3_000, Some(bug), true, |f| !f.what.starts_with("liveness"));
     let f = failure.unwrap_or_else(|| panic!("{bug:?} was not caught in 3,000 seeds"));
     let report = f.to_string();
     println!("{bug:?} caught:\n{report}");
@@ -79,6 +101,11 @@ fn hunt(bug: PlantedBug) {
     // The failure replays exactly from its seed.
     let again = simulate::run(f.seed, Some(bug), false).expect_err("a failing seed fails again");
     assert_eq!(again.what, f.what);
+}
+
+#[test]
+fn catches_a_membership_change_without_joint_consensus() {
+    hunt(PlantedBug::SkipJointConsensus);
 }
 
 #[test]

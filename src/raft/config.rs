@@ -45,6 +45,10 @@ pub enum PlantedBug {
     /// Serve a read index without confirming leadership with a quorum (a
     /// deposed leader serves stale reads).
     ReadWithoutQuorum,
+    /// Add voters by switching from C_old straight to C_new, without a
+    /// learner phase or joint consensus, and two at once (the target and the
+    /// node with the next id): C_old and C_new then have disjoint majorities.
+    SkipJointConsensus,
 }
 
 impl Config {

@@ -149,6 +149,15 @@ impl Raft {
                     self.membership_change = None;
                     return Ok(());
                 }
+                if self.cfg.planted_bug == Some(super::config::PlantedBug::SkipJointConsensus) {
+                    let mut next = current.clone();
+                    next.voters.insert(*id);
+                    next.voters.insert(NodeId(id.0 + 1));
+                    next.addrs.insert(*id, addrs.clone());
+                    let appended_at = self.append_new(Payload::Membership(next)).0;
+                    self.membership_change = Some(ChangeInFlight { change, appended_at });
+                    return Ok(());
+                }
                 let mut next = current.clone();
                 next.learners.insert(*id);
                 next.addrs.insert(*id, addrs.clone());

@@ -105,6 +105,13 @@ pub struct Cluster {
     pub stats: Stats,
 }
 
+/// An operator's request to the leader.
+#[derive(Clone, Debug)]
+pub enum Admin {
+    Change(crate::raft::MembershipChange),
+    Transfer(NodeId),
+}
+
 /// What happened in a run, for tests that a fault mix really reaches the
 /// code it is meant to exercise.
 #[derive(Clone, Debug, Default)]
@@ -112,6 +119,8 @@ pub struct Stats {
     pub snapshots_installed: u64,
     /// Crashes of a node that held part of a snapshot it was receiving.
     pub crashes_mid_transfer: u64,
+    /// Membership changes and transfers a leader accepted.
+    pub admin_accepted: u64,
 }
 
 impl Cluster {
@@ -226,6 +235,24 @@ impl Cluster {
         let before = (raft.role(), raft.term());
         raft.tick();
         self.note_role_change(id, before);
+        self.check(id)
+    }
+
+    /// Asks node `id` (a leader, or the request is refused) for a membership
+    /// change or a leadership transfer; refused changes are simply noted.
+    pub fn admin(&mut self, id: NodeId, change: Admin) -> Result<(), Violation> {
+        let Some(raft) = self.raft_mut(id) else { return Ok(()) };
+        if raft.has_pending_ready() {
+            return Ok(());
+        }
+        let result = match &change {
+            Admin::Change(c) => raft.change_membership(c.clone()).map_err(|e| format!("{e:?}")),
+            Admin::Transfer(target) => raft.transfer_leader(*target).map_err(|e| format!("{e:?}")),
+        };
+        if result.is_ok() {
+            self.stats.admin_accepted += 1;
+        }
+        self.note(|| format!("  {id} asked to {change:?}: {result:?}"));
         self.check(id)
     }
 

@@ -46,8 +46,10 @@ impl Machine {
                 "OK".to_string()
             }
             ["cas", key, expected, new] => {
-                let current = self.map.get(*key).map(String::as_str).unwrap_or("-");
-                if current == *expected {
+                // As SPEC §3 and the KV store: an absent key never matches
+                // (`-` in the command stands for "absent" and so never does).
+                let current = self.map.get(*key).map(String::as_str);
+                if current == Some(*expected) && *expected != "-" {
                     self.map.insert(key.to_string(), new.to_string());
                     "1".to_string()
                 } else {

@@ -423,8 +423,10 @@ pub fn parse_bug(s: &str) -> Result<PlantedBug, String> {
         "VoteWithoutLogCheck" => Ok(PlantedBug::VoteWithoutLogCheck),
         "AckBeforePersist" => Ok(PlantedBug::AckBeforePersist),
         "ReadWithoutQuorum" => Ok(PlantedBug::ReadWithoutQuorum),
+        "SkipJointConsensus" => Ok(PlantedBug::SkipJointConsensus),
         _ => Err(format!(
-            "unknown bug {s:?} (CommitOlderTerm, VoteWithoutLogCheck, AckBeforePersist, ReadWithoutQuorum)"
+            "unknown bug {s:?} (CommitOlderTerm, VoteWithoutLogCheck, AckBeforePersist, ReadWithoutQuorum, \
+             SkipJointConsensus)"
         )),
     }
 }

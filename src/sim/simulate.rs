@@ -18,10 +18,10 @@ use std::collections::BTreeMap;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
-use super::cluster::{Cluster, Outcome, SimOptions};
+use super::cluster::{Admin, Cluster, Outcome, SimOptions};
 use super::machine::{command_cas, command_set};
 use super::network::Faults;
-use crate::raft::{NodeId, PlantedBug};
+use crate::raft::{Addrs, MembershipChange, NodeId, PlantedBug};
 
 /// What a run is made of, all derived from the seed.
 #[derive(Clone, Debug)]
@@ -52,6 +52,12 @@ pub struct Plan {
     pub append_entries_max: usize,
     pub inflight_appends_max: usize,
     pub planted_bug: Option<PlantedBug>,
+    /// Per tick, ask the leader to add a node, remove one or hand over
+    /// leadership.
+    pub membership_probability: f64,
+    /// Nodes started outside the configuration (as `--join` nodes), for
+    /// membership changes to add.
+    pub spares: usize,
 }
 
 impl Plan {
@@ -79,6 +85,15 @@ impl Plan {
         self.clients = 5;
         self.keys = 1;
         self.pre_vote = rng.random_bool(0.5);
+        if self.planted_bug == Some(PlantedBug::SkipJointConsensus) {
+            // Two spares to add at once, partitions to split old and new
+            // configurations, and leaders isolated rather than crashed.
+            self.size = 3;
+            self.spares = 2;
+            self.membership_probability = 0.05;
+            self.partition_probability = 0.02;
+            self.leader_fault_crash_share = 0.0;
+        }
         if self.planted_bug == Some(PlantedBug::ReadWithoutQuorum) {
             // A stale read needs a leader that is cut off but alive, and
             // histories without crashes keep the check fast.
@@ -123,15 +138,32 @@ impl Plan {
             append_entries_max: [1, 2, 8, 64][rng.random_range(0..4)],
             inflight_appends_max: [1, 4, 16][rng.random_range(0..3)],
             planted_bug,
+            membership_probability: 0.0,
+            spares: 0,
         }
+        .with_membership_draw(&mut rng)
+    }
+
+    /// Drawn after everything else, so that adding it left the rest of each
+    /// seed's plan as it was.
+    fn with_membership_draw(mut self, rng: &mut Xoshiro256PlusPlus) -> Plan {
+        self.membership_probability = [0.0, 0.0, 0.002, 0.01][rng.random_range(0..4)];
+        self.spares = if self.membership_probability > 0.0 { rng.random_range(1..=2) } else { 0 };
+        self
+    }
+
+    fn cluster(&self) -> Cluster {
+        let started: Vec<NodeId> = (1..=(self.size + self.spares) as u64).map(NodeId).collect();
+        Cluster::with_members(self.options(), &started, &started[..self.size])
     }
 
     /// One line describing the run, for failure reports.
     pub fn summary(&self) -> String {
         format!(
-            "{} nodes, drop {} dup {} delay<={} crash {} leader-fault {} partition {} compact {} persist-at-once {} \
-             prevote {} checkquorum {} append<={} inflight<={} clients {} keys {} ticks {}",
+            "{} nodes (+{} spares), drop {} dup {} delay<={} crash {} leader-fault {} partition {} compact {} \
+             membership {} persist-at-once {} prevote {} checkquorum {} append<={} inflight<={} clients {} keys {} ticks {}",
             self.size,
+            self.spares,
             self.faults.drop,
             self.faults.duplicate,
             self.faults.delay_ticks_max,
@@ -139,6 +171,7 @@ impl Plan {
             self.leader_fault_probability,
             self.partition_probability,
             self.compact_probability,
+            self.membership_probability,
             self.persist_at_once_probability,
             self.pre_vote,
             self.check_quorum,
@@ -267,7 +300,7 @@ pub fn run_with_ops(seed: u64, planted_bug: Option<PlantedBug>) -> (Vec<Op>, Opt
     let plan = Plan::from_seed(seed, planted_bug);
     let mut run = Run {
         rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x51_3a7e),
-        cluster: Cluster::new(plan.options()),
+        cluster: plan.cluster(),
         now: 0,
         clients: Vec::new(),
         next_client_id: 1,
@@ -294,7 +327,7 @@ pub fn run_with_ops(seed: u64, planted_bug: Option<PlantedBug>) -> (Vec<Op>, Opt
 /// Runs one seed. `trace` keeps every event (slow; for replays).
 pub fn run(seed: u64, planted_bug: Option<PlantedBug>, trace: bool) -> Result<Report, Box<Failure>> {
     let plan = Plan::from_seed(seed, planted_bug);
-    let mut cluster = Cluster::new(plan.options());
+    let mut cluster = plan.cluster();
     if trace {
         cluster.trace = Some(Vec::new());
     }
@@ -315,8 +348,10 @@ pub fn run(seed: u64, planted_bug: Option<PlantedBug>, trace: bool) -> Result<Re
         run.clients.push(client);
     }
     let fail = |run: &mut Run, what: String| -> Box<Failure> {
+        // SIM_TRACE_LINES=N keeps more of the trace (the default is its end).
+        let keep = std::env::var("SIM_TRACE_LINES").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
         let trace_tail =
-            run.cluster.trace.as_ref().map_or(Vec::new(), |t| t.iter().rev().take(60).rev().cloned().collect());
+            run.cluster.trace.as_ref().map_or(Vec::new(), |t| t.iter().rev().take(keep).rev().cloned().collect());
         Box::new(Failure { seed, plan: run.plan.summary(), planted_bug, what, at_tick: run.now, trace_tail })
     };
     for _ in 0..run.plan.safety_ticks {
@@ -485,6 +520,9 @@ impl Run {
             self.cluster.net.heal();
             self.note("  network healed".to_string());
         }
+        if self.plan.membership_probability > 0.0 && self.rng.random_bool(self.plan.membership_probability) {
+            self.change_membership(&ids)?;
+        }
         if self.rng.random_bool(self.plan.compact_probability) && self.cluster.compact(pick) {
             self.note(format!("  {pick} compacted"));
         }
@@ -631,6 +669,29 @@ impl Run {
     }
 
     /// Heal everything, then require a leader and a command applied by all.
+    /// Asks whichever node leads to add a node that is not a voter, remove
+    /// a voter (never below three), or hand leadership to another voter.
+    fn change_membership(&mut self, ids: &[NodeId]) -> Result<(), String> {
+        let Some(&leader) = self.cluster.leaders().first() else { return Ok(()) };
+        let Some(membership) = self.cluster.raft(leader).map(|r| r.membership().clone()) else { return Ok(()) };
+        let voters: Vec<NodeId> = membership.voters.iter().copied().collect();
+        let others: Vec<NodeId> = ids.iter().copied().filter(|id| !membership.voters.contains(id)).collect();
+        let change = match self.rng.random_range(0..3) {
+            0 if !others.is_empty() => {
+                // The planted bug adds the target and the next id at once.
+                let skip = self.plan.planted_bug == Some(PlantedBug::SkipJointConsensus);
+                let id = if skip { others[0] } else { others[self.rng.random_range(0..others.len())] };
+                Admin::Change(MembershipChange::AddVoter { id, addrs: Addrs::default() })
+            }
+            1 if voters.len() > 3 => {
+                Admin::Change(MembershipChange::Remove { id: voters[self.rng.random_range(0..voters.len())] })
+            }
+            _ => Admin::Transfer(voters[self.rng.random_range(0..voters.len())]),
+        };
+        self.cluster.admin(leader, change)?;
+        Ok(())
+    }
+
     fn liveness(&mut self) -> Result<(), String> {
         self.cluster.net.heal();
         self.cluster.net.faults = Faults::NONE;
@@ -652,7 +713,17 @@ impl Run {
                     proposed_to = Some(leader);
                 }
             }
-            if ids.iter().all(|id| self.cluster.nodes[id].machine.map.contains_key("liveness")) {
+            // Every member of the leader's configuration applies it; nodes
+            // removed, or never added, are not expected to.
+            let members = match self.cluster.leaders()[..] {
+                [leader] => self.cluster.raft(leader).map(|r| r.membership().members()),
+                _ => None,
+            };
+            if let Some(members) = members
+                && members
+                    .iter()
+                    .all(|id| self.cluster.nodes.get(id).is_some_and(|n| n.machine.map.contains_key("liveness")))
+            {
                 return Ok(());
             }
         }
