@@ -4,7 +4,7 @@
 BINS := node kv sim lincheck walbench snapbench
 SEEDS ?= 100000
 
-.PHONY: all build cluster stop clean-data test sim bench
+.PHONY: all build cluster stop clean-data test sim bench jepsen
 
 all: build
 
@@ -34,3 +34,10 @@ sim:
 
 bench: build
 	./scripts/bench.sh
+
+# A long Jepsen-style run: make jepsen SECONDS=1800 SEED=42 (SEED optional);
+# history, verdict and timeline.svg go to jepsen/results/<seed>/.
+SECONDS ?= 600
+jepsen:
+	JEPSEN_SECONDS=$(SECONDS) $(if $(SEED),TEST_SEED=$(SEED)) cargo test --release --test linearizability \
+		jepsen_long_run -- --ignored --nocapture

@@ -103,9 +103,39 @@ fn run_client(addrs: Vec<String>, seed: u64, w: u64, stop: Arc<AtomicBool>, star
     ops
 }
 
+/// What the nemesis did and when (microseconds since the clients started),
+/// for the timeline.
+#[derive(Default)]
+struct Timeline {
+    start: Option<Instant>,
+    events: Vec<(u64, u64, String)>,
+}
+
+impl Timeline {
+    fn now(&self) -> u64 {
+        self.start.map_or(0, |s| s.elapsed().as_micros() as u64)
+    }
+
+    /// Runs `fault`, holds it for `hold`, then `undo`es it; recorded.
+    fn fault(&mut self, label: String, hold: Duration, fault: impl FnOnce(), undo: impl FnOnce()) {
+        println!("{label}");
+        let began = self.now();
+        fault();
+        std::thread::sleep(hold);
+        undo();
+        self.events.push((began, self.now(), label));
+    }
+}
+
 /// Runs clients during `nemesis`, then heals everything, restarts every
-/// node, lets the clients go on a little and checks the history.
-fn check_under(c: &mut TestCluster, seed: u64, nemesis: impl FnOnce(&mut TestCluster, &mut Xoshiro256PlusPlus)) {
+/// node, lets the clients go on a little and checks the history. With
+/// `results`, writes the history, the verdict and a timeline there.
+fn check_under(
+    c: &mut TestCluster,
+    seed: u64,
+    results: Option<&std::path::Path>,
+    nemesis: impl FnOnce(&mut TestCluster, &mut Xoshiro256PlusPlus, &mut Timeline),
+) -> (Vec<Op>, Timeline) {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     c.start_all();
     c.wait_for_leader(Duration::from_secs(15)).unwrap_or_else(|| panic!("no leader\n{}", c.logs()));
@@ -118,7 +148,8 @@ fn check_under(c: &mut TestCluster, seed: u64, nemesis: impl FnOnce(&mut TestClu
             std::thread::spawn(move || run_client(addrs, seed, w, stop, start))
         })
         .collect();
-    nemesis(c, &mut rng);
+    let mut timeline = Timeline { start: Some(start), events: Vec::new() };
+    nemesis(c, &mut rng, &mut timeline);
     c.assert_none_exited();
     c.heal();
     let ids: Vec<u64> = c.nodes.keys().copied().collect();
@@ -131,80 +162,245 @@ fn check_under(c: &mut TestCluster, seed: u64, nemesis: impl FnOnce(&mut TestClu
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
     let ops: Vec<Op> = clients.into_iter().flat_map(|h| h.join().expect("client thread")).collect();
+    // Healed, every node converges to the same map.
+    let keys: Vec<String> = (0..KEYS).map(|k| format!("k{k}")).collect();
+    c.assert_converged(&keys);
     let ok = ops.iter().filter(|o| matches!(o.outcome, Outcome::Ok(_))).count();
     let unknown = ops.iter().filter(|o| o.outcome == Outcome::Unknown).count();
-    println!("{} operations: {ok} ok, {unknown} unknown, {} failed", ops.len(), ops.len() - ok - unknown);
+    let summary = format!(
+        "{} operations: {ok} ok, {unknown} unknown, {} failed; {} faults",
+        ops.len(),
+        ops.len() - ok - unknown,
+        timeline.events.len()
+    );
+    println!("{summary}");
     assert!(ok > 100, "too few operations succeeded ({ok})\n{}", c.logs());
-    let path = c.dir.path().join("history.txt");
+    let dir = results.map_or_else(|| c.dir.path().to_path_buf(), |p| p.to_path_buf());
+    std::fs::create_dir_all(&dir).expect("results directory");
+    let path = dir.join("history.txt");
     std::fs::write(&path, lincheck::to_text(&ops)).expect("write history");
-    match lincheck::check(&ops, Budget::default()).expect("well-formed history") {
-        Verdict::Linearizable => {}
+    std::fs::write(dir.join("timeline.svg"), timeline_svg(&ops, &timeline)).expect("write timeline");
+    let verdict = lincheck::check(&ops, Budget::default()).expect("well-formed history");
+    let verdict_text = match &verdict {
+        Verdict::Linearizable => "linearizable".to_string(),
         Verdict::NotLinearizable { key, minimal } => {
+            format!("NOT linearizable on key {}; minimal:\n{}", lincheck::show(key), lincheck::render(minimal))
+        }
+        Verdict::Undecided { key } => {
+            format!("undecided: the checker ran out of budget on key {}", lincheck::show(key))
+        }
+    };
+    std::fs::write(dir.join("verdict.txt"), format!("seed {seed}\n{summary}\n{verdict_text}\n"))
+        .expect("write verdict");
+    if results.is_some() {
+        println!("results in {}", dir.display());
+    }
+    match verdict {
+        Verdict::Linearizable => (ops, timeline),
+        Verdict::NotLinearizable { .. } => {
             let kept = std::env::temp_dir().join(format!("raftkv-history-{seed}.txt"));
             let _ = std::fs::copy(&path, &kept);
-            panic!(
-                "not linearizable on key {}; whole history in {}; minimal:\n{}\n{}",
-                lincheck::show(&key),
-                kept.display(),
-                lincheck::render(&minimal),
-                c.logs()
-            );
+            panic!("{verdict_text}\nwhole history in {}\n{}", kept.display(), c.logs());
         }
-        Verdict::Undecided { key } => panic!("the checker ran out of budget on key {}", lincheck::show(&key)),
+        Verdict::Undecided { .. } => panic!("{verdict_text}"),
     }
+}
+
+/// The history as an SVG: a lane per client thread, with the time its
+/// operations succeeded in green and, below, each failed (grey) or unknown
+/// (orange, drawn to the end) operation; nemesis faults as shaded bands
+/// with their labels.
+fn timeline_svg(ops: &[Op], timeline: &Timeline) -> String {
+    let end =
+        ops.iter().map(|o| o.completed.max(o.invoked)).chain(timeline.events.iter().map(|e| e.1)).max().unwrap_or(1);
+    let lanes = CLIENTS;
+    let (width, lane_h, top) = (1600.0, 14.0, 40.0);
+    let height = top + lanes as f64 * lane_h * 2.0 + 20.0;
+    let x = |t: u64| 10.0 + (width - 20.0) * t as f64 / end as f64;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"monospace\" \
+         font-size=\"10\">\n<text x=\"10\" y=\"14\">{} operations over {:.1} s; green ok, grey failed, orange \
+         unknown; shaded: faults</text>\n",
+        ops.len(),
+        end as f64 / 1e6
+    );
+    for (i, (from, to, label)) in timeline.events.iter().enumerate() {
+        let (x0, x1) = (x(*from), x(*to).max(x(*from) + 1.0));
+        let label = label.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        svg.push_str(&format!(
+            "<rect x=\"{x0:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#88f\" opacity=\"0.15\"><title>{label}</title></rect>\n\
+             <text x=\"{x0:.1}\" y=\"{:.1}\" fill=\"#447\">{}</text>\n",
+            x1 - x0,
+            height - top - 20.0,
+            24.0 + (i % 2) as f64 * 10.0,
+            label.split(':').next_back().unwrap_or("").trim().chars().take(24).collect::<String>()
+        ));
+    }
+    // Successful operations are merged per lane into runs of pixel columns
+    // (a long run has millions); failed and unknown ones are drawn one by one.
+    let columns = (width - 20.0) as usize;
+    let column = |t: u64| ((x(t) - 10.0) as usize).min(columns - 1);
+    let mut busy = vec![vec![false; columns]; lanes as usize];
+    for o in ops {
+        let lane = ((o.client >> 32) as usize).min(lanes as usize - 1);
+        let y = top + lane as f64 * lane_h * 2.0;
+        match o.outcome {
+            Outcome::Ok(_) => (column(o.invoked)..=column(o.completed)).for_each(|k| busy[lane][k] = true),
+            Outcome::Failed | Outcome::Unknown => {
+                let (color, done) = if o.outcome == Outcome::Failed { ("#999", o.completed) } else { ("#f80", end) };
+                svg.push_str(&format!(
+                    "<rect x=\"{:.2}\" y=\"{:.1}\" width=\"{:.2}\" height=\"{:.1}\" fill=\"{color}\"/>\n",
+                    x(o.invoked),
+                    y + lane_h,
+                    (x(done) - x(o.invoked)).max(0.5),
+                    lane_h * 0.6
+                ));
+            }
+        }
+    }
+    for (lane, cols) in busy.iter().enumerate() {
+        let y = top + lane as f64 * lane_h * 2.0;
+        let mut k = 0;
+        while k < columns {
+            if !cols[k] {
+                k += 1;
+                continue;
+            }
+            let from = k;
+            while k < columns && cols[k] {
+                k += 1;
+            }
+            svg.push_str(&format!(
+                "<rect x=\"{}\" y=\"{y:.1}\" width=\"{}\" height=\"{:.1}\" fill=\"#2a2\"/>\n",
+                10 + from,
+                k - from,
+                lane_h * 0.8
+            ));
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
 }
 
 fn pause(rng: &mut Xoshiro256PlusPlus, lo: u64, hi: u64) {
     std::thread::sleep(Duration::from_millis(rng.random_range(lo..hi)));
 }
 
+fn hold(rng: &mut Xoshiro256PlusPlus, lo: u64, hi: u64) -> Duration {
+    Duration::from_millis(rng.random_range(lo..hi))
+}
+
 fn leader_or_any(c: &mut TestCluster, rng: &mut Xoshiro256PlusPlus) -> u64 {
     c.assert_none_exited();
     let running = c.running();
-    let leader = running.iter().copied().find(|&id| c.info(id).is_some_and(|i| i["role"] == "leader"));
     assert!(!running.is_empty(), "every node has exited\n{}", c.logs());
+    let leader = running.iter().copied().find(|&id| c.info(id).is_some_and(|i| i["role"] == "leader"));
     leader.unwrap_or_else(|| running[rng.random_range(0..running.len())])
+}
+
+/// Process faults: kill -9 (up to two nodes, the leader often among them),
+/// SIGSTOP, SIGTERM and restart.
+fn process_fault(c: &mut TestCluster, rng: &mut Xoshiro256PlusPlus, tl: &mut Timeline, round: usize) {
+    let first = leader_or_any(c, rng);
+    match rng.random_range(0..3) {
+        0 => {
+            let mut down = vec![first];
+            if rng.random_bool(0.5) {
+                let others: Vec<u64> = c.running().into_iter().filter(|&id| id != first).collect();
+                down.push(others[rng.random_range(0..others.len())]);
+            }
+            let held = hold(rng, 500, 2000);
+            let cell = std::cell::RefCell::new(&mut *c);
+            tl.fault(
+                format!("round {round}: kill -9 {down:?}"),
+                held,
+                || down.iter().for_each(|&id| cell.borrow_mut().kill(id)),
+                || down.iter().for_each(|&id| cell.borrow_mut().start(id)),
+            );
+        }
+        1 => {
+            let held = hold(rng, 500, 2500);
+            tl.fault(
+                format!("round {round}: SIGSTOP {first}"),
+                held,
+                || c.signal(first, "STOP"),
+                || c.signal(first, "CONT"),
+            );
+        }
+        _ => {
+            let cell = std::cell::RefCell::new(&mut *c);
+            tl.fault(
+                format!("round {round}: SIGTERM and restart {first}"),
+                Duration::ZERO,
+                || {
+                    cell.borrow_mut().stop(first);
+                },
+                || cell.borrow_mut().start(first),
+            );
+        }
+    }
+}
+
+/// Network faults through the proxies: the leader in a minority, random
+/// halves, one-way cuts, a bridge, a ring, slow links; healed after.
+fn network_fault(c: &mut TestCluster, rng: &mut Xoshiro256PlusPlus, tl: &mut Timeline, round: usize) {
+    let all: Vec<u64> = c.nodes.keys().copied().collect();
+    let leader = leader_or_any(c, rng);
+    let held = hold(rng, 1000, 3000);
+    let c = &*c;
+    match rng.random_range(0..6) {
+        0 => {
+            let mut minority = vec![leader];
+            if rng.random_bool(0.5) {
+                minority.push(*all.iter().find(|&&id| id != leader).expect("another node"));
+            }
+            let majority: Vec<u64> = all.iter().copied().filter(|id| !minority.contains(id)).collect();
+            let label = format!("round {round}: partition {minority:?} | {majority:?}");
+            tl.fault(label, held, || c.partition(&[&minority, &majority]), || c.heal());
+        }
+        1 => {
+            let set: BTreeSet<u64> = all.iter().copied().filter(|_| rng.random_bool(0.5)).collect();
+            let a: Vec<u64> = set.iter().copied().collect();
+            let b: Vec<u64> = all.iter().copied().filter(|id| !set.contains(id)).collect();
+            tl.fault(format!("round {round}: partition {a:?} | {b:?}"), held, || c.partition(&[&a, &b]), || c.heal());
+        }
+        2 => {
+            let targets: Vec<u64> = all.iter().copied().filter(|&id| id != leader).take(2).collect();
+            let label = format!("round {round}: cut {leader} -> {targets:?}");
+            tl.fault(label, held, || targets.iter().for_each(|&t| c.cut(leader, t)), || c.heal());
+        }
+        3 => {
+            let mut order = all.clone();
+            order.retain(|&id| id != leader);
+            let bridge = order.remove(rng.random_range(0..order.len()));
+            let (a, b) = ([&[leader][..], &order[..1]].concat(), order[1..].to_vec());
+            let label = format!("round {round}: bridge {bridge} between {a:?} and {b:?}");
+            tl.fault(label, held, || c.bridge(&a, &b, bridge), || c.heal());
+        }
+        4 => {
+            let mut order = all.clone();
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.random_range(0..=i));
+            }
+            tl.fault(format!("round {round}: ring {order:?}"), held, || c.ring(&order), || c.heal());
+        }
+        _ => {
+            let slow: Vec<u64> = all.iter().copied().filter(|_| rng.random_bool(0.4)).collect();
+            let delay = Duration::from_millis(rng.random_range(5..60));
+            let label = format!("round {round}: slow links at {slow:?}, {delay:?} per hop");
+            tl.fault(label, held, || slow.iter().for_each(|&id| c.slow(id, delay)), || c.heal());
+        }
+    }
 }
 
 #[test]
 fn linearizable_through_kills_and_pauses() {
     let seed = seed();
     let mut c = TestCluster::new(5);
-    check_under(&mut c, seed, |c, rng| {
+    check_under(&mut c, seed, None, |c, rng, tl| {
         for round in 0..6 {
             pause(rng, 300, 1200);
-            match rng.random_range(0..3) {
-                0 => {
-                    // kill -9 up to two nodes (the leader often among them), restart later
-                    let first = leader_or_any(c, rng);
-                    let mut down = vec![first];
-                    if rng.random_bool(0.5) {
-                        let others: Vec<u64> = c.running().into_iter().filter(|&id| id != first).collect();
-                        down.push(others[rng.random_range(0..others.len())]);
-                    }
-                    println!("round {round}: kill -9 {down:?}");
-                    for &id in &down {
-                        c.kill(id);
-                    }
-                    pause(rng, 500, 2000);
-                    for &id in &down {
-                        c.start(id);
-                    }
-                }
-                1 => {
-                    let id = leader_or_any(c, rng);
-                    println!("round {round}: SIGSTOP {id}");
-                    c.signal(id, "STOP");
-                    pause(rng, 500, 2500);
-                    c.signal(id, "CONT");
-                }
-                _ => {
-                    let id = leader_or_any(c, rng);
-                    println!("round {round}: SIGTERM and restart {id}");
-                    c.stop(id);
-                    c.start(id);
-                }
-            }
+            process_fault(c, rng, tl, round);
         }
     });
 }
@@ -213,42 +409,135 @@ fn linearizable_through_kills_and_pauses() {
 fn linearizable_through_partitions() {
     let seed = seed();
     let mut c = TestCluster::with_proxies(5);
-    check_under(&mut c, seed, |c, rng| {
-        let all: Vec<u64> = (1..=5).collect();
+    check_under(&mut c, seed, None, |c, rng, tl| {
         for round in 0..6 {
             pause(rng, 300, 1200);
-            let leader = leader_or_any(c, rng);
-            match rng.random_range(0..3) {
-                0 => {
-                    // The leader in a minority of one or two.
-                    let mut minority = vec![leader];
-                    if rng.random_bool(0.5) {
-                        minority.push(*all.iter().find(|&&id| id != leader).expect("another node"));
-                    }
-                    let majority: Vec<u64> = all.iter().copied().filter(|id| !minority.contains(id)).collect();
-                    println!("round {round}: partition {minority:?} | {majority:?}");
-                    c.partition(&[&minority, &majority]);
-                }
-                1 => {
-                    // Random halves.
-                    let set: BTreeSet<u64> = all.iter().copied().filter(|_| rng.random_bool(0.5)).collect();
-                    let a: Vec<u64> = set.iter().copied().collect();
-                    let b: Vec<u64> = all.iter().copied().filter(|id| !set.contains(id)).collect();
-                    println!("round {round}: partition {a:?} | {b:?}");
-                    c.partition(&[&a, &b]);
-                }
-                _ => {
-                    // One way only: the leader can hear but not speak to two nodes.
-                    let targets: Vec<u64> = all.iter().copied().filter(|&id| id != leader).take(2).collect();
-                    println!("round {round}: cut {leader} -> {targets:?}");
-                    for t in targets {
-                        c.cut(leader, t);
-                    }
-                }
-            }
-            pause(rng, 1000, 3000);
-            println!("round {round}: heal");
-            c.heal();
+            network_fault(c, rng, tl, round);
         }
     });
+}
+
+/// Stragglers: one slow follower, two, a slow majority, a slow leader (20 ms
+/// added to every hop of their links), each for three seconds under the
+/// clients' load. Safety is checked as always; throughput and latency in
+/// each phase are reported, not asserted (speed belongs to `make bench`).
+#[test]
+fn stragglers_keep_safety_and_are_measured() {
+    let seed = seed();
+    let mut c = TestCluster::with_proxies(5);
+    let (ops, timeline) = check_under(&mut c, seed, None, |c, rng, tl| {
+        let delay = Duration::from_millis(20);
+        let phase = Duration::from_secs(3);
+        tl.fault("calm".to_string(), phase, || {}, || {});
+        for (name, count, with_leader) in [
+            ("one slow follower", 1, false),
+            ("two slow followers", 2, false),
+            ("slow majority", 3, false),
+            ("slow leader", 1, true),
+        ] {
+            let leader = leader_or_any(c, rng);
+            let followers: Vec<u64> = c.nodes.keys().copied().filter(|&id| id != leader).collect();
+            let slow: Vec<u64> = if with_leader { vec![leader] } else { followers[..count].to_vec() };
+            let c = &*c;
+            tl.fault(format!("{name} {slow:?}"), phase, || slow.iter().for_each(|&id| c.slow(id, delay)), || c.heal());
+        }
+    });
+    println!("{:<34} {:>8} {:>10} {:>10}", "phase", "ops/s", "p50 ms", "p99 ms");
+    for (from, to, label) in &timeline.events {
+        let mut lat: Vec<u64> = ops
+            .iter()
+            .filter(|o| matches!(o.outcome, Outcome::Ok(_)) && o.invoked >= *from && o.completed <= *to)
+            .map(|o| o.completed - o.invoked)
+            .collect();
+        lat.sort_unstable();
+        if lat.is_empty() {
+            println!("{label:<34} no operation completed");
+            continue;
+        }
+        let at = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+        let rate = lat.len() as f64 / ((to - from) as f64 / 1e6);
+        println!("{label:<34} {rate:>8.0} {:>10.2} {:>10.2}", at(0.5), at(0.99));
+    }
+}
+
+/// `make jepsen SECONDS=600 SEED=...`: every kind of fault, for as long as
+/// asked, with the history, the verdict and a timeline written to
+/// jepsen/results/<seed>/. Not part of `make test` (the two tests above are
+/// its short version).
+#[test]
+#[ignore = "long; run with make jepsen"]
+fn jepsen_long_run() {
+    let seed = seed();
+    let seconds: u64 = std::env::var("JEPSEN_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
+    let results = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("jepsen/results/{seed}"));
+    let mut c = TestCluster::with_proxies(5);
+    check_under(&mut c, seed, Some(&results), |c, rng, tl| {
+        let until = Instant::now() + Duration::from_secs(seconds);
+        let mut round = 0;
+        while Instant::now() < until {
+            pause(rng, 300, 1500);
+            if rng.random_bool(0.5) {
+                process_fault(c, rng, tl, round);
+            } else {
+                network_fault(c, rng, tl, round);
+            }
+            round += 1;
+        }
+    });
+}
+
+/// One read and one write, timed, as history entries.
+fn timed(c: &TestCluster, id: u64, client: u64, call: Call, start: Instant) -> Op {
+    let key = b"k0".to_vec();
+    let args: Vec<Vec<u8>> = match &call {
+        Call::Read => vec![b"GET".to_vec(), key.clone()],
+        Call::Write(v) => vec![b"SET".to_vec(), key.clone(), v.clone()],
+        other => panic!("{other:?}"),
+    };
+    let args: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
+    let mut conn = c.client(id).expect("connect");
+    let invoked = start.elapsed().as_micros() as u64;
+    let reply = conn.cmd_bytes(&args);
+    let completed = start.elapsed().as_micros() as u64;
+    Op { client, key, outcome: outcome(&call, reply), call, invoked, completed }
+}
+
+/// A follower cut off from the others, and a write the others acknowledge
+/// meanwhile, then a read at the cut-off follower: the history of it.
+fn stale_read_history(planted_bug: bool) -> (TestCluster, Vec<Op>) {
+    let mut c = TestCluster::with_proxies(3);
+    if planted_bug {
+        c.env.push((raftkv::node::PLANTED_BUG_ENV.to_string(), "local-reads".to_string()));
+    }
+    c.start_all();
+    let leader = c.wait_for_leader(Duration::from_secs(15)).unwrap_or_else(|| panic!("no leader\n{}", c.logs()));
+    let cut_off = (1..=3).find(|&id| id != leader).unwrap();
+    let others: Vec<u64> = (1..=3).filter(|&id| id != cut_off).collect();
+    let start = Instant::now();
+    let mut ops = vec![timed(&c, leader, 1, Call::Write(b"old".to_vec()), start)];
+    // The cut-off follower applies the first write before the cut.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.info_u64(cut_off, "last_applied") < c.info_u64(leader, "commit_index") {
+        assert!(Instant::now() < deadline, "node {cut_off} did not catch up\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.partition(&[&[cut_off], &others]);
+    ops.push(timed(&c, leader, 2, Call::Write(b"new".to_vec()), start));
+    ops.push(timed(&c, cut_off, 3, Call::Read, start));
+    println!("{}", lincheck::render(&ops));
+    (c, ops)
+}
+
+#[test]
+fn the_checker_catches_reads_served_without_read_index() {
+    let (c, ops) = stale_read_history(true);
+    assert_eq!(ops[1].outcome, Outcome::Ok(Ret::Done), "the write through the majority\n{}", c.logs());
+    match lincheck::check(&ops, Budget::default()).expect("well-formed") {
+        Verdict::NotLinearizable { minimal, .. } => println!("caught:\n{}", lincheck::render(&minimal)),
+        other => panic!("the planted stale read went unnoticed: {other:?}\n{}", c.logs()),
+    }
+    // Without the bug the same read is refused or times out, never stale.
+    let (c, ops) = stale_read_history(false);
+    assert_ne!(ops[2].outcome, Outcome::Ok(Ret::Value(Some(b"old".to_vec()))), "{}", c.logs());
+    assert_eq!(lincheck::check(&ops, Budget::default()).expect("well-formed"), Verdict::Linearizable);
 }

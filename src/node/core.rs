@@ -50,6 +50,9 @@ pub struct CoreSettings {
     pub peers: Peers,
     /// Entries applied since the last snapshot that trigger the next; 0: never.
     pub snapshot_entries: u64,
+    /// A planted bug, for tests that must see the linearizability checker
+    /// fail: every read is served from local state, without read index.
+    pub planted_local_reads: bool,
 }
 
 /// A request that needs a leader and waits for one.
@@ -210,7 +213,9 @@ impl Core {
                 let text = super::info::render(&self.raft, &self.kv, storage, &self.settings.peers, &sections);
                 waiter.reply(Reply::bulk(text));
             }
-            Request::Read { op, local: true } => waiter.reply(self.kv.read(&op)),
+            Request::Read { op, local } if local || self.settings.planted_local_reads => {
+                waiter.reply(self.kv.read(&op))
+            }
             request => self.submit(request, waiter, Instant::now()),
         }
     }

@@ -101,6 +101,20 @@ fn bind(addr: &str, what: &str, id: u64) -> Result<TcpListener, NodeError> {
         .map_err(|e| NodeError::Fatal(format!("cannot listen on {addr} ({what} address of node {id}): {e}")))
 }
 
+/// The environment variable that plants a bug, for tests only.
+pub const PLANTED_BUG_ENV: &str = "RAFTKV_PLANTED_BUG";
+
+/// `RAFTKV_PLANTED_BUG=local-reads`: serve every read from local state,
+/// skipping read index, so that tests can show the linearizability checker
+/// catching stale reads in real processes. Never set it otherwise.
+fn planted_local_reads() -> bool {
+    let on = std::env::var(PLANTED_BUG_ENV).is_ok_and(|v| v == "local-reads");
+    if on {
+        log::error!("{PLANTED_BUG_ENV}=local-reads: reads skip read index and may be stale (a planted bug, for tests)");
+    }
+    on
+}
+
 /// Runs a node until SIGTERM or SIGINT (clean exit) or a fatal error.
 pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(), NodeError> {
     let peers = Peers::load(&opts.peers).map_err(|e| NodeError::Config(e.to_string()))?;
@@ -167,6 +181,7 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
         fsync: opts.fsync == Fsync::Always,
         peers,
         snapshot_entries: opts.snapshot_entries,
+        planted_local_reads: planted_local_reads(),
     };
     let mut core = core::Core::new(settings, raft, wal, loaded.kv, loaded.snapshots, transport, log_context);
     let exit = core.run(&inbound, &requests, signals::stop_requested);

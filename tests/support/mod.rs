@@ -67,6 +67,8 @@ pub struct TestCluster {
     pub flags: Vec<String>,
     /// With `with_proxies`: the proxy node `.0` reaches node `.1` through.
     pub proxies: BTreeMap<(u64, u64), proxy::Proxy>,
+    /// Environment variables every node gets.
+    pub env: Vec<(String, String)>,
 }
 
 pub const ELECTION_FLAGS: [&str; 4] = ["--election-timeout", "150-300", "--heartbeat", "30"];
@@ -95,6 +97,7 @@ impl TestCluster {
             nodes,
             flags: ELECTION_FLAGS.iter().map(|s| s.to_string()).collect(),
             proxies: BTreeMap::new(),
+            env: Vec::new(),
         };
         cluster.write_peers(&(1..=n).collect::<Vec<_>>());
         cluster
@@ -139,9 +142,83 @@ impl TestCluster {
         self.proxies[&(from, to)].set_cut(true);
     }
 
+    /// Keeps exactly the links (both directions) that `linked` allows.
+    pub fn links(&self, linked: impl Fn(u64, u64) -> bool) {
+        for (&(from, to), p) in &self.proxies {
+            p.set_cut(!(linked(from, to) || linked(to, from)));
+        }
+    }
+
+    /// Two sides that cannot talk, and a bridge node that talks to both.
+    pub fn bridge(&self, a: &[u64], b: &[u64], bridge: u64) {
+        self.links(|x, y| {
+            let side = |n: u64| {
+                if n == bridge {
+                    0
+                } else if a.contains(&n) {
+                    1
+                } else if b.contains(&n) {
+                    2
+                } else {
+                    3
+                }
+            };
+            side(x) == 0 || side(y) == 0 || side(x) == side(y)
+        });
+    }
+
+    /// Each node talks only to its two neighbours in `order`, a ring.
+    pub fn ring(&self, order: &[u64]) {
+        let n = order.len();
+        let pos = |id: u64| order.iter().position(|&x| x == id);
+        self.links(|x, y| match (pos(x), pos(y)) {
+            (Some(i), Some(j)) => (i + 1) % n == j || (j + 1) % n == i,
+            _ => false,
+        });
+    }
+
+    /// Slows every link into and out of `id` (a straggler); zero heals.
+    pub fn slow(&self, id: u64, delay: Duration) {
+        for (&(from, to), p) in &self.proxies {
+            if from == id || to == id {
+                p.set_delay(delay);
+            }
+        }
+    }
+
     pub fn heal(&self) {
         for p in self.proxies.values() {
             p.set_cut(false);
+            p.set_delay(Duration::ZERO);
+        }
+    }
+
+    /// Waits until every running node has applied what the leader
+    /// committed, then checks that all of them hold the same values for
+    /// `keys` (read locally, with READONLY).
+    pub fn assert_converged(&mut self, keys: &[String]) {
+        let leader =
+            self.wait_for_leader(Duration::from_secs(20)).unwrap_or_else(|| panic!("no leader\n{}", self.logs()));
+        let target = self.info(leader).and_then(|i| i["commit_index"].parse::<u64>().ok()).unwrap_or(0);
+        let running = self.running();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for &id in &running {
+            while self.info(id).and_then(|i| i["last_applied"].parse::<u64>().ok()).unwrap_or(0) < target {
+                assert!(Instant::now() < deadline, "node {id} did not apply through {target}\n{}", self.logs());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let mut maps = Vec::new();
+        for &id in &running {
+            let mut c = self.client(id).expect("connect");
+            assert_eq!(text(&c.cmd(&["READONLY"]).expect("READONLY")), "OK");
+            let mut args = vec!["MGET"];
+            args.extend(keys.iter().map(String::as_str));
+            let values = c.cmd(&args).expect("MGET");
+            maps.push((id, values));
+        }
+        for pair in maps.windows(2) {
+            assert_eq!(pair[0].1, pair[1].1, "nodes {} and {} differ\n{}", pair[0].0, pair[1].0, self.logs());
         }
     }
 
@@ -173,6 +250,7 @@ impl TestCluster {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_node"));
         cmd.arg("--id").arg(id.to_string()).arg("--peers").arg(self.peers_file(id)).arg("--data").arg(&n.data);
         cmd.args(&self.flags).args(extra).stdin(Stdio::null());
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -15,6 +15,9 @@ use parking_lot::Mutex;
 pub struct Proxy {
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
+    /// Milliseconds each chunk of bytes is held before it is passed on: a
+    /// slow link (a straggler).
+    delay_ms: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
 }
@@ -24,9 +27,10 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let cut = Arc::new(AtomicBool::new(false));
+        let delay_ms = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (c, s, o) = (cut.clone(), stop.clone(), open.clone());
+        let (c, s, o, d) = (cut.clone(), stop.clone(), open.clone(), delay_ms.clone());
         std::thread::spawn(move || {
             for inbound in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
@@ -40,11 +44,15 @@ impl Proxy {
                 let pair = [inbound.try_clone(), outbound.try_clone()];
                 let [Ok(a), Ok(b)] = pair else { continue };
                 o.lock().extend([a, b]);
-                pump(&inbound, &outbound);
-                pump(&outbound, &inbound);
+                pump(&inbound, &outbound, d.clone());
+                pump(&outbound, &inbound, d.clone());
             }
         });
-        Proxy { addr, cut, stop, open }
+        Proxy { addr, cut, delay_ms, stop, open }
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     pub fn set_cut(&self, cut: bool) {
@@ -61,7 +69,7 @@ impl Proxy {
     }
 }
 
-fn pump(from: &TcpStream, to: &TcpStream) {
+fn pump(from: &TcpStream, to: &TcpStream, delay_ms: Arc<AtomicU64>) {
     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else { return };
     std::thread::spawn(move || {
         let mut buf = [0u8; 64 * 1024];
@@ -69,6 +77,10 @@ fn pump(from: &TcpStream, to: &TcpStream) {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    let delay = delay_ms.load(Ordering::Relaxed);
+                    if delay > 0 {
+                        std::thread::sleep(Duration::from_millis(delay));
+                    }
                     if to.write_all(&buf[..n]).is_err() {
                         break;
                     }
