@@ -1,10 +1,11 @@
 # raftkv: `make` builds the programs into bin/; `make cluster` runs a local
 # five-node cluster; `make test` runs everything CI runs.
 
-BINS := node kv sim lincheck walbench snapbench
+BINS := node kv sim lincheck walbench snapbench bench lab
 SEEDS ?= 100000
+EXPERIMENTS := insert mixes sizes election stragglers etcd
 
-.PHONY: all build cluster stop clean-data test sim bench jepsen
+.PHONY: all build cluster stop clean-data test sim bench jepsen $(addprefix bench-,$(EXPERIMENTS))
 
 all: build
 
@@ -32,8 +33,14 @@ test:
 sim:
 	cargo run --release --bin sim -- --seeds $(SEEDS)
 
+# Every measurement: make bench. One experiment: make bench-election (or
+# bench-insert, bench-mixes, bench-sizes, bench-stragglers, bench-etcd).
+# Results (CSV, SVG, markdown) go to bench/results/.
 bench: build
 	./scripts/bench.sh
+
+$(addprefix bench-,$(EXPERIMENTS)): bench-%: build
+	./scripts/bench.sh $*
 
 # A long Jepsen-style run: make jepsen SECONDS=1800 SEED=42 (SEED optional);
 # history, verdict and timeline.svg go to jepsen/results/<seed>/.

@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
-# Installs what the tests need and the machine may lack: redis-tools for the
-# tests that drive the cluster with redis-cli and redis-benchmark.
+# Installs what the tests and benchmarks need and the machine may lack, from
+# Debian's packages:
+#   scripts/deps.sh          redis-tools (redis-cli, redis-benchmark) for the tests
+#   scripts/deps.sh bench    also redis-server, etcd-server and wrk, for `make bench`
 set -euo pipefail
-if command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null; then
-  exit 0
+want=(redis-cli:redis-tools redis-benchmark:redis-tools)
+if [ "${1:-}" = bench ]; then
+  want+=(redis-server:redis-server etcd:etcd-server wrk:wrk)
 fi
-echo "installing redis-tools (redis-cli, redis-benchmark)..."
+missing=()
+for pair in "${want[@]}"; do
+  command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+echo "installing ${missing[*]}..."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq </dev/null
-$SUDO apt-get install -y -qq redis-tools </dev/null >/dev/null
-command -v redis-cli >/dev/null
+$SUDO apt-get install -y -qq "${missing[@]}" </dev/null >/dev/null
+for pair in "${want[@]}"; do
+  command -v "${pair%%:*}" >/dev/null || { echo "deps: ${pair%%:*} is still missing" >&2; exit 1; }
+done

@@ -1,7 +1,9 @@
 //! raftkv: a Raft-replicated, linearizable key-value store that speaks the
 //! Redis protocol. See README.md for the tour.
 
+pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod codec;
 pub mod command;
 pub mod config;
@@ -10,6 +12,7 @@ pub mod limits;
 pub mod lincheck;
 pub mod node;
 pub mod peers;
+pub mod proxy;
 pub mod raft;
 pub mod resp;
 pub mod sim;

@@ -12,6 +12,12 @@
 //! (its result must match the model); at a return of an operation not yet
 //! linearized, back up. A configuration (set of linearized operations,
 //! register value) that was already explored is not explored again.
+//! Configurations are remembered by a 128-bit Zobrist hash of the set (one
+//! random word per operation, XORed in and out as operations are linearized
+//! and undone) rather than the set itself: a history of half a million
+//! operations per key would otherwise keep a 60 KB bitset per configuration
+//! and hash it at every step. Two different sets sharing a hash, which would
+//! prune a branch wrongly, has a chance of about n²/2¹²⁹: nil in practice.
 //!
 //! Failed operations took no effect and are left out. An operation with an
 //! unknown outcome may take effect at any point after its invocation, or
@@ -278,8 +284,9 @@ fn check_key(ops: &[Op], budget: Budget) -> Option<bool> {
     let mut events = build_events(ops);
     let mut head = if events.is_empty() { NIL } else { 0 };
     let mut state: State = None;
-    let mut linearized = vec![false; ops.len()];
-    let mut explored: HashSet<(Vec<u64>, State)> = HashSet::new();
+    let zobrist = zobrist_words(ops.len());
+    let mut linearized: u128 = 0;
+    let mut explored: HashSet<(u128, State)> = HashSet::new();
     // Each linearized call, with the state before it.
     let mut stack: Vec<(usize, State)> = Vec::new();
     let mut at = head;
@@ -298,15 +305,15 @@ fn check_key(ops: &[Op], budget: Budget) -> Option<bool> {
             };
             let in_turn = rank[e.op].is_none_or(|r| r == blind_done);
             if let Some(next) = step(&state, &op.call, expected).filter(|_| in_turn) {
-                linearized[e.op] = true;
-                if explored.insert((bitset(&linearized), next.clone())) {
+                linearized ^= zobrist[e.op];
+                if explored.insert((linearized, next.clone())) {
                     stack.push((at, std::mem::replace(&mut state, next)));
                     blind_done += rank[e.op].is_some() as usize;
                     lift(&mut events, &mut head, at);
                     at = head;
                     continue;
                 }
-                linearized[e.op] = false;
+                linearized ^= zobrist[e.op];
             }
             // Every list ends with a return, so a call always has a next.
             at = e.next;
@@ -317,7 +324,7 @@ fn check_key(ops: &[Op], budget: Budget) -> Option<bool> {
                 return Some(false);
             };
             state = previous;
-            linearized[events[call].op] = false;
+            linearized ^= zobrist[events[call].op];
             blind_done -= rank[events[call].op].is_some() as usize;
             unlift(&mut events, &mut head, call);
             at = events[call].next;
@@ -326,14 +333,12 @@ fn check_key(ops: &[Op], budget: Budget) -> Option<bool> {
     Some(true)
 }
 
-fn bitset(flags: &[bool]) -> Vec<u64> {
-    let mut words = vec![0u64; flags.len().div_ceil(64)];
-    for (i, &f) in flags.iter().enumerate() {
-        if f {
-            words[i / 64] |= 1 << (i % 64);
-        }
-    }
-    words
+/// One random word per operation, the same for every run (a fixed seed).
+fn zobrist_words(n: usize) -> Vec<u128> {
+    use rand::rngs::Xoshiro256PlusPlus;
+    use rand::{Rng, SeedableRng};
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0x11e4_ca11);
+    (0..n).map(|_| (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())).collect()
 }
 
 fn unlink(events: &mut [Event], head: &mut usize, k: usize) {

@@ -12,17 +12,14 @@
 //! the server splits inline commands (quotes allowed), sends each as a RESP
 //! array and prints the reply, until end of input or `quit`.
 
-use std::io::{self, BufRead, IsTerminal, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
-use std::time::Duration;
 
+use raftkv::client::Conn;
 use raftkv::command::parse_addr;
-use raftkv::resp::{Reply, encode_request, parse_reply, split_args};
+use raftkv::resp::{Reply, split_args};
 
 const ADDR_DEFAULT: &str = "127.0.0.1:6001";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const READ_CHUNK_BYTES: usize = 64 * 1024;
 const USAGE: &str = "usage: kv [-a HOST:PORT] [--raw] [COMMAND [ARG ...]]";
 
 struct Options {
@@ -60,55 +57,6 @@ fn parse_flags(args: Vec<String>) -> Result<Flags, String> {
     }
     options.command.extend(args.map(String::into_bytes));
     Ok(Flags::Run(options))
-}
-
-/// One connection to the server.
-struct Conn {
-    stream: TcpStream,
-    /// Bytes read but not yet parsed into a reply.
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    fn open(addr: &str) -> Result<Conn, String> {
-        let fail = |e: &dyn std::fmt::Display| format!("could not connect to {addr}: {e}");
-        let targets = addr.to_socket_addrs().map_err(|e| fail(&e))?;
-        let mut last_error = None;
-        for target in targets {
-            match TcpStream::connect_timeout(&target, CONNECT_TIMEOUT) {
-                Ok(stream) => {
-                    // Each request is one write; do not wait to fill a packet.
-                    let _ = stream.set_nodelay(true);
-                    return Ok(Conn { stream, buf: Vec::new() });
-                }
-                Err(e) => last_error = Some(e),
-            }
-        }
-        Err(match last_error {
-            Some(e) => fail(&e),
-            None => fail(&"the name resolves to no address"),
-        })
-    }
-
-    fn call(&mut self, args: &[Vec<u8>]) -> Result<Reply, String> {
-        let mut request = Vec::new();
-        encode_request(args, &mut request);
-        self.stream.write_all(&request).map_err(|e| format!("sending the request: {e}"))?;
-        let mut chunk = vec![0; READ_CHUNK_BYTES];
-        loop {
-            if let Some((reply, used)) = parse_reply(&self.buf).map_err(|e| e.to_string())? {
-                self.buf.drain(..used);
-                return Ok(reply);
-            }
-            let n = match self.stream.read(&mut chunk) {
-                Ok(0) => return Err("the server closed the connection".to_string()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("reading the reply: {e}")),
-            };
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------

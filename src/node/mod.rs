@@ -67,10 +67,19 @@ impl std::fmt::Display for NodeError {
     }
 }
 
-/// How long one tick is: 1 ms, or 100 µs when elections are meant to take
-/// less than 10 ms (the core counts time in ticks).
+/// How long one tick is (the core counts time in ticks): fine enough that a
+/// heartbeat is at least 5 ticks and the shortest election timeout at least
+/// 50 (randomized timeouts need distinct values), coarse enough that an idle
+/// node does not wake a thousand times a second: 3 ms at the default
+/// 150-300 ms and 50 ms heartbeat. 100 µs when elections are meant to take
+/// less than 10 ms. Ticks drive only timers: requests, replication and read
+/// rounds go out as soon as they arrive.
 fn tick_for(opts: &NodeOptions) -> Duration {
-    if opts.election_timeout_ms_min >= 10 { Duration::from_millis(1) } else { Duration::from_micros(100) }
+    if opts.election_timeout_ms_min < 10 {
+        return Duration::from_micros(100);
+    }
+    let ms = (opts.heartbeat_ms / 5).min(opts.election_timeout_ms_min / 50).clamp(1, 10);
+    Duration::from_millis(ms)
 }
 
 fn raft_config(opts: &NodeOptions, tick: Duration) -> Config {

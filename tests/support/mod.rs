@@ -5,37 +5,20 @@
 
 #![allow(dead_code)]
 
-pub mod proxy;
 pub mod writers;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use raftkv::proxy;
 use raftkv::resp::{self, Reply};
 
-/// A port nobody listens on right now, below the kernel's ephemeral range
-/// (32768 and up on Linux), so that no outgoing connection of this or another
-/// test can be handed it while a node is down and about to restart on it.
-/// Ports are taken in turn from a random start, never twice in a process.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const LOW: u32 = 10_000;
-    const HIGH: u32 = 32_000;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let _ = NEXT.compare_exchange(0, LOW + rand::random::<u32>() % (HIGH - LOW), Ordering::SeqCst, Ordering::SeqCst);
-    loop {
-        let port = NEXT.fetch_add(1, Ordering::SeqCst);
-        let port = (LOW + (port - LOW) % (HIGH - LOW)) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+pub use raftkv::bench::local::free_port;
 
 pub struct TestNode {
     pub id: u64,
@@ -111,7 +94,7 @@ impl TestCluster {
         for from in 1..=n {
             for to in (1..=n).filter(|&to| to != from) {
                 let target = c.nodes[&to].raft_addr.parse().expect("raft addr");
-                c.proxies.insert((from, to), proxy::Proxy::start(target));
+                c.proxies.insert((from, to), proxy::Proxy::start(target).expect("start proxy"));
             }
             let mut text = String::from("# written by the test harness: peers through proxies\n");
             for (&id, node) in &c.nodes {

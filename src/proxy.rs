@@ -1,5 +1,6 @@
 //! A TCP proxy in front of one node's raft port, for one sending node: the
-//! way the process tests cut a link in one direction (SPEC §2 lets each node
+//! way the process tests cut a link in one direction, and the way the
+//! benchmarks make a follower slow (SPEC §2 lets each node
 //! have its own peers file, so a node can be told to reach a peer through
 //! a proxy). Cutting closes every open connection and refuses new ones
 //! until the link is healed.
@@ -23,9 +24,9 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy addr");
+    pub fn start(target: SocketAddr) -> std::io::Result<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
         let cut = Arc::new(AtomicBool::new(false));
         let delay_ms = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -41,6 +42,10 @@ impl Proxy {
                     continue; // dropped: the link is cut
                 }
                 let Ok(outbound) = TcpStream::connect_timeout(&target, Duration::from_secs(1)) else { continue };
+                // As the nodes do: a proxy that waited to fill packets (Nagle
+                // against delayed acks) would add 40 ms stalls of its own.
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
                 let pair = [inbound.try_clone(), outbound.try_clone()];
                 let [Ok(a), Ok(b)] = pair else { continue };
                 o.lock().extend([a, b]);
@@ -48,7 +53,7 @@ impl Proxy {
                 pump(&outbound, &inbound, d.clone());
             }
         });
-        Proxy { addr, cut, delay_ms, stop, open }
+        Ok(Proxy { addr, cut, delay_ms, stop, open })
     }
 
     pub fn set_delay(&self, delay: Duration) {

@@ -1,0 +1,92 @@
+//! A blocking RESP client: one connection, requests written whole, replies
+//! parsed as they arrive. `bin/kv` and `bin/bench` speak through it; it also
+//! pipelines (send several, then receive as many).
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::resp::{Reply, encode_request, parse_reply};
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+pub struct Conn {
+    stream: TcpStream,
+    /// Bytes read but not yet parsed into a reply: `buf[pos..]`.
+    buf: Vec<u8>,
+    pos: usize,
+    chunk: Box<[u8]>,
+}
+
+impl Conn {
+    pub fn open(addr: &str) -> Result<Conn, String> {
+        Conn::open_timeout(addr, CONNECT_TIMEOUT)
+    }
+
+    pub fn open_timeout(addr: &str, timeout: Duration) -> Result<Conn, String> {
+        let fail = |e: &dyn std::fmt::Display| format!("could not connect to {addr}: {e}");
+        let targets = addr.to_socket_addrs().map_err(|e| fail(&e))?;
+        let mut last_error = None;
+        for target in targets {
+            match TcpStream::connect_timeout(&target, timeout) {
+                Ok(stream) => {
+                    // Each request is one write; do not wait to fill a packet.
+                    let _ = stream.set_nodelay(true);
+                    let chunk = vec![0; READ_CHUNK_BYTES].into_boxed_slice();
+                    return Ok(Conn { stream, buf: Vec::new(), pos: 0, chunk });
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(match last_error {
+            Some(e) => fail(&e),
+            None => fail(&"the name resolves to no address"),
+        })
+    }
+
+    /// A reply that takes longer than this fails with a timeout error.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) {
+        let _ = self.stream.set_read_timeout(timeout);
+    }
+
+    pub fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Reply, String> {
+        let mut request = Vec::new();
+        encode_request(args, &mut request);
+        self.send(&request)?;
+        self.recv()
+    }
+
+    /// Writes already-encoded requests.
+    pub fn send(&mut self, requests: &[u8]) -> Result<(), String> {
+        self.stream.write_all(requests).map_err(|e| format!("sending the request: {e}"))
+    }
+
+    /// The next reply.
+    pub fn recv(&mut self) -> Result<Reply, String> {
+        loop {
+            if let Some((reply, used)) = parse_reply(&self.buf[self.pos..]).map_err(|e| e.to_string())? {
+                self.pos += used;
+                if self.pos == self.buf.len() {
+                    self.buf.clear();
+                    self.pos = 0;
+                }
+                return Ok(reply);
+            }
+            let n = match self.stream.read(&mut self.chunk) {
+                Ok(0) => return Err("the server closed the connection".to_string()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    return Err("timed out waiting for the reply".to_string());
+                }
+                Err(e) => return Err(format!("reading the reply: {e}")),
+            };
+            if self.pos > 0 {
+                self.buf.drain(..self.pos);
+                self.pos = 0;
+            }
+            self.buf.extend_from_slice(&self.chunk[..n]);
+        }
+    }
+}
