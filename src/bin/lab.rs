@@ -23,43 +23,50 @@ const USAGE: &str = "usage: lab [--out DIR] [--seconds S] [--rounds N] [--trials
 experiments: insert mixes sizes election stragglers etcd all";
 const ALL: [&str; 6] = ["insert", "mixes", "sizes", "election", "stragglers", "etcd"];
 
-fn main() -> ExitCode {
+/// A flag's value as a number above zero.
+fn positive<T: std::str::FromStr + PartialOrd + Default>(flag: &str, v: Option<&String>) -> Result<T, String> {
+    match v.and_then(|v| v.parse::<T>().ok()) {
+        Some(n) if n > T::default() => Ok(n),
+        _ => Err(format!("{flag} needs a number above 0")),
+    }
+}
+
+/// `None` for --help.
+fn parse(args: &[String]) -> Result<Option<(Lab, Vec<String>)>, String> {
     let mut lab = Lab { out: PathBuf::from("bench/results"), seconds: 3.0, trials: 20, rounds: 3 };
     let mut chosen = Vec::new();
-    let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let parsed = match a.as_str() {
-            "--out" => it.next().map(|v| lab.out = PathBuf::from(v)).ok_or("--out needs a folder".to_string()),
-            "--seconds" => match it.next().and_then(|v| v.parse::<f64>().ok()) {
-                Some(s) if s > 0.0 => Ok(lab.seconds = s),
-                _ => Err("--seconds needs a positive number".to_string()),
-            },
-            "--rounds" => match it.next().and_then(|v| v.parse::<usize>().ok()) {
-                Some(n) if n > 0 => Ok(lab.rounds = n),
-                _ => Err("--rounds needs a whole number above 0".to_string()),
-            },
-            "--trials" => match it.next().and_then(|v| v.parse::<usize>().ok()) {
-                Some(n) if n > 0 => Ok(lab.trials = n),
-                _ => Err("--trials needs a whole number above 0".to_string()),
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            "all" => Ok(chosen.extend(ALL.iter().map(|s| s.to_string()))),
-            name if ALL.contains(&name) => Ok(chosen.push(name.to_string())),
-            other => Err(format!("unknown experiment or flag {other:?}")),
-        };
-        if let Err(e) = parsed {
-            eprintln!("lab: {e}\n{USAGE}");
-            return ExitCode::from(2);
+        match a.as_str() {
+            "--out" => lab.out = PathBuf::from(it.next().ok_or("--out needs a folder")?),
+            "--seconds" => lab.seconds = positive(a, it.next())?,
+            "--rounds" => lab.rounds = positive(a, it.next())?,
+            "--trials" => lab.trials = positive(a, it.next())?,
+            "-h" | "--help" => return Ok(None),
+            "all" => chosen.extend(ALL.iter().map(|s| s.to_string())),
+            name if ALL.contains(&name) => chosen.push(name.to_string()),
+            other => return Err(format!("unknown experiment or flag {other:?}")),
         }
     }
     if chosen.is_empty() {
-        eprintln!("lab: name an experiment\n{USAGE}");
-        return ExitCode::from(2);
+        return Err("name an experiment".to_string());
     }
+    Ok(Some((lab, chosen)))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (lab, chosen) = match parse(&args) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("lab: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = std::fs::create_dir_all(&lab.out) {
         eprintln!("lab: creating {}: {e}", lab.out.display());
         return ExitCode::FAILURE;

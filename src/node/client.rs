@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
+
+use super::mailbox::Mailbox;
 
 use crate::command::{self, AdminCommand, ClientCommand, RaftCommand};
 use crate::kv::{ReadOp, WriteOp};
@@ -54,7 +56,7 @@ pub enum Answer {
 pub struct Submission {
     pub request: Request,
     pub seq: u64,
-    pub reply_to: Sender<(u64, Answer)>,
+    pub reply_to: Mailbox,
 }
 
 #[derive(Clone, Debug)]
@@ -121,8 +123,7 @@ enum Slot {
 struct Connection {
     stream: TcpStream,
     to_core: Sender<Submission>,
-    replies_tx: Sender<(u64, Answer)>,
-    replies: Receiver<(u64, Answer)>,
+    mailbox: Mailbox,
     answers: HashMap<u64, Answer>,
     next_seq: u64,
     readonly: bool,
@@ -136,12 +137,10 @@ struct Connection {
 fn serve(stream: TcpStream, to_core: Sender<Submission>, opts: &ClientOptions) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut reader = RequestReader::new(stream.try_clone()?);
-    let (replies_tx, replies) = crossbeam_channel::unbounded();
     let mut conn = Connection {
         stream,
         to_core,
-        replies_tx,
-        replies,
+        mailbox: Mailbox::default(),
         answers: HashMap::new(),
         next_seq: 0,
         readonly: false,
@@ -233,7 +232,7 @@ impl Connection {
         self.in_flight = Some(kind);
         let seq = self.next_seq;
         self.next_seq += 1;
-        let submission = Submission { request, seq, reply_to: self.replies_tx.clone() };
+        let submission = Submission { request, seq, reply_to: self.mailbox.clone() };
         if self.to_core.send(submission).is_err() {
             self.slots.push(Slot::Ready(Reply::Error("TRYAGAIN no leader (the node is shutting down)".into())));
             return Ok(());
@@ -263,11 +262,11 @@ impl Connection {
             if let Some(answer) = self.answers.remove(&seq) {
                 return answer;
             }
-            match self.replies.recv_timeout(self.opts.answer_timeout) {
-                Ok((s, answer)) => {
+            match self.mailbox.wait(self.opts.answer_timeout) {
+                Some((s, answer)) => {
                     self.answers.insert(s, answer);
                 }
-                Err(_) => {
+                None => {
                     return Answer::Reply(Reply::Error("TIMEOUT the node did not answer in time".into()));
                 }
             }

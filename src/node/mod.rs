@@ -15,6 +15,7 @@ mod core;
 mod envelope;
 mod info;
 pub mod logging;
+mod mailbox;
 mod pending;
 pub mod signals;
 mod snapshots;

@@ -5,9 +5,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
-
 use super::client::Answer;
+use super::mailbox::Mailbox;
 use crate::kv::ReadOp;
 use crate::raft::{Index, NodeId, Term};
 use crate::resp::Reply;
@@ -15,14 +14,14 @@ use crate::resp::Reply;
 /// Where one answer goes.
 #[derive(Debug)]
 pub struct Waiter {
-    pub reply_to: Sender<(u64, Answer)>,
+    pub reply_to: Mailbox,
     pub seq: u64,
 }
 
 impl Waiter {
     pub fn answer(self, answer: Answer) {
-        // The connection may have gone; nobody is left to tell.
-        let _ = self.reply_to.send((self.seq, answer));
+        // The connection may have gone; then nobody reads it.
+        self.reply_to.post(self.seq, answer);
     }
 
     pub fn reply(self, reply: Reply) {

@@ -105,8 +105,8 @@ from one process's memory. raftkv runs with fsync always; the baseline is a 1-no
     let mut rows = Vec::new();
     for (m, read_pct) in MIXES.iter().enumerate() {
         let mut row = vec![workload_name(Workload::Mix { read_pct: *read_pct })];
-        for c in 0..CONNECTIONS.len() {
-            row.push(format!("{:.2}", results[0][m][c].ops_per_sec() / results[1][m][c].ops_per_sec().max(1e-9)));
+        for (ours, baseline) in results[0][m].iter().zip(&results[1][m]) {
+            row.push(format!("{:.2}", ours.ops_per_sec() / baseline.ops_per_sec().max(1e-9)));
         }
         rows.push(row);
     }
