@@ -77,6 +77,12 @@ pub struct Core {
     next_read_ctx: u64,
     pending: Pending,
     parked: VecDeque<Parked>,
+    /// INFO and local (READONLY) reads, answered from this node's own state
+    /// once the inputs taken with them have been carried out: the Raft core
+    /// moves on as a message is stepped (a snapshot to install, an applied
+    /// index), the map only when the Ready is carried out, and an answer in
+    /// between would pair the new index with the old map.
+    local: Vec<(Request, Waiter)>,
     last_tick: Instant,
     /// The configuration the transport was last given addresses for.
     membership_seen: Membership,
@@ -113,6 +119,7 @@ impl Core {
             next_read_ctx: 0,
             pending: Pending::default(),
             parked: VecDeque::new(),
+            local: Vec::new(),
             last_tick: Instant::now(),
             membership_seen: Membership::default(),
         }
@@ -208,15 +215,26 @@ impl Core {
     fn on_request(&mut self, s: Submission) {
         let waiter = Waiter { reply_to: s.reply_to, seq: s.seq };
         match s.request {
-            Request::Info { sections } => {
-                let storage = super::info::Storage { wal: &self.wal, snapshot_bytes: self.snapshots.disk_bytes() };
-                let text = super::info::render(&self.raft, &self.kv, storage, &self.settings.peers, &sections);
-                waiter.reply(Reply::bulk(text));
-            }
+            request @ Request::Info { .. } => self.local.push((request, waiter)),
             Request::Read { op, local } if local || self.settings.planted_local_reads => {
-                waiter.reply(self.kv.read(&op))
+                self.local.push((Request::Read { op, local }, waiter))
             }
             request => self.submit(request, waiter, Instant::now()),
+        }
+    }
+
+    /// Answers what `local` holds; called once the Ready is carried out.
+    fn answer_local(&mut self) {
+        for (request, waiter) in std::mem::take(&mut self.local) {
+            match request {
+                Request::Info { sections } => {
+                    let storage = super::info::Storage { wal: &self.wal, snapshot_bytes: self.snapshots.disk_bytes() };
+                    let text = super::info::render(&self.raft, &self.kv, storage, &self.settings.peers, &sections);
+                    waiter.reply(Reply::bulk(text));
+                }
+                Request::Read { op, .. } => waiter.reply(self.kv.read(&op)),
+                _ => unreachable!("only INFO and local reads are held"),
+            }
         }
     }
 
@@ -226,7 +244,7 @@ impl Core {
             Request::Write(op) => self.propose(op, waiter),
             Request::Read { op, .. } => self.read(PendingRead { op, waiter }),
             Request::Raft(cmd) => self.admin(cmd, waiter),
-            Request::Info { .. } => unreachable!("answered at once"),
+            Request::Info { .. } => unreachable!("answered by answer_local"),
         };
         if let Err((request, waiter)) = result {
             self.parked.push_back(Parked { request, waiter, since });
@@ -287,6 +305,7 @@ impl Core {
             self.carry_out(rd)?;
         }
         self.serve_reads();
+        self.answer_local();
         self.maybe_snapshot();
         if !self.pending.admin.is_empty() {
             self.check_admin();
