@@ -2,6 +2,7 @@
 //! parsed as they arrive. `bin/kv` and `bin/bench` speak through it; it also
 //! pipelines (send several, then receive as many).
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -10,6 +11,15 @@ use crate::resp::{Reply, encode_request, parse_reply};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// An INFO reply's `field:value` lines as a map (section headers and blank
+/// lines have no colon and are left out).
+pub fn parse_info(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.trim_end_matches('\r').split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
 
 pub struct Conn {
     stream: TcpStream,

@@ -95,6 +95,30 @@ impl Histogram {
     }
 }
 
+/// The figures every report shows, in milliseconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Figures {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Histogram {
+    pub fn figures_ms(&self) -> Figures {
+        Figures {
+            p50: ms(self.quantile(0.5)),
+            p90: ms(self.quantile(0.9)),
+            p99: ms(self.quantile(0.99)),
+            p999: ms(self.quantile(0.999)),
+            max: ms(self.max()),
+            mean: ms(self.mean()),
+        }
+    }
+}
+
 /// Milliseconds, for tables.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
-use super::hist::{Histogram, ms};
+use super::hist::Histogram;
 use crate::client::Conn;
 use crate::resp::{Reply, encode_request};
 
@@ -80,17 +80,17 @@ impl LoadResult {
     }
 
     pub fn summary(&self) -> String {
-        let h = &self.latency;
+        let f = self.latency.figures_ms();
         let mut s = format!(
             "{} ops in {:.2} s: {:.0} ops/s; latency ms p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}; errors {}",
             self.ops,
             self.elapsed.as_secs_f64(),
             self.ops_per_sec(),
-            ms(h.quantile(0.5)),
-            ms(h.quantile(0.9)),
-            ms(h.quantile(0.99)),
-            ms(h.quantile(0.999)),
-            ms(h.max()),
+            f.p50,
+            f.p90,
+            f.p99,
+            f.p999,
+            f.max,
             self.errors
         );
         if let Some(e) = &self.first_error {
@@ -106,7 +106,7 @@ impl LoadResult {
 p50_ms,p90_ms,p99_ms,p999_ms,max_ms,mean_ms";
 
     pub fn csv_row(&self, label: &str, spec: &LoadSpec) -> String {
-        let h = &self.latency;
+        let f = self.latency.figures_ms();
         let workload = match spec.workload {
             Workload::Mix { read_pct } => format!("{read_pct}% reads"),
             Workload::Insert => "insert".to_string(),
@@ -121,12 +121,12 @@ p50_ms,p90_ms,p99_ms,p999_ms,max_ms,mean_ms";
             self.errors,
             self.elapsed.as_secs_f64(),
             self.ops_per_sec(),
-            ms(h.quantile(0.5)),
-            ms(h.quantile(0.9)),
-            ms(h.quantile(0.99)),
-            ms(h.quantile(0.999)),
-            ms(h.max()),
-            ms(h.mean())
+            f.p50,
+            f.p90,
+            f.p99,
+            f.p999,
+            f.max,
+            f.mean
         )
     }
 }

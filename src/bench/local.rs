@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::client::Conn;
+use crate::client::{Conn, parse_info};
 use crate::proxy::Proxy;
 use crate::resp::Reply;
 
@@ -260,13 +260,7 @@ pub fn info(addr: &str) -> Option<BTreeMap<String, String>> {
     let mut c = Conn::open_timeout(addr, Duration::from_millis(500)).ok()?;
     c.set_read_timeout(Some(Duration::from_secs(2)));
     match c.call(&["INFO"]).ok()? {
-        Reply::Bulk(Some(text)) => Some(
-            String::from_utf8_lossy(&text)
-                .lines()
-                .filter_map(|l| l.split_once(':'))
-                .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-                .collect(),
-        ),
+        Reply::Bulk(Some(text)) => Some(parse_info(&String::from_utf8_lossy(&text))),
         _ => None,
     }
 }

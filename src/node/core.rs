@@ -20,7 +20,7 @@ use super::logging::LogContext;
 use super::pending::{AdminGoal, Pending, PendingAdmin, PendingRead, Waiter, try_again};
 use super::snapshots::{Snapshots, Taken};
 use crate::command::RaftCommand;
-use crate::kv::{KvStore, WriteOp};
+use crate::kv::{KvStore, ReadOp, WriteOp};
 use crate::peers::Peers;
 use crate::raft::{
     Addrs, Body, Entry, Membership, MembershipChange, MembershipError, Message, NodeId, Payload, ProposeError,
@@ -82,10 +82,16 @@ pub struct Core {
     /// moves on as a message is stepped (a snapshot to install, an applied
     /// index), the map only when the Ready is carried out, and an answer in
     /// between would pair the new index with the old map.
-    local: Vec<(Request, Waiter)>,
+    local: Vec<(Local, Waiter)>,
     last_tick: Instant,
     /// The configuration the transport was last given addresses for.
     membership_seen: Membership,
+}
+
+/// A request answered from this node's own state (see `Core::local`).
+enum Local {
+    Info { sections: Vec<String> },
+    Read(ReadOp),
 }
 
 /// Why the core thread stopped.
@@ -215,9 +221,9 @@ impl Core {
     fn on_request(&mut self, s: Submission) {
         let waiter = Waiter { reply_to: s.reply_to, seq: s.seq };
         match s.request {
-            request @ Request::Info { .. } => self.local.push((request, waiter)),
+            Request::Info { sections } => self.local.push((Local::Info { sections }, waiter)),
             Request::Read { op, local } if local || self.settings.planted_local_reads => {
-                self.local.push((Request::Read { op, local }, waiter))
+                self.local.push((Local::Read(op), waiter))
             }
             request => self.submit(request, waiter, Instant::now()),
         }
@@ -227,13 +233,12 @@ impl Core {
     fn answer_local(&mut self) {
         for (request, waiter) in std::mem::take(&mut self.local) {
             match request {
-                Request::Info { sections } => {
+                Local::Info { sections } => {
                     let storage = super::info::Storage { wal: &self.wal, snapshot_bytes: self.snapshots.disk_bytes() };
                     let text = super::info::render(&self.raft, &self.kv, storage, &self.settings.peers, &sections);
                     waiter.reply(Reply::bulk(text));
                 }
-                Request::Read { op, .. } => waiter.reply(self.kv.read(&op)),
-                _ => unreachable!("only INFO and local reads are held"),
+                Local::Read(op) => waiter.reply(self.kv.read(&op)),
             }
         }
     }

@@ -19,6 +19,7 @@ use raftkv::proxy;
 use raftkv::resp::{self, Reply};
 
 pub use raftkv::bench::local::free_port;
+pub use raftkv::client::parse_info;
 
 pub struct TestNode {
     pub id: u64,
@@ -392,13 +393,6 @@ impl Drop for TestCluster {
             }
         }
     }
-}
-
-pub fn parse_info(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.trim_end_matches('\r').split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 /// A blocking RESP client with timeouts.

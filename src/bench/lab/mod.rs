@@ -11,7 +11,6 @@ pub mod versus_etcd;
 
 use std::path::PathBuf;
 
-use super::hist::ms;
 use super::load::{self, LoadResult, LoadSpec, Stop, Workload};
 use super::plot::{Chart, Series};
 use super::report::thousands;
@@ -30,8 +29,13 @@ pub struct Lab {
 /// The run with the median throughput. The disk of a shared machine has
 /// good and bad seconds; the comparisons run every system once per round,
 /// point by point, so that each sees the same weather, and keep the median.
-pub fn median(mut runs: Vec<LoadResult>) -> LoadResult {
-    runs.sort_by(|a, b| a.ops_per_sec().total_cmp(&b.ops_per_sec()));
+pub fn median(runs: Vec<LoadResult>) -> LoadResult {
+    median_by(runs, LoadResult::ops_per_sec)
+}
+
+/// The element of median `throughput` (the default for none).
+pub fn median_by<T: Default>(mut runs: Vec<T>, throughput: impl Fn(&T) -> f64) -> T {
+    runs.sort_by(|a, b| throughput(a).total_cmp(&throughput(b)));
     let mid = runs.len() / 2;
     runs.into_iter().nth(mid).unwrap_or_default()
 }
@@ -67,12 +71,12 @@ pub fn measure(what: &str, spec: &LoadSpec) -> LoadResult {
 
 /// The usual columns of a throughput table.
 pub fn cells(r: &LoadResult) -> Vec<String> {
-    let h = &r.latency;
+    let f = r.latency.figures_ms();
     vec![
         thousands(r.ops_per_sec()),
-        format!("{:.2}", ms(h.quantile(0.5))),
-        format!("{:.2}", ms(h.quantile(0.99))),
-        format!("{:.2}", ms(h.quantile(0.999))),
+        format!("{:.2}", f.p50),
+        format!("{:.2}", f.p99),
+        format!("{:.2}", f.p999),
         r.errors.to_string(),
     ]
 }

@@ -3,7 +3,6 @@
 //! cores: the curve shows replication fan-out plus CPU contention).
 
 use super::{CELL_HEADERS, Lab, cells, chart, measure, median, preload, spec, workload_name};
-use crate::bench::hist::ms;
 use crate::bench::load::{LoadResult, Workload};
 use crate::bench::local::{ClusterOptions, LocalCluster};
 use crate::bench::plot::Series;
@@ -46,7 +45,7 @@ more processes per core.",
         for (i, &(workload, connections)) in LOADS.iter().enumerate() {
             let r = median(std::mem::take(&mut runs[i][z]));
             tput[i].push((*size as f64, r.ops_per_sec()));
-            p99[i].push((*size as f64, ms(r.latency.quantile(0.99))));
+            p99[i].push((*size as f64, r.latency.figures_ms().p99));
             let mut row = vec![size.to_string(), format!("{}, {connections} conn", workload_name(workload))];
             row.extend(cells(&r));
             rows.push(row);

@@ -9,8 +9,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use super::{Lab, chart, measure, spec};
-use crate::bench::hist::ms;
+use super::{Lab, chart, measure, median_by, spec};
 use crate::bench::load::{self, Workload};
 use crate::bench::local::{ClusterOptions, EtcdCluster, LocalCluster, Scratch};
 use crate::bench::plot::Series;
@@ -151,10 +150,11 @@ rounds; the table shows the round with the median throughput.",
                 let read_pct = if *kind == "write" { 0 } else { 100 };
                 let spec = spec(vec![ours_addr.clone()], connections, Workload::Mix { read_pct }, lab.seconds);
                 let r = measure(&format!("raftkv, {kind}, {connections} conn"), &spec);
+                let f = r.latency.figures_ms();
                 runs[1][k][c].push(Point {
                     ops_per_sec: r.ops_per_sec(),
-                    p50_ms: ms(r.latency.quantile(0.5)),
-                    p99_ms: ms(r.latency.quantile(0.99)),
+                    p50_ms: f.p50,
+                    p99_ms: f.p99,
                     errors: r.errors,
                 });
                 for (name, p) in [("etcd", &runs[0][k][c]), ("raftkv", &runs[1][k][c])] {
@@ -168,12 +168,8 @@ rounds; the table shows the round with the median throughput.",
         }
     }
     drop((etcd_cluster, ours_cluster));
-    let median = |points: &Vec<Point>| {
-        let mut v = points.clone();
-        v.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
-        v.get(v.len() / 2).copied().unwrap_or_default()
-    };
     let pick = |system: usize| -> Vec<Vec<Point>> {
+        let median = |points: &Vec<Point>| median_by(points.clone(), |p| p.ops_per_sec);
         runs[system].iter().map(|per_kind| per_kind.iter().map(median).collect()).collect()
     };
     let (etcd, ours) = (pick(0), pick(1));
