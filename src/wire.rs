@@ -20,15 +20,15 @@
 //!   3 Vote                last_index u64, last_term u64, transfer u8
 //!   4 VoteResp            granted u8
 //!   5 Append              prev_index u64, prev_term u64, commit u64, count u32, entry*count
-//!   6 AppendResp          index u64, rejected u8, hint_index u64, hint_term u64
+//!   6 AppendResp          index u64, rejected u8, hint_index u64, hint_term u64, incarnation u64
 //!   7 Heartbeat           commit u64, read_round u64
 //!   8 HeartbeatResp       read_round u64
 //!   9 InstallSnapshot     snapshot meta, offset u64, len u32, data, done u8
 //!  10 InstallSnapshotResp index u64, next_offset u64, installed u8
-//!  11 TimeoutNow          (nothing)
+//!  11 TimeoutNow          last_index u64, incarnation u64
 //!  12 Propose             count u32, (len u32, command)*count
-//!  13 ReadIndex           request u64
-//!  14 ReadIndexResp       request u64, present u8, index u64
+//!  13 ReadIndex           incarnation u64, seq u64 (the read's id)
+//!  14 ReadIndexResp       incarnation u64, seq u64, present u8, index u64
 //! ```
 //! Entries and snapshot metadata use `crate::codec`. `from` and `to` are not
 //! in frames: they are the handshake's.
@@ -39,10 +39,10 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::config::{
     APPEND_ENTRIES_MAX, COMMAND_BYTES_MAX, FRAME_BYTES_MAX, PROPOSE_COMMANDS_MAX, SNAPSHOT_CHUNK_BYTES_MAX,
 };
-use crate::raft::{AppendResp, Body, Index, Message, NodeId, Term};
+use crate::raft::{AppendResp, Body, Index, Message, NodeId, ReadId, Term};
 
 pub const MAGIC: [u8; 4] = *b"RKVP";
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 pub const HANDSHAKE_BYTES: usize = 4 + 2 + 8 + 8;
 /// len + crc + kind.
 const FRAME_HEADER_BYTES: usize = 4 + 4 + 1;
@@ -135,7 +135,7 @@ fn kind_of(body: &Body) -> u8 {
         Body::HeartbeatResp { .. } => 8,
         Body::InstallSnapshot { .. } => 9,
         Body::InstallSnapshotResp { .. } => 10,
-        Body::TimeoutNow => 11,
+        Body::TimeoutNow { .. } => 11,
         Body::Propose { .. } => 12,
         Body::ReadIndex { .. } => 13,
         Body::ReadIndexResp { .. } => 14,
@@ -168,6 +168,7 @@ fn encode_body(w: &mut Writer<'_>, body: &Body) {
             w.bool(r.rejected);
             w.u64(r.hint_index.0);
             w.u64(r.hint_term.0);
+            w.u64(r.incarnation);
         }
         Body::Heartbeat { commit, read_round } => {
             w.u64(commit.0);
@@ -185,16 +186,23 @@ fn encode_body(w: &mut Writer<'_>, body: &Body) {
             w.u64(*next_offset);
             w.bool(*installed);
         }
-        Body::TimeoutNow => {}
+        Body::TimeoutNow { last_index, incarnation } => {
+            w.u64(last_index.0);
+            w.u64(*incarnation);
+        }
         Body::Propose { commands } => {
             w.len_u32(commands.len());
             for c in commands {
                 w.bytes_u32(c);
             }
         }
-        Body::ReadIndex { request } => w.u64(*request),
+        Body::ReadIndex { request } => {
+            w.u64(request.incarnation);
+            w.u64(request.seq);
+        }
         Body::ReadIndexResp { request, index } => {
-            w.u64(*request);
+            w.u64(request.incarnation);
+            w.u64(request.seq);
             w.bool(index.is_some());
             w.u64(index.map_or(0, |i| i.0));
         }
@@ -239,6 +247,7 @@ fn decode_body(r: &mut Reader<'_>, kind: u8) -> Result<Body, DecodeError> {
             rejected: r.bool("rejected")?,
             hint_index: index(r)?,
             hint_term: term(r)?,
+            incarnation: r.u64("incarnation")?,
         }),
         7 => Body::Heartbeat { commit: index(r)?, read_round: r.u64("read round")? },
         8 => Body::HeartbeatResp { read_round: r.u64("read round")? },
@@ -253,7 +262,7 @@ fn decode_body(r: &mut Reader<'_>, kind: u8) -> Result<Body, DecodeError> {
             next_offset: r.u64("next offset")?,
             installed: r.bool("installed")?,
         },
-        11 => Body::TimeoutNow,
+        11 => Body::TimeoutNow { last_index: index(r)?, incarnation: r.u64("incarnation")? },
         12 => {
             let count = r.len_u32("command count", PROPOSE_COMMANDS_MAX)?;
             let mut commands = Vec::with_capacity(count.min(64));
@@ -262,15 +271,19 @@ fn decode_body(r: &mut Reader<'_>, kind: u8) -> Result<Body, DecodeError> {
             }
             Body::Propose { commands }
         }
-        13 => Body::ReadIndex { request: r.u64("request")? },
+        13 => Body::ReadIndex { request: read_id(r)? },
         14 => {
-            let request = r.u64("request")?;
+            let request = read_id(r)?;
             let present = r.bool("present")?;
             let i = index(r)?;
             Body::ReadIndexResp { request, index: present.then_some(i) }
         }
         _ => unreachable!("kinds are checked before decoding"),
     })
+}
+
+fn read_id(r: &mut Reader<'_>) -> Result<ReadId, DecodeError> {
+    Ok(ReadId { incarnation: r.u64("read incarnation")?, seq: r.u64("read seq")? })
 }
 
 /// Decodes one frame from the front of `buf`, for a connection whose

@@ -20,6 +20,7 @@ use rand::{RngExt, SeedableRng};
 use support::{Client, TestCluster};
 
 const KEYS: u64 = 6;
+/// Client threads that pick a random node for each connection.
 const CLIENTS: u64 = 8;
 
 fn seed() -> u64 {
@@ -45,10 +46,19 @@ fn outcome(call: &Call, reply: std::io::Result<Reply>) -> Outcome {
     }
 }
 
-/// One client thread: random operations until `stop`, through random nodes;
+/// One client thread: random operations until `stop`, through random nodes
+/// (or always through `addrs[sticky]`: a node's own client, which has reads
+/// in flight when that node is killed and comes back to its next process);
 /// a new logical client after every unknown outcome (it may still be in
 /// flight, and a client has one operation at a time).
-fn run_client(addrs: Vec<String>, seed: u64, w: u64, stop: Arc<AtomicBool>, start: Instant) -> Vec<Op> {
+fn run_client(
+    addrs: Vec<String>,
+    sticky: Option<usize>,
+    seed: u64,
+    w: u64,
+    stop: Arc<AtomicBool>,
+    start: Instant,
+) -> Vec<Op> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ (w << 32));
     let mut ops = Vec::new();
     let mut client_id = w << 32;
@@ -58,7 +68,8 @@ fn run_client(addrs: Vec<String>, seed: u64, w: u64, stop: Arc<AtomicBool>, star
     let now = || start.elapsed().as_micros() as u64;
     while !stop.load(Ordering::Relaxed) {
         if conn.is_none() {
-            conn = Client::connect(&addrs[rng.random_range(0..addrs.len())]).ok();
+            let node = sticky.unwrap_or_else(|| rng.random_range(0..addrs.len()));
+            conn = Client::connect(&addrs[node]).ok();
         }
         let Some(c) = conn.as_mut() else {
             std::thread::sleep(Duration::from_millis(20));
@@ -142,10 +153,13 @@ fn check_under(
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let addrs: Vec<String> = c.nodes.values().map(|n| n.client_addr.clone()).collect();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|w| {
+    let sticky = (0..addrs.len()).map(Some);
+    let clients: Vec<_> = std::iter::repeat_n(None, CLIENTS as usize)
+        .chain(sticky)
+        .enumerate()
+        .map(|(w, node)| {
             let (addrs, stop) = (addrs.clone(), stop.clone());
-            std::thread::spawn(move || run_client(addrs, seed, w, stop, start))
+            std::thread::spawn(move || run_client(addrs, node, seed, w as u64, stop, start))
         })
         .collect();
     let mut timeline = Timeline { start: Some(start), events: Vec::new() };
@@ -213,7 +227,7 @@ fn check_under(
 fn timeline_svg(ops: &[Op], timeline: &Timeline) -> String {
     let end =
         ops.iter().map(|o| o.completed.max(o.invoked)).chain(timeline.events.iter().map(|e| e.1)).max().unwrap_or(1);
-    let lanes = CLIENTS;
+    let lanes = ops.iter().map(|o| (o.client >> 32) + 1).max().unwrap_or(1);
     let (width, lane_h, top) = (1600.0, 14.0, 40.0);
     let height = top + lanes as f64 * lane_h * 2.0 + 20.0;
     let x = |t: u64| 10.0 + (width - 20.0) * t as f64 / end as f64;
@@ -341,9 +355,39 @@ fn process_fault(c: &mut TestCluster, rng: &mut Xoshiro256PlusPlus, tl: &mut Tim
     }
 }
 
+/// A follower killed and restarted at once while the leader's links are
+/// slow, so that reads it forwarded are still waiting for their
+/// confirmation round and the leader's answers (queued in its sender, or in
+/// the proxy) reach the follower's next process, whose own client asks new
+/// reads right away. An answer taken for the wrong read is a stale read.
+fn restart_follower_fault(c: &mut TestCluster, rng: &mut Xoshiro256PlusPlus, tl: &mut Timeline, round: usize) {
+    let leader = leader_or_any(c, rng);
+    let followers: Vec<u64> = c.running().into_iter().filter(|&id| id != leader).collect();
+    let Some(&follower) = followers.get(rng.random_range(0..followers.len().max(1))) else { return };
+    let delay = Duration::from_millis(rng.random_range(20..60));
+    let held = hold(rng, 300, 1000);
+    let cell = std::cell::RefCell::new(&mut *c);
+    tl.fault(
+        format!("round {round}: leader {leader} slowed by {delay:?}, kill -9 and restart {follower}"),
+        held,
+        || {
+            let mut c = cell.borrow_mut();
+            c.slow(leader, delay);
+            std::thread::sleep(delay * 2);
+            c.kill(follower);
+            c.start(follower);
+        },
+        || cell.borrow().heal(),
+    );
+}
+
 /// Network faults through the proxies: the leader in a minority, random
-/// halves, one-way cuts, a bridge, a ring, slow links; healed after.
+/// halves, one-way cuts, a bridge, a ring, slow links, a follower restarted
+/// under a slow leader; healed after.
 fn network_fault(c: &mut TestCluster, rng: &mut Xoshiro256PlusPlus, tl: &mut Timeline, round: usize) {
+    if rng.random_bool(1.0 / 7.0) {
+        return restart_follower_fault(c, rng, tl, round);
+    }
     let all: Vec<u64> = c.nodes.keys().copied().collect();
     let leader = leader_or_any(c, rng);
     let held = hold(rng, 1000, 3000);
@@ -413,6 +457,20 @@ fn linearizable_through_partitions() {
         for round in 0..6 {
             pause(rng, 300, 1200);
             network_fault(c, rng, tl, round);
+        }
+    });
+}
+
+/// Followers restarted again and again under a slow leader, with reads
+/// through them in flight (the stale read of a reused read id).
+#[test]
+fn linearizable_through_follower_restarts_under_reads() {
+    let seed = seed();
+    let mut c = TestCluster::with_proxies(3);
+    check_under(&mut c, seed, None, |c, rng, tl| {
+        for round in 0..6 {
+            pause(rng, 200, 600);
+            restart_follower_fault(c, rng, tl, round);
         }
     });
 }

@@ -58,3 +58,20 @@ fn fresh_start_finds_ack_before_persist() {
     let o = run("fresh start, persistence bug", &with_bug(Bounds::fresh(), PlantedBug::AckBeforePersist));
     assert!(o.violation.is_some(), "the persistence bug is found");
 }
+
+#[test]
+fn reads_across_a_restart_correct_core_is_safe() {
+    let o = run("reads across a restart, correct core", &Bounds::reads_across_restart());
+    assert!(o.violation.is_none());
+    assert!(!o.truncated, "the search must cover its whole depth");
+}
+
+#[test]
+fn reads_across_a_restart_finds_read_ids_reused() {
+    let o = run(
+        "reads across a restart, read ids reused",
+        &with_bug(Bounds::reads_across_restart(), PlantedBug::ReadIdsReused),
+    );
+    let trace = o.violation.expect("the stale read is found");
+    assert!(trace.last().unwrap().contains("stale read"), "{}", trace.join("\n"));
+}

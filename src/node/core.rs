@@ -327,9 +327,10 @@ impl Core {
         for m in std::mem::take(&mut rd.messages) {
             self.send(m);
         }
-        if !rd.snapshot_chunks.is_empty() {
-            self.snapshots.receive(std::mem::take(&mut rd.snapshot_chunks))?;
-        }
+        let received = match rd.snapshot_chunks.is_empty() {
+            true => None,
+            false => self.snapshots.receive(std::mem::take(&mut rd.snapshot_chunks))?,
+        };
         if let Some(meta) = rd.snapshot.clone() {
             self.install_snapshot(&meta)?;
         }
@@ -353,17 +354,34 @@ impl Core {
             self.apply(e);
         }
         for r in std::mem::take(&mut rd.read_states) {
-            if let Some(read) = self.pending.reads.remove(&r.ctx) {
-                self.pending.confirmed.insert((r.index, r.ctx), read);
-            }
+            self.pending.confirm(r.ctx, r.index);
+        }
+        for command in std::mem::take(&mut rd.forward_failures) {
+            self.forward_failed(&command);
         }
         let failed_reads = std::mem::take(&mut rd.read_failures);
         self.raft.advance(rd);
-        // Asking again steps the core, which must wait for `advance`.
+        // Feeding the core must wait for `advance`: the verdict on a
+        // received snapshot first, then reads asked again.
+        if let Some(ok) = received {
+            self.raft.snapshot_received(ok);
+        }
         for ctx in failed_reads {
             self.reread(ctx);
         }
         Ok(())
+    }
+
+    /// A write queued for the leader was never sent: the leader changed
+    /// first. No node will ever append it (SPEC §3: `-TRYAGAIN`).
+    fn forward_failed(&mut self, command: &[u8]) {
+        let Ok(id) = envelope::decode_id(command) else { return };
+        if id.origin == self.settings.id
+            && id.incarnation == self.incarnation
+            && let Some(w) = self.pending.writes.remove(&id.seq)
+        {
+            w.reply(try_again("the leader changed before the write was forwarded; it was not applied"));
+        }
     }
 
     fn send(&mut self, mut m: Message) {
@@ -492,11 +510,7 @@ impl Core {
 
     fn serve_reads(&mut self) {
         let applied = self.raft.applied();
-        while let Some(entry) = self.pending.confirmed.first_entry() {
-            if entry.key().0 > applied {
-                break;
-            }
-            let read = entry.remove();
+        while let Some(read) = self.pending.next_servable(applied) {
             read.waiter.reply(self.kv.read(&read.op));
         }
     }

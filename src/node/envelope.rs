@@ -34,6 +34,18 @@ pub fn encode(id: RequestId, op: &WriteOp) -> Vec<u8> {
 
 pub fn decode(bytes: &[u8]) -> Result<(RequestId, WriteOp), DecodeError> {
     let mut r = Reader::new(bytes);
+    let id = read_id(&mut r)?;
+    let op = WriteOp::decode_from(&mut r)?;
+    r.finish()?;
+    Ok((id, op))
+}
+
+/// Only who is waiting: the operation is not decoded.
+pub fn decode_id(bytes: &[u8]) -> Result<RequestId, DecodeError> {
+    read_id(&mut Reader::new(bytes))
+}
+
+fn read_id(r: &mut Reader<'_>) -> Result<RequestId, DecodeError> {
     let version = r.u8("envelope version")?;
     if version != VERSION {
         return Err(r.invalid("envelope version", format!("unknown version {version}")));
@@ -41,9 +53,7 @@ pub fn decode(bytes: &[u8]) -> Result<(RequestId, WriteOp), DecodeError> {
     let origin = r.node_id("envelope origin")?;
     let incarnation = r.u64("envelope incarnation")?;
     let seq = r.u64("envelope seq")?;
-    let op = WriteOp::decode_from(&mut r)?;
-    r.finish()?;
-    Ok((RequestId { origin, incarnation, seq }, op))
+    Ok(RequestId { origin, incarnation, seq })
 }
 
 #[cfg(test)]

@@ -75,8 +75,11 @@ pub struct Pending {
     pub appended: BTreeMap<Index, (Term, u64)>,
     /// Reads waiting for a read index, by context.
     pub reads: HashMap<u64, PendingRead>,
-    /// Reads whose index is known, waiting for the state machine to reach it.
-    pub confirmed: BTreeMap<(Index, u64), PendingRead>,
+    /// Reads whose index is known, waiting for the state machine to reach
+    /// it; `confirmed_at` finds one by context (a burst of timeouts must
+    /// not scan the map once per read).
+    confirmed: BTreeMap<(Index, u64), PendingRead>,
+    confirmed_at: HashMap<u64, Index>,
     pub admin: Vec<PendingAdmin>,
     /// Deadlines in the order they were set; all share one timeout, so the
     /// queue is sorted.
@@ -92,6 +95,22 @@ impl Pending {
     pub fn add_read(&mut self, ctx: u64, read: PendingRead, deadline: Instant) {
         self.reads.insert(ctx, read);
         self.deadlines.push_back((deadline, Due::Read(ctx)));
+    }
+
+    /// The read `ctx` may be served once `index` is applied.
+    pub fn confirm(&mut self, ctx: u64, index: Index) {
+        if let Some(read) = self.reads.remove(&ctx) {
+            self.confirmed.insert((index, ctx), read);
+            self.confirmed_at.insert(ctx, index);
+        }
+    }
+
+    /// A confirmed read whose index is applied, if any.
+    pub fn next_servable(&mut self, applied: Index) -> Option<PendingRead> {
+        let entry = self.confirmed.first_entry().filter(|e| e.key().0 <= applied)?;
+        let ((_, ctx), read) = entry.remove_entry();
+        self.confirmed_at.remove(&ctx);
+        Some(read)
     }
 
     /// Answers `-TIMEOUT` to writes past their deadline (they may still be
@@ -114,8 +133,9 @@ impl Pending {
                     if let Some(r) = self.reads.remove(&ctx) {
                         r.waiter.reply(timeout());
                     }
-                    let key = self.confirmed.keys().find(|(_, c)| *c == ctx).copied();
-                    if let Some(r) = key.and_then(|k| self.confirmed.remove(&k)) {
+                    let confirmed =
+                        self.confirmed_at.remove(&ctx).and_then(|index| self.confirmed.remove(&(index, ctx)));
+                    if let Some(r) = confirmed {
                         r.waiter.reply(timeout());
                     }
                 }
@@ -148,6 +168,7 @@ impl Pending {
         for (_, r) in std::mem::take(&mut self.confirmed) {
             r.waiter.reply(try_again(why));
         }
+        self.confirmed_at.clear();
         for a in self.admin.drain(..) {
             a.waiter.reply(Reply::Error(format!("TIMEOUT {why}")));
         }

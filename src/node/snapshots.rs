@@ -31,9 +31,10 @@ pub struct Taken {
     pub took: Duration,
 }
 
-/// A snapshot arriving from the leader, chunk by chunk.
+/// A snapshot arriving from the leader, chunk by chunk: one transfer,
+/// named as the core names it (`SnapshotChunk::same_transfer`).
 struct Receiving {
-    meta: SnapshotMeta,
+    first: SnapshotChunk,
     writer: SnapshotWriter,
     next: u64,
 }
@@ -43,6 +44,9 @@ pub struct Snapshots {
     /// The newest durable snapshot: what followers are sent.
     latest: Option<SnapshotFile>,
     receiving: Option<Receiving>,
+    /// A received snapshot that passed its check, with the state machine it
+    /// holds, waiting for the core to install it.
+    verified: Option<(SnapshotFile, KvStore)>,
     /// The snapshot being taken in the background.
     taking: Option<SnapshotMeta>,
     done_tx: Sender<Taken>,
@@ -82,7 +86,7 @@ impl Snapshots {
         };
         let meta = latest.as_ref().map(|f| f.meta.clone());
         let (done_tx, done) = crossbeam_channel::bounded(1);
-        let snapshots = Snapshots { store, latest, receiving: None, taking: None, done_tx, done };
+        let snapshots = Snapshots { store, latest, receiving: None, verified: None, taking: None, done_tx, done };
         Ok(Loaded { snapshots, meta, kv })
     }
 
@@ -161,18 +165,42 @@ impl Snapshots {
         }
     }
 
-    /// Follower: writes the chunks the core accepted, in order.
-    pub fn receive(&mut self, chunks: Vec<SnapshotChunk>) -> Result<(), WalError> {
+    /// Follower: writes the chunks the core accepted, in order. When the
+    /// last one of a transfer is written, checks the whole and returns the
+    /// verdict for `Raft::snapshot_received`. Only the disk failing is an
+    /// error; a snapshot that does not check out is removed and reported.
+    pub fn receive(&mut self, chunks: Vec<SnapshotChunk>) -> Result<Option<bool>, WalError> {
+        let mut verdict = None;
         for c in chunks {
             if c.offset == 0 {
-                log::info!("receiving snapshot {}/{} from the leader", c.meta.index, c.meta.term);
+                log::info!("receiving snapshot {}/{} from node {}", c.meta.index, c.meta.term, c.from);
+                if let Some(old) = self.receiving.take() {
+                    old.writer.discard();
+                }
                 let writer = self.store.create(&c.meta)?;
-                self.receiving = Some(Receiving { meta: c.meta.clone(), writer, next: 0 });
+                let first = SnapshotChunk { data: Vec::new(), ..c.clone() };
+                self.receiving = Some(Receiving { first, writer, next: 0 });
             }
-            let Some(r) = self.receiving.as_mut().filter(|r| r.meta == c.meta && r.next == c.offset) else {
-                log::warn!("ignoring snapshot chunk {}@{} that does not follow the last one", c.meta.index, c.offset);
+            let follows = self.receiving.as_ref().is_some_and(|r| r.first.same_transfer(&c) && r.next == c.offset);
+            if !follows {
+                // The core hands out only chunks that follow; if one did not,
+                // the file cannot be finished: the transfer fails its check
+                // and starts over, and the node goes on.
+                log::error!(
+                    "snapshot chunk {}@{} from node {} does not follow what was written (a bug); dropping the transfer",
+                    c.meta.index,
+                    c.offset,
+                    c.from
+                );
+                if let Some(r) = self.receiving.take() {
+                    r.writer.discard();
+                }
+                if c.done {
+                    verdict = Some(false);
+                }
                 continue;
-            };
+            }
+            let r = self.receiving.as_mut().expect("checked above");
             use std::io::Write;
             r.writer.write_all(&c.data).map_err(|source| WalError::Io {
                 path: PathBuf::from("snapshots"),
@@ -180,25 +208,52 @@ impl Snapshots {
                 source,
             })?;
             r.next += c.data.len() as u64;
+            if c.done {
+                let r = self.receiving.take().expect("checked above");
+                verdict = Some(self.check_received(r)?);
+            }
         }
-        Ok(())
+        Ok(verdict)
     }
 
-    /// Follower: the last chunk of `meta` arrived: makes the file durable and
-    /// returns it with the state machine it holds.
+    /// Seals a received snapshot and loads it; only if it loads (its CRC
+    /// matches and it decodes) is it given its real name, so neither this
+    /// process nor a restarted one ever takes a bad one for a snapshot.
+    fn check_received(&mut self, r: Receiving) -> Result<bool, WalError> {
+        let (index, term, from) = (r.first.meta.index, r.first.meta.term, r.first.from);
+        let sealed = r.writer.seal()?;
+        let loaded = sealed.file().and_then(|file| {
+            let reader = file.reader().map_err(|e| e.to_string())?;
+            KvStore::load(reader).map(|kv| (file, kv)).map_err(|e| e.to_string())
+        });
+        match loaded {
+            Ok((file, kv)) => {
+                let file = sealed.publish_as(file)?;
+                self.verified = Some((file, kv));
+                Ok(true)
+            }
+            Err(e) => {
+                log::warn!("snapshot {index}/{term} from node {from} failed its check ({e}); asking for it again");
+                sealed.discard();
+                Ok(false)
+            }
+        }
+    }
+
+    /// Follower: the core installs the snapshot it was told checks out;
+    /// returns the file and the state machine it holds.
     pub fn install(&mut self, meta: &SnapshotMeta) -> Result<(SnapshotFile, KvStore), WalError> {
-        let Some(r) = self.receiving.take().filter(|r| r.meta == *meta) else {
-            return Err(WalError::Failed { first: format!("snapshot {} to install was not received", meta.index) });
-        };
-        let path = r.writer.finish()?;
-        let file = self.store.file(&path)?;
-        let reader = file.reader().map_err(io_failed(&file.path, "read snapshot"))?;
-        let kv = KvStore::load(reader).map_err(|e| WalError::Io {
-            path: file.path.clone(),
-            op: "load received snapshot",
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        Ok((file, kv))
+        match self.verified.take() {
+            Some((file, kv)) if file.meta.index == meta.index && file.meta.term == meta.term => Ok((file, kv)),
+            other => Err(WalError::Failed {
+                first: format!(
+                    "the core installs snapshot {}/{} but the one checked is {:?} (a bug)",
+                    meta.index,
+                    meta.term,
+                    other.map(|(f, _)| (f.meta.index, f.meta.term))
+                ),
+            }),
+        }
     }
 }
 
@@ -217,7 +272,83 @@ pub fn entries_after(snapshot: Option<&SnapshotMeta>, entries: Vec<Entry>) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::WriteOp;
     use crate::raft::{Membership, NodeId, Payload, Term};
+
+    /// The chunks a leader `from` in `leader_term` would send of `data`.
+    fn chunks(from: u64, leader_term: u64, meta: &SnapshotMeta, data: &[u8], size: usize) -> Vec<SnapshotChunk> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        while offset < data.len() {
+            let end = (offset + size).min(data.len());
+            out.push(SnapshotChunk {
+                from: NodeId(from),
+                leader_term: Term(leader_term),
+                meta: meta.clone(),
+                offset: offset as u64,
+                data: data[offset..end].to_vec(),
+                done: end == data.len(),
+            });
+            offset = end;
+        }
+        out
+    }
+
+    fn store_bytes(keys: usize) -> Vec<u8> {
+        let mut kv = KvStore::new();
+        for k in 0..keys {
+            kv.apply(&WriteOp::Set { key: format!("k{k}").into_bytes(), value: vec![b'v'; 100] });
+        }
+        let mut data = Vec::new();
+        kv.write_snapshot(&mut data).unwrap();
+        data
+    }
+
+    fn snap_files(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_refused_and_leaves_nothing_a_restart_would_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut snaps = Snapshots::load(dir.path()).unwrap().snapshots;
+        let mut data = store_bytes(50);
+        data[100] ^= 0x40;
+        let verdict = snaps.receive(chunks(1, 2, &meta(9, 2), &data, 512)).unwrap();
+        assert_eq!(verdict, Some(false));
+        assert!(snap_files(dir.path()).is_empty(), "{:?}", snap_files(dir.path()));
+        assert!(snaps.install(&meta(9, 2)).is_err(), "nothing checked to install");
+        // A good copy afterwards installs, and a restart loads it.
+        let good = store_bytes(50);
+        assert_eq!(snaps.receive(chunks(1, 2, &meta(9, 2), &good, 512)).unwrap(), Some(true));
+        let (file, kv) = snaps.install(&meta(9, 2)).unwrap();
+        assert_eq!(kv.len(), 50);
+        snaps.adopt(file);
+        let loaded = Snapshots::load(dir.path()).unwrap();
+        assert_eq!(loaded.meta.map(|m| m.index), Some(Index(9)));
+    }
+
+    #[test]
+    fn a_new_transfer_starts_a_new_file_instead_of_continuing_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut snaps = Snapshots::load(dir.path()).unwrap().snapshots;
+        let data = store_bytes(40);
+        let from_1 = chunks(1, 2, &meta(9, 2), &data, 256);
+        assert_eq!(snaps.receive(from_1[..3].to_vec()).unwrap(), None);
+        // Node 3 leads term 3 and sends the same snapshot from the start.
+        assert_eq!(snaps.receive(chunks(3, 3, &meta(9, 2), &data, 300)).unwrap(), Some(true));
+        assert!(snaps.install(&meta(9, 2)).is_ok());
+        // A chunk that does not follow what was written (a bug upstream)
+        // drops the transfer: the verdict is a refusal, not a disk error.
+        let mut stray = chunks(1, 2, &meta(12, 2), &data, 256);
+        stray.remove(1);
+        assert_eq!(snaps.receive(stray).unwrap(), Some(false));
+    }
 
     fn e(index: u64, term: u64) -> Entry {
         Entry { index: Index(index), term: Term(term), payload: Payload::Noop }

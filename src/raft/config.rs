@@ -49,6 +49,14 @@ pub enum PlantedBug {
     /// learner phase or joint consensus, and two at once (the target and the
     /// node with the next id): C_old and C_new then have disjoint majorities.
     SkipJointConsensus,
+    /// Number forwarded reads from 0 in every process, as if the ids did not
+    /// carry the process's incarnation: an answer to a read of the process
+    /// before a restart is taken for the answer to a new read (a stale read).
+    ReadIdsReused,
+    /// Keep writes queued for forwarding across a change of role, term or
+    /// leader, and send them whenever this node next follows someone: a
+    /// write whose client long gave up is applied after newer writes.
+    ForwardQueueKept,
 }
 
 impl Config {

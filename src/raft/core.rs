@@ -2,7 +2,7 @@
 //! handler; handlers for a subject live in their own files (`election.rs`,
 //! `replication.rs`, `read.rs`, `membership.rs`) as `impl Raft` blocks.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use rand::rngs::Xoshiro256PlusPlus;
@@ -56,6 +56,9 @@ pub enum Dropped {
     UnknownPeer,
     /// A proposal while a leadership transfer is under way.
     Transferring,
+    /// A TimeoutNow that the transfer it was sent for may no longer want:
+    /// from a leader we do not follow, or for a log that has moved on.
+    StaleTransfer,
 }
 
 /// Counters of what `step` dropped, by reason.
@@ -83,6 +86,16 @@ pub(super) struct Outbox {
     pub read_states: Vec<super::ReadState>,
     pub read_failures: Vec<u64>,
     pub snapshot_chunks: Vec<super::SnapshotChunk>,
+    /// Commands queued for forwarding that never left (see `Ready`).
+    pub forward_failures: Vec<Vec<u8>>,
+}
+
+/// Follower: a read sent to the leader and not yet answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct ForwardedRead {
+    /// The caller's name for the read.
+    pub ctx: u64,
+    pub sent_tick: u64,
 }
 
 /// The state of one Raft node. Fields are private to the `raft` module:
@@ -119,10 +132,17 @@ pub struct Raft {
     /// Leader: a membership change being driven through its steps.
     pub(super) membership_change: Option<super::membership::ChangeInFlight>,
 
-    /// Follower: commands waiting to be forwarded to the leader.
+    /// Follower: commands waiting to be forwarded to the leader...
     pub(super) forward_queue: Vec<Vec<u8>>,
-    /// Follower: read requests sent to the leader, not yet answered.
-    pub(super) forwarded_reads: BTreeSet<u64>,
+    /// ... of this term: sent only to it, or failed (never appended by
+    /// anyone), so a write cannot surface long after its client gave up.
+    pub(super) forward_to: Option<(Term, NodeId)>,
+    /// Follower: reads sent to the leader, not yet answered, by `ReadId::seq`.
+    pub(super) forwarded_reads: BTreeMap<u64, ForwardedRead>,
+    /// Drawn at creation: with `next_read_seq`, the ids of forwarded reads
+    /// are unique across restarts (`ReadId`).
+    pub(super) incarnation: u64,
+    pub(super) next_read_seq: u64,
 
     pub(super) out: Outbox,
     /// The hard state last handed out in a `Ready`.
@@ -155,6 +175,12 @@ impl Raft {
         }
         let log = RaftLog::restore(init.snapshot.as_ref(), init.entries, init.hard_state.commit);
         let memberships = MembershipLog::restore(init.snapshot.as_ref(), &init.bootstrap, log.entries());
+        // A generator of its own, so that the election timeouts drawn from
+        // `rng` stay what they were for a given seed.
+        let incarnation = match cfg.planted_bug {
+            Some(super::config::PlantedBug::ReadIdsReused) => 0,
+            _ => Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ 0x1ac4_a7e0).random(),
+        };
         let mut raft = Raft {
             id: cfg.id,
             rng: Xoshiro256PlusPlus::seed_from_u64(cfg.seed),
@@ -174,7 +200,10 @@ impl Raft {
             reads: ReadQueue::default(),
             membership_change: None,
             forward_queue: Vec::new(),
-            forwarded_reads: BTreeSet::new(),
+            forward_to: None,
+            forwarded_reads: BTreeMap::new(),
+            incarnation,
+            next_read_seq: 0,
             out: Outbox::default(),
             hard_state_sent: init.hard_state,
             pending_snapshot: None,
@@ -252,17 +281,18 @@ impl Raft {
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         assert!(term >= self.term, "term going back from {} to {term}", self.term);
         let was_leader = self.role == Role::Leader;
+        if term > self.term || leader != self.leader || self.role != Role::Follower {
+            // Reads forwarded to a leader we no longer follow (or to the
+            // same node in an earlier term: it drops them unanswered) may
+            // never be answered: fail them so the caller can ask again.
+            self.fail_forwarded_reads();
+        }
         if term > self.term {
             self.term = term;
             self.vote = None;
         }
         if was_leader {
             self.abandon_leadership();
-        }
-        if leader != self.leader || self.role != Role::Follower {
-            // Reads forwarded to a leader we no longer follow may never be
-            // answered: fail them so the caller can ask again.
-            self.fail_forwarded_reads();
         }
         self.role = Role::Follower;
         self.leader = leader;
@@ -315,6 +345,7 @@ impl Raft {
         if let Some(me) = self.progress.get_mut(&self.id) {
             me.on_match(stable);
         }
+        self.check_transfer_target();
     }
 
     // ---- the one way in ----
@@ -346,7 +377,11 @@ impl Raft {
             Body::PreVote { .. } => None,
             // A granted pre-vote echoes the term we would campaign in.
             Body::PreVoteResp { granted: true } => None,
-            Body::Vote { transfer, .. } if self.in_lease() && !transfer => Some(Dropped::InLease),
+            Body::Vote { transfer, last_index, last_term }
+                if self.in_lease() && !(*transfer && self.transfer_vote_welcome(m.from, *last_index, *last_term)) =>
+            {
+                Some(Dropped::InLease)
+            }
             Body::Append { .. } | Body::Heartbeat { .. } | Body::InstallSnapshot { .. } => {
                 self.become_follower(m.term, Some(m.from));
                 None
@@ -380,7 +415,7 @@ impl Raft {
                 self.handle_leader_message(m)
             }
             Body::PreVote { .. } | Body::Vote { .. } => self.handle_vote_request(m),
-            Body::TimeoutNow => self.handle_timeout_now(m),
+            Body::TimeoutNow { .. } => self.handle_timeout_now(m),
             Body::ReadIndexResp { request, index } => self.handle_read_index_resp(m.from, request, index),
             Body::ReadIndex { request } => {
                 // We are not the leader (any more): the follower asks again.
@@ -400,13 +435,14 @@ impl Raft {
     }
 
     fn handle_leader_message(&mut self, m: Message) -> Result<(), Dropped> {
+        let term = m.term;
         match m.body {
             Body::Append { prev_index, prev_term, entries, commit } => {
                 self.handle_append(m.from, m.term, prev_index, prev_term, entries, commit)
             }
             Body::Heartbeat { commit, read_round } => self.handle_heartbeat(m.from, commit, read_round),
             Body::InstallSnapshot { meta, offset, data, done } => {
-                self.handle_install_snapshot(m.from, meta, offset, data, done)
+                self.handle_install_snapshot(m.from, term, meta, offset, data, done)
             }
             _ => unreachable!("only leader messages are routed here"),
         }
@@ -432,8 +468,13 @@ impl Raft {
     }
 
     fn step_leader(&mut self, m: Message) -> Result<(), Dropped> {
+        // Check-quorum counts only answers to this leader's own appends and
+        // heartbeats (as etcd does): a node that merely asks for votes or
+        // forwards requests may not be following us at all.
+        let answers_us =
+            matches!(m.body, Body::AppendResp(_) | Body::HeartbeatResp { .. } | Body::InstallSnapshotResp { .. });
         let now = self.ticks;
-        if let Some(p) = self.progress.get_mut(&m.from) {
+        if let Some(p) = self.progress.get_mut(&m.from).filter(|_| answers_us) {
             p.last_heard_tick = now;
         }
         match m.body {
@@ -451,6 +492,6 @@ impl Raft {
 
     pub(super) fn fail_forwarded_reads(&mut self) {
         let failed = std::mem::take(&mut self.forwarded_reads);
-        self.out.read_failures.extend(failed);
+        self.out.read_failures.extend(failed.into_values().map(|r| r.ctx));
     }
 }

@@ -4,11 +4,12 @@
 use super::core::{Dropped, Raft, Role};
 use super::message::{Body, Message};
 use super::quorum::{VoteResult, vote_result};
-use super::types::{NodeId, Term};
+use super::types::{Index, NodeId, Term};
 
 impl Raft {
     /// A follower or candidate counts towards its election timeout.
     pub(super) fn tick_election(&mut self) {
+        self.expire_forwarded_reads();
         self.election_elapsed_ticks += 1;
         if self.election_elapsed_ticks < self.election_timeout_ticks {
             return;
@@ -20,6 +21,7 @@ impl Raft {
             // so that its lease (`in_lease`) expires.
             self.reset_election_timer();
             self.leader = None;
+            self.fail_forwarded_reads();
         }
     }
 
@@ -47,9 +49,7 @@ impl Raft {
     }
 
     fn become_pre_candidate(&mut self) {
-        if self.leader.is_some() {
-            self.fail_forwarded_reads();
-        }
+        self.fail_forwarded_reads();
         self.role = Role::PreCandidate;
         self.leader = None;
         self.votes.clear();
@@ -66,9 +66,7 @@ impl Raft {
     }
 
     fn become_candidate(&mut self, transfer: bool) {
-        if self.leader.is_some() {
-            self.fail_forwarded_reads();
-        }
+        self.fail_forwarded_reads();
         self.term = self.term.next();
         self.vote = Some(self.id);
         self.role = Role::Candidate;
@@ -158,13 +156,47 @@ impl Raft {
         }
     }
 
+    /// The leader asks us to campaign at once. Obeyed only if it was meant
+    /// for this process, comes from the leader we follow, our log still ends
+    /// where the leader's did when it asked, and we heard from the leader
+    /// within half the time a transfer is given. A TimeoutNow that waited in
+    /// a sender's queue across our restart names the process before; one
+    /// held up behind a cut link until the transfer was abandoned arrives
+    /// after a silence (links are FIFO, so it comes before anything newer),
+    /// or finds the log moved on (the leader appends a no-op when it
+    /// abandons a transfer). A campaign on the strength of any of them would
+    /// raise the term and depose a healthy leader.
     pub(super) fn handle_timeout_now(&mut self, m: Message) -> Result<(), Dropped> {
+        let Body::TimeoutNow { last_index, incarnation } = m.body else {
+            unreachable!("only TimeoutNow is routed here")
+        };
         if !self.promotable() {
             return self.drop_message(&m, Dropped::UnexpectedForRole);
+        }
+        let current = incarnation == self.incarnation
+            && self.leader == Some(m.from)
+            && self.log.last_index() == last_index
+            && self.log.last_term() == m.term
+            && self.election_elapsed_ticks < self.cfg.election_ticks_min.div_ceil(2);
+        if !current {
+            return self.drop_message(&m, Dropped::StaleTransfer);
         }
         log::info!("{} t{}: leader {} handed over leadership", self.id, self.term, m.from);
         self.campaign(true);
         Ok(())
+    }
+
+    /// A vote request flagged as a transfer may bypass the lease (thesis
+    /// §3.10), but only where it cannot be a stale one doing harm: the
+    /// leader honours it only from the node it is handing over to; a
+    /// follower only when it would grant it (the candidate's log is up to
+    /// date with ours), so a refused candidate cannot raise our term and
+    /// unseat the leader.
+    pub(super) fn transfer_vote_welcome(&self, from: NodeId, last_index: Index, last_term: Term) -> bool {
+        match self.role {
+            Role::Leader => self.transfer.as_ref().is_some_and(|t| t.target == from),
+            _ => self.log.is_up_to_date(last_index, last_term),
+        }
     }
 
     /// Our own vote became durable: count it if the election is still ours.

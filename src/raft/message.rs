@@ -185,21 +185,46 @@ pub enum Body {
         installed: bool,
     },
     /// Tells a caught-up follower to start an election now (thesis §3.10).
-    TimeoutNow,
+    /// `last_index` is the leader's last entry when it sent this: the target
+    /// obeys only while its log ends exactly there, so a TimeoutNow delayed
+    /// past an abandoned transfer (after which the leader appends a no-op)
+    /// is ignored; `incarnation` the target process it was meant for.
+    TimeoutNow {
+        last_index: Index,
+        incarnation: u64,
+    },
     /// Commands a follower forwards to the leader it knows.
     Propose {
         commands: Vec<Vec<u8>>,
     },
     /// A follower asks the leader for a read index on behalf of its clients.
     ReadIndex {
-        request: u64,
+        request: ReadId,
     },
     /// `index` is `None` when the leader could not serve the read (it lost
     /// leadership); the follower may ask again.
     ReadIndexResp {
-        request: u64,
+        request: ReadId,
         index: Option<Index>,
     },
+}
+
+/// Names a read a follower forwarded, unique across the follower's restarts:
+/// an answer meant for an earlier process must never be taken for an answer
+/// to a new read that happens to reuse its number (a stale read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReadId {
+    /// Random, drawn when the core is created (once per process).
+    pub incarnation: u64,
+    /// Counts the reads this process forwarded.
+    pub seq: u64,
+}
+
+impl fmt::Display for ReadId {
+    /// The low 16 bits of the incarnation tell processes apart in traces.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04x}.{}", self.incarnation & 0xffff, self.seq)
+    }
 }
 
 /// A follower's answer to `Append`.
@@ -215,6 +240,10 @@ pub struct AppendResp {
     /// skips whole terms with it instead of walking back one entry at a time.
     pub hint_index: Index,
     pub hint_term: Term,
+    /// The follower's process (its `ReadId` incarnation), so that the
+    /// leader's TimeoutNow can name the process it means: one queued across
+    /// the follower's restart is ignored by the next process.
+    pub incarnation: u64,
 }
 
 impl Body {
@@ -231,7 +260,7 @@ impl Body {
             Body::HeartbeatResp { .. } => "HeartbeatResp",
             Body::InstallSnapshot { .. } => "InstallSnapshot",
             Body::InstallSnapshotResp { .. } => "InstallSnapshotResp",
-            Body::TimeoutNow => "TimeoutNow",
+            Body::TimeoutNow { .. } => "TimeoutNow",
             Body::Propose { .. } => "Propose",
             Body::ReadIndex { .. } => "ReadIndex",
             Body::ReadIndexResp { .. } => "ReadIndexResp",
@@ -313,7 +342,9 @@ impl fmt::Display for Message {
             Body::InstallSnapshotResp { index, next_offset, installed } => {
                 write!(f, "InstallSnapshotResp {index} next_offset={next_offset} installed={installed}")
             }
-            Body::TimeoutNow => write!(f, "TimeoutNow"),
+            Body::TimeoutNow { last_index, incarnation } => {
+                write!(f, "TimeoutNow last={last_index} to={:04x}", incarnation & 0xffff)
+            }
             Body::Propose { commands } => write!(f, "Propose n={}", commands.len()),
             Body::ReadIndex { request } => write!(f, "ReadIndex req={request}"),
             Body::ReadIndexResp { request, index } => match index {

@@ -40,7 +40,9 @@ mod types;
 pub use config::{Config, PlantedBug};
 pub use core::{Dropped, InitialState, Raft, Role, Stats};
 pub use membership::{MembershipChange, MembershipError};
-pub use message::{Addrs, AppendResp, Body, Entry, HardState, Membership, Message, Payload, Printable, SnapshotMeta};
+pub use message::{
+    Addrs, AppendResp, Body, Entry, HardState, Membership, Message, Payload, Printable, ReadId, SnapshotMeta,
+};
 pub use progress::{Progress, ProgressState};
 pub use read::ReadError;
 pub use snapshot::SnapshotChunk;
@@ -99,6 +101,10 @@ pub struct Ready {
     pub read_states: Vec<ReadState>,
     /// Reads that cannot be confirmed (leadership changed): ask again.
     pub read_failures: Vec<u64>,
+    /// Commands `propose` queued for forwarding that were never sent: the
+    /// leader or term changed first. No node ever appends them; their
+    /// clients may be told so.
+    pub forward_failures: Vec<Vec<u8>>,
     /// Messages to ourselves that wait for persistence (our own vote).
     self_messages: Vec<Message>,
     /// What `advance` records, kept apart so that the caller may move the
@@ -161,7 +167,13 @@ impl Raft {
                 Ok(Proposed::Appended { index, term })
             }
             (Role::Follower, Some(_)) => {
+                let target = self.forward_target();
+                if self.forward_to != target {
+                    // Queued for another leader or term: they fail first.
+                    self.flush_forwarded();
+                }
                 self.forward_queue.push(command);
+                self.forward_to = target;
                 Ok(Proposed::Forwarded)
             }
             _ => Err(ProposeError::NoLeader),
@@ -187,6 +199,15 @@ impl Raft {
         self.start_transfer(target)
     }
 
+    /// The caller wrote the last chunk of a snapshot from the leader and
+    /// checked the whole (`ok`: its checksum matched and it decodes). Call it
+    /// after `advance` of the `Ready` that handed out that chunk, before
+    /// anything else is fed in.
+    pub fn snapshot_received(&mut self, ok: bool) {
+        assert!(!self.ready_outstanding, "snapshot_received between ready() and advance()");
+        self.finish_snapshot_receive(ok);
+    }
+
     /// The caller durably saved a snapshot of its state machine through
     /// `index` (at most the applied index): the log before it can go.
     pub fn compact(&mut self, index: Index) {
@@ -204,13 +225,10 @@ impl Raft {
     }
 
     fn flush(&mut self) {
-        match self.role {
-            Role::Leader => {
-                self.flush_appends();
-                self.flush_reads();
-            }
-            Role::Follower => self.flush_forwarded(),
-            _ => {}
+        self.flush_forwarded();
+        if self.role == Role::Leader {
+            self.flush_appends();
+            self.flush_reads();
         }
     }
 
@@ -227,6 +245,7 @@ impl Raft {
             || !self.out.read_states.is_empty()
             || !self.out.read_failures.is_empty()
             || !self.out.snapshot_chunks.is_empty()
+            || !self.out.forward_failures.is_empty()
     }
 
     pub fn ready(&mut self) -> Ready {
@@ -256,6 +275,7 @@ impl Raft {
             committed_entries,
             read_states: out.read_states,
             read_failures: out.read_failures,
+            forward_failures: out.forward_failures,
             self_messages,
         }
     }
@@ -371,7 +391,8 @@ impl Raft {
         (self.term, self.vote, self.role, self.leader).hash(h);
         (&self.log, &self.memberships, &self.votes, &self.progress).hash(h);
         (&self.transfer, &self.reads, &self.membership_change).hash(h);
-        (&self.forward_queue, &self.forwarded_reads, &self.out).hash(h);
+        (&self.forward_queue, &self.forward_to, &self.forwarded_reads, &self.out).hash(h);
+        (self.incarnation, self.next_read_seq).hash(h);
         (self.hard_state_sent, &self.pending_snapshot, &self.snapshot_receive).hash(h);
     }
 

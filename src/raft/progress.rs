@@ -96,6 +96,8 @@ pub struct Progress {
     pub commit_sent: Index,
     /// In `Snapshot`: the byte offset of the next chunk the member asked for.
     pub snapshot_offset_next: u64,
+    /// The member's process, as its latest AppendResp said.
+    pub incarnation: u64,
 }
 
 impl Progress {
@@ -112,6 +114,7 @@ impl Progress {
             snapshot_elapsed_ticks: 0,
             commit_sent: Index::ZERO,
             snapshot_offset_next: 0,
+            incarnation: 0,
         }
     }
 

@@ -6,8 +6,8 @@
 
 use std::collections::VecDeque;
 
-use super::core::{Dropped, Raft, Role};
-use super::message::Body;
+use super::core::{Dropped, ForwardedRead, Raft, Role};
+use super::message::{Body, ReadId};
 use super::quorum::quorum_value;
 use super::types::{Index, NodeId};
 
@@ -17,7 +17,7 @@ pub enum ReadCtx {
     /// A read of this node's caller, named by the caller's context.
     Local(u64),
     /// A read a follower asked for on behalf of its own caller.
-    Remote(NodeId, u64),
+    Remote(NodeId, ReadId),
 }
 
 /// Leader-side read bookkeeping; reset whenever leadership changes.
@@ -63,8 +63,10 @@ impl Raft {
                 Ok(())
             }
             (Role::Follower, Some(leader)) => {
-                self.forwarded_reads.insert(ctx);
-                self.send(leader, Body::ReadIndex { request: ctx });
+                let request = ReadId { incarnation: self.incarnation, seq: self.next_read_seq };
+                self.next_read_seq += 1;
+                self.forwarded_reads.insert(request.seq, ForwardedRead { ctx, sent_tick: self.ticks });
+                self.send(leader, Body::ReadIndex { request });
                 Ok(())
             }
             _ => Err(ReadError::NoLeader),
@@ -86,7 +88,7 @@ impl Raft {
         self.reads.round_wanted = true;
     }
 
-    pub(super) fn handle_forwarded_read(&mut self, from: NodeId, request: u64) -> Result<(), Dropped> {
+    pub(super) fn handle_forwarded_read(&mut self, from: NodeId, request: ReadId) -> Result<(), Dropped> {
         self.register_read(ReadCtx::Remote(from, request));
         Ok(())
     }
@@ -153,20 +155,39 @@ impl Raft {
         self.reads = ReadQueue::default();
     }
 
-    /// Follower: the leader answered a forwarded read.
+    /// Follower: the leader answered a forwarded read. Only an answer to a
+    /// read of this process, still waiting, from the leader it was sent to,
+    /// counts: anything else answers a read that is gone.
     pub(super) fn handle_read_index_resp(
         &mut self,
         from: NodeId,
-        request: u64,
+        request: ReadId,
         index: Option<Index>,
     ) -> Result<(), Dropped> {
-        if self.leader != Some(from) || !self.forwarded_reads.remove(&request) {
+        if self.leader != Some(from) || request.incarnation != self.incarnation {
             return Err(Dropped::StaleResponse);
         }
+        let Some(read) = self.forwarded_reads.remove(&request.seq) else {
+            return Err(Dropped::StaleResponse);
+        };
         match index {
-            Some(index) => self.out.read_states.push(super::ReadState { ctx: request, index }),
-            None => self.out.read_failures.push(request),
+            Some(index) => self.out.read_states.push(super::ReadState { ctx: read.ctx, index }),
+            None => self.out.read_failures.push(read.ctx),
         }
         Ok(())
+    }
+
+    /// Follower: reads the leader has not answered in two election timeouts
+    /// (the request or the answer was lost) fail, so the caller asks again
+    /// and nothing waits forever or piles up under a stable leader.
+    pub(super) fn expire_forwarded_reads(&mut self) {
+        let window = 2 * self.cfg.election_ticks_max;
+        while let Some(entry) = self.forwarded_reads.first_entry() {
+            if self.ticks - entry.get().sent_tick < window {
+                break;
+            }
+            let read = entry.remove();
+            self.out.read_failures.push(read.ctx);
+        }
     }
 }

@@ -135,7 +135,8 @@ impl Raft {
         if !self.log.matches(prev_index, prev_term) {
             let hint_index = self.log.last_index_with_term_at_most(prev_index.min(self.log.last_index()), prev_term);
             let hint_term = self.log.term(hint_index).unwrap_or(Term(0));
-            let resp = AppendResp { index: prev_index, rejected: true, hint_index, hint_term };
+            let resp =
+                AppendResp { index: prev_index, rejected: true, hint_index, hint_term, incarnation: self.incarnation };
             self.send(from, Body::AppendResp(resp));
             return Ok(());
         }
@@ -163,7 +164,8 @@ impl Raft {
     }
 
     fn send_append_ack(&mut self, to: NodeId, index: Index) {
-        let resp = AppendResp { index, rejected: false, hint_index: Index::ZERO, hint_term: Term(0) };
+        let incarnation = self.incarnation;
+        let resp = AppendResp { index, rejected: false, hint_index: Index::ZERO, hint_term: Term(0), incarnation };
         self.send(to, Body::AppendResp(resp));
     }
 
@@ -180,6 +182,9 @@ impl Raft {
         if r.index > self.log.last_index() || r.hint_index > r.index {
             log::warn!("{} t{}: AppendResp from {from} beyond our log: {r:?}", self.id, self.term);
             return Err(Dropped::Invalid);
+        }
+        if let Some(p) = self.progress.get_mut(&from) {
+            p.incarnation = r.incarnation;
         }
         if r.rejected {
             return self.on_append_rejected(from, r);
@@ -285,15 +290,51 @@ impl Raft {
         Ok(())
     }
 
-    /// Follower: sends queued proposals to the leader.
+    /// Sends queued proposals to the leader they were queued for, in the
+    /// term they were queued in; if this node no longer follows that leader
+    /// in that term, they are handed back as failures (never sent, so never
+    /// appended by anyone): a write must not wait here through elections
+    /// and surface after writes its client sent later.
     pub(super) fn flush_forwarded(&mut self) {
-        let Some(leader) = self.leader.filter(|&l| l != self.id) else {
+        if self.forward_queue.is_empty() {
             return;
-        };
+        }
+        let target = self.forward_target();
+        if self.cfg.planted_bug == Some(super::config::PlantedBug::ForwardQueueKept) {
+            if let Some((_, leader)) = target {
+                self.send_forwarded(leader);
+            }
+            return;
+        }
+        match target {
+            Some((term, leader)) if self.forward_to == Some((term, leader)) => self.send_forwarded(leader),
+            _ => {
+                let failed = std::mem::take(&mut self.forward_queue);
+                log::debug!(
+                    "{} t{}: {} queued proposals not forwarded: leader changed",
+                    self.id,
+                    self.term,
+                    failed.len()
+                );
+                self.out.forward_failures.extend(failed);
+                self.forward_to = None;
+            }
+        }
+    }
+
+    /// Where a proposal made now would be forwarded: the leader this node
+    /// follows, in the current term.
+    pub(super) fn forward_target(&self) -> Option<(Term, NodeId)> {
+        let leader = self.leader.filter(|&l| l != self.id && self.role == Role::Follower)?;
+        Some((self.term, leader))
+    }
+
+    fn send_forwarded(&mut self, leader: NodeId) {
         let queue = std::mem::take(&mut self.forward_queue);
         for chunk in queue.chunks(self.cfg.propose_commands_max) {
             self.send(leader, Body::Propose { commands: chunk.to_vec() });
         }
+        self.forward_to = None;
     }
 
     fn planted_bug_commit_any_term(&self) -> bool {

@@ -2,31 +2,61 @@
 //! (paper §7). The core never holds snapshot bytes: the leader's core asks for
 //! a chunk by offset, and the caller fills the data in from its snapshot file
 //! before sending; the follower's core hands each accepted chunk to its caller
-//! to write, and installs the snapshot with the last one. Chunks are
-//! acknowledged one at a time (flow control), and a lost chunk is asked for
-//! again after an election timeout (resumable).
+//! to write. After the last one the caller checks what it wrote as a whole
+//! (checksum, decoding) and says so with `snapshot_received`: only a good
+//! snapshot is installed; a bad one is dropped and asked for again from the
+//! start, and nothing a peer sends can make the node treat it as its own
+//! disk failing. Chunks are acknowledged one at a time (flow control), and a
+//! lost chunk is asked for again after an election timeout (resumable).
+//!
+//! A transfer is one leader's byte stream: it is named by the sender, the
+//! sender's term and the snapshot's index and term. Two leaders' files of
+//! the same snapshot need not hold the same bytes, so a chunk of another
+//! transfer never continues a partial one; it starts over.
 
 use super::core::{Dropped, Raft};
 use super::message::{Body, SnapshotMeta};
 use super::progress::ProgressState;
-use super::types::{Index, NodeId};
+use super::types::{Index, NodeId, Term};
 
 /// A chunk of snapshot data for the caller to store, at `offset` in the
-/// snapshot described by `meta`. `done`: it is the last chunk.
+/// transfer named by `from`, `leader_term` and `meta`. A chunk at offset 0
+/// begins a new file; the others follow the previous chunk of the same
+/// transfer. `done`: it is the last chunk; check the whole and call
+/// `snapshot_received`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SnapshotChunk {
+    pub from: NodeId,
+    pub leader_term: Term,
     pub meta: SnapshotMeta,
     pub offset: u64,
     pub data: Vec<u8>,
     pub done: bool,
 }
 
-/// Follower: the snapshot being received, and the offset expected next.
+impl SnapshotChunk {
+    /// Whether `other` belongs to the same transfer.
+    pub fn same_transfer(&self, other: &SnapshotChunk) -> bool {
+        (self.from, self.leader_term, self.meta.index, self.meta.term)
+            == (other.from, other.leader_term, other.meta.index, other.meta.term)
+    }
+}
+
+/// Follower: the transfer being received, and the offset expected next.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SnapshotReceive {
-    pub index: Index,
-    pub term: super::types::Term,
+    pub from: NodeId,
+    pub leader_term: Term,
+    pub meta: SnapshotMeta,
     pub offset_next: u64,
+    /// The last chunk was handed out: waiting for `snapshot_received`.
+    pub complete: bool,
+}
+
+impl SnapshotReceive {
+    fn is(&self, from: NodeId, leader_term: Term, meta: &SnapshotMeta) -> bool {
+        (self.from, self.leader_term, self.meta.index, self.meta.term) == (from, leader_term, meta.index, meta.term)
+    }
 }
 
 impl Raft {
@@ -116,12 +146,14 @@ impl Raft {
     pub(super) fn handle_install_snapshot(
         &mut self,
         from: NodeId,
+        leader_term: Term,
         meta: SnapshotMeta,
         offset: u64,
         data: Vec<u8>,
         done: bool,
     ) -> Result<(), Dropped> {
-        if meta.membership.validate().is_err() || meta.index == Index::ZERO {
+        if let Err(why) = check_snapshot_chunk(leader_term, &meta, offset, &data) {
+            log::warn!("{} t{}: invalid InstallSnapshot from {from}: {why}", self.id, self.term);
             return Err(Dropped::Invalid);
         }
         if meta.index <= self.log.committed() {
@@ -131,24 +163,54 @@ impl Raft {
             return Ok(());
         }
         let expected = match &self.snapshot_receive {
-            Some(r) if r.index == meta.index && r.term == meta.term => r.offset_next,
+            Some(r) if r.is(from, leader_term, &meta) && r.complete => {
+                // A repeat of the last chunk while the whole is being checked.
+                return Err(Dropped::StaleResponse);
+            }
+            Some(r) if r.is(from, leader_term, &meta) => r.offset_next,
             _ => 0,
         };
         if offset != expected {
-            // A lost or repeated chunk: ask for the one we need.
+            // A lost or repeated chunk, or one of a transfer that is not the
+            // one under way: ask for the one we need.
             self.send_snapshot_ack(from, meta.index, expected, false);
             return Ok(());
         }
         let offset_next = offset + data.len() as u64;
-        self.snapshot_receive = Some(SnapshotReceive { index: meta.index, term: meta.term, offset_next });
-        self.out.snapshot_chunks.push(SnapshotChunk { meta: meta.clone(), offset, data, done });
-        if done {
-            self.install_snapshot(meta);
-            self.send_snapshot_ack(from, self.log.snapshot_index(), offset_next, true);
-        } else {
+        self.snapshot_receive =
+            Some(SnapshotReceive { from, leader_term, meta: meta.clone(), offset_next, complete: done });
+        self.out.snapshot_chunks.push(SnapshotChunk { from, leader_term, meta: meta.clone(), offset, data, done });
+        if !done {
             self.send_snapshot_ack(from, meta.index, offset_next, false);
         }
         Ok(())
+    }
+
+    /// Follower: the caller checked the snapshot whose last chunk it was
+    /// handed. A good one is installed (and acknowledged once durable); a bad
+    /// one is forgotten and asked for again from its first byte.
+    pub(super) fn finish_snapshot_receive(&mut self, ok: bool) {
+        let Some(r) = self.snapshot_receive.take_if(|r| r.complete) else {
+            log::warn!("{} t{}: a snapshot was checked that was not being received", self.id, self.term);
+            return;
+        };
+        if !ok {
+            log::warn!(
+                "{} t{}: snapshot {}/{} from {} failed its check; asking for it again",
+                self.id,
+                self.term,
+                r.meta.index,
+                r.meta.term,
+                r.from
+            );
+            self.send_snapshot_ack(r.from, r.meta.index, 0, false);
+            return;
+        }
+        if r.meta.index > self.log.committed() {
+            self.install_snapshot(r.meta);
+        }
+        let index = self.log.snapshot_index().max(self.log.committed());
+        self.send_snapshot_ack(r.from, index, r.offset_next, true);
     }
 
     fn install_snapshot(&mut self, meta: SnapshotMeta) {
@@ -163,7 +225,6 @@ impl Raft {
         );
         self.log.install_snapshot(meta.index, meta.term);
         self.memberships.on_install(&meta, kept_suffix);
-        self.snapshot_receive = None;
         self.pending_snapshot = Some(meta);
     }
 
@@ -178,4 +239,21 @@ impl Raft {
         self.memberships.on_compact(index);
         self.log.compact(index);
     }
+}
+
+/// What a chunk claims must be possible for the leader that sent it: a
+/// snapshot of entries it could have committed (a term no later than its
+/// own, an index above 0), a valid configuration, and an offset that does
+/// not run past the end of the integers.
+fn check_snapshot_chunk(leader_term: Term, meta: &SnapshotMeta, offset: u64, data: &[u8]) -> Result<(), String> {
+    if meta.index == Index::ZERO || meta.term == Term(0) {
+        return Err(format!("snapshot {}/{} names no entry", meta.index, meta.term));
+    }
+    if meta.term > leader_term {
+        return Err(format!("snapshot term {} above the sender's term {leader_term}", meta.term));
+    }
+    if offset.checked_add(data.len() as u64).is_none() {
+        return Err(format!("chunk at offset {offset} overflows"));
+    }
+    meta.membership.validate()
 }

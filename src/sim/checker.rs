@@ -253,6 +253,11 @@ impl Checker {
         }
     }
 
+    /// The highest index any node has applied.
+    pub fn applied_max(&self) -> Index {
+        self.applied.last_key_value().map_or(Index::ZERO, |(&index, _)| index)
+    }
+
     pub fn committed_count(&self) -> usize {
         self.committed.len()
     }

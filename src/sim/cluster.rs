@@ -15,7 +15,7 @@ use rand::{RngExt, SeedableRng};
 use super::checker::{Checker, Violation};
 use super::disk::Disk;
 use super::machine::Machine;
-use super::network::{Faults, Network};
+use super::network::{Faults, InFlight, Network};
 use crate::raft::{
     Body, Config, Index, Membership, Message, NodeId, Payload, PlantedBug, ProposeError, Proposed, Raft, ReadError,
     ReadState, Ready, Role, SnapshotMeta,
@@ -66,6 +66,9 @@ pub enum Outcome {
     Read { node: NodeId, ctx: u64, value: Option<String> },
     /// A read could not be confirmed and was not served.
     ReadFailed { node: NodeId, ctx: u64 },
+    /// A command queued for forwarding was never sent (the leader changed):
+    /// certainly not applied.
+    ForwardFailed { node: NodeId, client: u64, seq: u64 },
 }
 
 #[derive(Clone)]
@@ -76,8 +79,11 @@ pub struct SimNode {
     pending: Option<Ready>,
     /// Confirmed reads waiting for the state machine to reach their index.
     reads_waiting: Vec<ReadState>,
-    /// Key of each read in flight, by context.
-    read_keys: HashMap<u64, String>,
+    /// Key of each read in flight, by context, and the highest index any
+    /// node had applied when the read was asked: linearizability demands
+    /// that it be served at least there (it saw every write acknowledged
+    /// before it began).
+    read_keys: HashMap<u64, (String, Index)>,
     restarts: u64,
 }
 
@@ -88,6 +94,15 @@ impl SimNode {
 
     pub fn has_pending(&self) -> bool {
         self.pending.is_some()
+    }
+
+    /// Hashes the reads in flight and waiting (the model checker's state).
+    pub fn reads_fingerprint<H: std::hash::Hasher>(&self, h: &mut H) {
+        use std::hash::Hash;
+        let mut keys: Vec<_> = self.read_keys.iter().collect();
+        keys.sort();
+        keys.hash(h);
+        self.reads_waiting.hash(h);
     }
 }
 
@@ -119,6 +134,11 @@ pub struct Stats {
     pub snapshots_installed: u64,
     /// Crashes of a node that held part of a snapshot it was receiving.
     pub crashes_mid_transfer: u64,
+    /// Received snapshots that failed their check (damaged on the way).
+    pub snapshots_rejected: u64,
+    /// Messages delivered to a later incarnation of the node they were
+    /// sent to (held by the sender while it was down).
+    pub delivered_across_restart: u64,
     /// Membership changes and transfers a leader accepted.
     pub admin_accepted: u64,
 }
@@ -264,17 +284,28 @@ impl Cluster {
         self.check(id)
     }
 
-    /// Delivers a message to its node: lost if the node is down; held back a
-    /// tick if the node is between the phases of a `Ready` (a real node reads
-    /// it after its write).
-    pub fn deliver(&mut self, m: Message) -> Result<(), Violation> {
-        let to = m.to;
-        let Some(raft) = self.raft_mut(to) else { return Ok(()) };
+    /// Delivers a message to its node; held back a tick if the node is
+    /// between the phases of a `Ready` (a real node reads it after its
+    /// write). If the node is down the message is lost, or, as a real
+    /// sender's queue keeps it while it reconnects, held for the node's next
+    /// incarnation (`Network::hold`).
+    pub fn deliver(&mut self, f: InFlight) -> Result<(), Violation> {
+        let to = f.msg.to;
+        let Some(node) = self.nodes.get_mut(&to) else { return Ok(()) };
+        let restarts = node.restarts;
+        let Some(raft) = node.raft.as_mut() else {
+            self.net.hold(f, &mut self.rng);
+            return Ok(());
+        };
         if raft.has_pending_ready() {
             let deliver_at = self.net.now + 1;
-            self.net.in_flight.push(super::network::InFlight { msg: m, deliver_at });
+            self.net.in_flight.push(InFlight { deliver_at, ..f });
             return Ok(());
         }
+        if f.to_incarnation != restarts {
+            self.stats.delivered_across_restart += 1;
+        }
+        let m = f.msg;
         let before = (raft.role(), raft.term());
         let text = self.trace.is_some().then(|| m.to_string());
         let result = self.raft_mut(to).expect("up").step(m);
@@ -305,11 +336,12 @@ impl Cluster {
     }
 
     pub fn read(&mut self, id: NodeId, ctx: u64, key: &str) -> Result<(), ReadError> {
+        let floor = self.checker.applied_max();
         let node = self.nodes.get_mut(&id).ok_or(ReadError::NoLeader)?;
         match node.raft.as_mut() {
             Some(raft) if !raft.has_pending_ready() => {
                 raft.read_index(ctx)?;
-                node.read_keys.insert(ctx, key.to_string());
+                node.read_keys.insert(ctx, (key.to_string(), floor));
                 Ok(())
             }
             _ => Err(ReadError::NoLeader),
@@ -339,6 +371,7 @@ impl Cluster {
     pub fn persist(&mut self, id: NodeId) -> Result<bool, Violation> {
         let Some(node) = self.nodes.get_mut(&id) else { return Ok(false) };
         let Some(mut rd) = node.pending.take() else { return Ok(false) };
+        let received = rd.snapshot_chunks.iter().rev().find(|c| c.done).map(|c| c.meta.index);
         for w in Disk::writes_for(&rd) {
             node.disk.write(w);
         }
@@ -354,10 +387,39 @@ impl Cluster {
             self.send(m);
         }
         self.apply(id, &mut rd)?;
+        let forward_failures = std::mem::take(&mut rd.forward_failures);
         let raft = self.raft_mut(id).expect("a node with a pending ready is up");
         raft.advance(rd);
+        for command in forward_failures {
+            if let Some((client, seq)) = super::machine::command_id(&command) {
+                self.outcomes.push(Outcome::ForwardFailed { node: id, client, seq });
+            }
+        }
+        if let Some(index) = received {
+            self.check_received_snapshot(id, index);
+        }
         self.check(id)?;
         Ok(true)
+    }
+
+    /// The last chunk of a snapshot is written: check the whole, as the
+    /// node does before it lets the core install it.
+    fn check_received_snapshot(&mut self, id: NodeId, index: Index) {
+        let node = self.nodes.get_mut(&id).expect("exists");
+        let verdict = match Machine::load(&node.disk.receiving) {
+            Ok(m) if m.applied == index => Ok(()),
+            Ok(m) => Err(format!("holds index {}, not {index}", m.applied)),
+            Err(e) => Err(e),
+        };
+        let ok = verdict.is_ok();
+        if ok {
+            node.disk.set_aside_received(index);
+        }
+        node.raft.as_mut().expect("up").snapshot_received(ok);
+        if let Err(e) = verdict {
+            self.stats.snapshots_rejected += 1;
+            self.note(|| format!("  {id} rejected snapshot {index}: {e}"));
+        }
     }
 
     fn apply(&mut self, id: NodeId, rd: &mut Ready) -> Result<(), Violation> {
@@ -393,21 +455,27 @@ impl Cluster {
             node.read_keys.remove(&ctx);
             self.outcomes.push(Outcome::ReadFailed { node: id, ctx });
         }
-        self.serve_reads(id);
-        Ok(())
+        self.serve_reads(id)
     }
 
-    fn serve_reads(&mut self, id: NodeId) {
+    fn serve_reads(&mut self, id: NodeId) -> Result<(), Violation> {
         let node = self.nodes.get_mut(&id).expect("exists");
         let applied = node.machine.applied;
         let (ready, waiting): (Vec<ReadState>, Vec<ReadState>) =
             node.reads_waiting.drain(..).partition(|r| r.index <= applied);
         node.reads_waiting = waiting;
         for r in ready {
-            let Some(key) = node.read_keys.remove(&r.ctx) else { continue };
+            let Some((key, floor)) = node.read_keys.remove(&r.ctx) else { continue };
+            if r.index < floor {
+                return Err(format!(
+                    "stale read: node {id} served read {} at index {}, but index {floor} was applied before it was asked",
+                    r.ctx, r.index
+                ));
+            }
             let value = node.machine.map.get(&key).cloned();
             self.outcomes.push(Outcome::Read { node: id, ctx: r.ctx, value });
         }
+        Ok(())
     }
 
     /// Both phases, until the node has nothing more to do.
@@ -426,7 +494,8 @@ impl Cluster {
         {
             return;
         }
-        self.net.send(m, &mut self.rng);
+        let to_incarnation = self.nodes.get(&m.to).map_or(0, |n| n.restarts);
+        self.net.send(m, to_incarnation, &mut self.rng);
     }
 
     /// The leader's core asks for a chunk by offset; fill it in from the
@@ -457,10 +526,22 @@ impl Cluster {
         let writes = self.nodes.get(&id).and_then(|n| n.pending.as_ref()).map_or(0, |rd| Disk::writes_for(rd).len());
         let kept = self.rng.random_range(0..=writes);
         self.crash_keeping(id, kept);
+        // What the dead process had written to its sockets drains later than
+        // its new process's first words, now and then (another reader thread
+        // at the peer, a slow proxy).
+        let hold = self.net.faults.hold;
+        for f in self.net.in_flight.iter_mut().filter(|f| f.msg.from == id) {
+            if self.rng.random_bool(hold) {
+                f.deliver_at += self.rng.random_range(0..=20);
+            }
+        }
     }
 
     /// Crashes a node, keeping the first `kept` writes of a pending `Ready`.
-    /// Messages on their way to it are lost with its connections.
+    /// Messages on their way to it stay on their way: those due while it is
+    /// down are lost or held for its next incarnation (`deliver`), and those
+    /// due after it restarts reach the new process, as messages queued in a
+    /// real sender do. Its own messages in flight still arrive.
     pub fn crash_keeping(&mut self, id: NodeId, kept: usize) {
         let Some(node) = self.nodes.get_mut(&id) else { return };
         if node.raft.is_none() {
@@ -478,7 +559,6 @@ impl Cluster {
         node.reads_waiting.clear();
         node.read_keys.clear();
         node.machine = Machine::default();
-        self.net.in_flight.retain(|f| f.msg.to != id);
         self.checker.forget(id);
         self.note(|| format!("  {id} crashed"));
     }

@@ -3,7 +3,9 @@
 //! crash before the sync keeps an arbitrary prefix of them, as an append-only
 //! log on a real disk would.
 
-use crate::raft::{Entry, HardState, Index, InitialState, Membership, Ready, SnapshotChunk, SnapshotMeta};
+use crate::raft::{
+    Entry, HardState, Index, InitialState, Membership, NodeId, Ready, SnapshotChunk, SnapshotMeta, Term,
+};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Disk {
@@ -11,8 +13,14 @@ pub struct Disk {
     pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
     /// Contiguous, all after the snapshot.
     pub entries: Vec<Entry>,
-    /// Chunks of a snapshot being received (a real node's temp file).
+    /// Chunks of a snapshot being received (a real node's temp file), and
+    /// the transfer they belong to: sender, its term, snapshot index and
+    /// term.
     pub receiving: Vec<u8>,
+    pub receiving_from: Option<(NodeId, Term, Index, Term)>,
+    /// A received snapshot that passed its check, set aside for the core to
+    /// install (a new transfer may begin before it does).
+    pub verified: Option<(Index, Vec<u8>)>,
 }
 
 /// One write, in the order they reach the disk.
@@ -36,10 +44,23 @@ impl Disk {
     pub fn write(&mut self, w: Write) {
         match w {
             Write::Chunk(c) => {
+                // As the node's snapshot writer: offset 0 starts a file; any
+                // other chunk must continue the same transfer where it
+                // stands. The core hands out only such chunks; if it did
+                // not, the node would be stuck with a file it cannot finish.
+                let key = (c.from, c.leader_term, c.meta.index, c.meta.term);
                 if c.offset == 0 {
                     self.receiving.clear();
+                    self.receiving_from = Some(key);
                 }
-                assert_eq!(c.offset as usize, self.receiving.len(), "chunks out of order");
+                assert!(
+                    self.receiving_from == Some(key) && c.offset as usize == self.receiving.len(),
+                    "the core handed out chunk {}@{} of transfer {key:?}, but the file holds {} bytes of {:?}",
+                    c.meta.index,
+                    c.offset,
+                    self.receiving.len(),
+                    self.receiving_from
+                );
                 self.receiving.extend_from_slice(&c.data);
             }
             Write::Snapshot(meta) => self.install(meta),
@@ -63,13 +84,22 @@ impl Disk {
     /// A snapshot received from the leader replaces the log unless the log
     /// goes on past it consistently (paper §7).
     fn install(&mut self, meta: SnapshotMeta) {
-        let data = std::mem::take(&mut self.receiving);
+        let data = match self.verified.take() {
+            Some((index, data)) if index == meta.index => data,
+            other => panic!("installing snapshot {} but the checked one is {:?}", meta.index, other.map(|v| v.0)),
+        };
         let keep_from = self.entries.iter().position(|e| e.index == meta.index && e.term == meta.term).map(|k| k + 1);
         self.entries = match keep_from {
             Some(k) => self.entries.split_off(k),
             None => Vec::new(),
         };
         self.snapshot = Some((meta, data));
+    }
+
+    /// The snapshot being received is complete and checked: set it aside.
+    pub fn set_aside_received(&mut self, index: Index) {
+        self.verified = Some((index, std::mem::take(&mut self.receiving)));
+        self.receiving_from = None;
     }
 
     /// The node snapshotted its own state machine through `meta.index`.

@@ -6,7 +6,9 @@
 //! Events: deliver any message in flight (and handle it, writing and sending
 //! what that produces), deliver it and crash before the write is durable,
 //! drop it, duplicate it, time a node out, make a leader heartbeat, propose a
-//! command at a leader, crash or restart a node. States that agree on every
+//! command at a leader, ask a read at any node, crash or restart a node. A
+//! crash keeps the messages on their way to the node: they may reach its
+//! next process, as a real sender's queue delivers them after a restart. States that agree on every
 //! node's protocol state, disk, the messages in flight, the remaining
 //! budgets and the checker's memory of the past are explored once.
 //!
@@ -34,6 +36,8 @@ pub struct Bounds {
     pub drops: u8,
     pub duplicates: u8,
     pub proposals: u8,
+    /// Read-index reads asked at any node that knows a leader.
+    pub reads: u8,
     pub heartbeats: bool,
     pub states_max: usize,
     pub pre_vote: bool,
@@ -52,6 +56,9 @@ pub enum Start {
     /// node 2 led term 3 (with node 3's vote) and holds 2/3 alone. A leader
     /// of term 4 that replicates 2/2 to node 3 must not count it committed.
     Figure8,
+    /// Node 1 leads term 1 and everyone holds and applied its no-op: the
+    /// search spends its depth on what follows an election.
+    Stable,
 }
 
 impl Bounds {
@@ -66,12 +73,37 @@ impl Bounds {
             drops: 0,
             duplicates: 0,
             proposals: 0,
+            reads: 0,
             heartbeats: false,
             states_max: 5_000_000,
             pre_vote: false,
             append_entries_max: 1,
             planted_bug: None,
             start: Start::Figure8,
+        }
+    }
+
+    /// A stable three-node cluster where a follower crashes and restarts
+    /// while reads it forwarded are in flight, and a write commits: deep
+    /// enough for an answer meant for one process of a node to reach the
+    /// next. No elections (term 1 is the last).
+    pub fn reads_across_restart() -> Bounds {
+        Bounds {
+            nodes: 3,
+            depth_max: 12,
+            term_max: 1,
+            in_flight_max: 5,
+            crashes: 1,
+            drops: 0,
+            duplicates: 0,
+            proposals: 1,
+            reads: 2,
+            heartbeats: false,
+            states_max: 5_000_000,
+            pre_vote: false,
+            append_entries_max: 1,
+            planted_bug: None,
+            start: Start::Stable,
         }
     }
 
@@ -86,6 +118,7 @@ impl Bounds {
             drops: 1,
             duplicates: 1,
             proposals: 1,
+            reads: 0,
             heartbeats: true,
             states_max: 5_000_000,
             pre_vote: false,
@@ -107,6 +140,7 @@ enum Event {
     Timeout(NodeId),
     Heartbeat(NodeId),
     Propose(NodeId),
+    Read(NodeId),
     Crash(NodeId),
     Restart(NodeId),
 }
@@ -118,6 +152,7 @@ struct State {
     drops: u8,
     duplicates: u8,
     proposals: u8,
+    reads: u8,
 }
 
 /// What a search found.
@@ -230,16 +265,44 @@ fn initial_state(bounds: &Bounds) -> State {
     opts.append_entries_max = bounds.append_entries_max;
     opts.inflight_appends_max = 2;
     opts.planted_bug = bounds.planted_bug;
-    let cluster = match bounds.start {
-        Start::Fresh => Cluster::new(opts),
+    let mut cluster = match bounds.start {
+        Start::Fresh | Start::Stable => Cluster::new(opts),
         Start::Figure8 => figure8_cluster(opts),
     };
+    if bounds.start == Start::Stable {
+        settle_with_leader(&mut cluster, NodeId(1));
+    }
     State {
         cluster,
         crashes: bounds.crashes,
         drops: bounds.drops,
         duplicates: bounds.duplicates,
         proposals: bounds.proposals,
+        reads: bounds.reads,
+    }
+}
+
+/// Elects `leader` and delivers everything until every node has applied its
+/// no-op and heard that it is committed.
+fn settle_with_leader(c: &mut Cluster, leader: NodeId) {
+    c.campaign(leader).expect("a first election is safe");
+    for _ in 0..100 {
+        let mut moved = false;
+        for id in c.up_ids() {
+            moved |= c.process(id).expect("a first election is safe");
+        }
+        for f in std::mem::take(&mut c.net.in_flight) {
+            moved = true;
+            c.deliver(f).expect("a first election is safe");
+        }
+        if !moved {
+            break;
+        }
+    }
+    c.outcomes.clear();
+    for id in c.up_ids() {
+        let raft = c.raft(id).expect("up");
+        assert!(raft.leader() == Some(leader) && raft.applied() == raft.committed(), "node {id} did not settle");
     }
 }
 
@@ -288,12 +351,13 @@ fn fingerprint(state: &State) -> u64 {
             None => 0u8.hash(&mut h),
         }
         node.disk.hash(&mut h);
+        node.reads_fingerprint(&mut h);
     }
     for f in &state.cluster.net.in_flight {
         f.msg.hash(&mut h);
     }
     state.cluster.checker.fingerprint(&mut h);
-    (state.crashes, state.drops, state.duplicates, state.proposals).hash(&mut h);
+    (state.crashes, state.drops, state.duplicates, state.proposals, state.reads).hash(&mut h);
     h.finish()
 }
 
@@ -336,6 +400,9 @@ fn enabled(state: &State, bounds: &Bounds) -> Vec<Event> {
         } else if raft.term() < Term(bounds.term_max) {
             events.push(Event::Timeout(id));
         }
+        if state.reads > 0 && raft.leader().is_some() {
+            events.push(Event::Read(id));
+        }
         if state.crashes > 0 {
             events.push(Event::Crash(id));
         }
@@ -347,14 +414,14 @@ fn apply(state: &mut State, event: Event) -> Result<(), Violation> {
     let c = &mut state.cluster;
     match event {
         Event::Deliver(k) | Event::DeliverThenCrash(k) | Event::Duplicate(k) => {
-            let msg = if event == Event::Duplicate(k) {
+            let flight = if event == Event::Duplicate(k) {
                 state.duplicates -= 1;
-                c.net.in_flight[k].msg.clone()
+                c.net.in_flight[k].clone()
             } else {
-                c.net.in_flight.remove(k).msg
+                c.net.in_flight.remove(k)
             };
-            let to = msg.to;
-            c.deliver(msg)?;
+            let to = flight.msg.to;
+            c.deliver(flight)?;
             if event == Event::DeliverThenCrash(k) {
                 // The node's messages leave, then it dies before its write
                 // is durable: exactly the window a persistence bug needs.
@@ -381,6 +448,11 @@ fn apply(state: &mut State, event: Event) -> Result<(), Violation> {
             state.proposals -= 1;
             let seq = state.proposals as u64;
             let _ = c.propose(id, command_set(9, seq, "k", &format!("v{seq}")));
+            c.process(id)?;
+        }
+        Event::Read(id) => {
+            state.reads -= 1;
+            let _ = c.read(id, state.reads as u64, "k");
             c.process(id)?;
         }
         Event::Crash(id) => {
@@ -410,6 +482,7 @@ fn describe(state: &State, event: Event) -> String {
         Event::Timeout(id) => format!("node {id} times out"),
         Event::Heartbeat(id) => format!("leader {id} heartbeats"),
         Event::Propose(id) => format!("client proposes at leader {id}"),
+        Event::Read(id) => format!("client asks a read at node {id}"),
         Event::Crash(id) => format!("node {id} crashes"),
         Event::Restart(id) => format!("node {id} restarts"),
     }

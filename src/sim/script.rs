@@ -18,11 +18,11 @@
 //! | `log ID T1 T2 ... [term=T]` | restarts a node with a log of entries of these terms (its term: T, or the last) |
 //! | `campaign ID`, `tick ID\|all [N]` | election timeout now; N ticks |
 //! | `propose ID TEXT`, `read ID CTX KEY` | a command; a read-index read |
-//! | `deliver [from=ID] [to=ID] [drop]` | delivers (or drops) the messages now in flight |
+//! | `deliver [from=ID] [to=ID] [drop\|corrupt]` | delivers (or drops) the messages now in flight; `corrupt` flips a bit of each snapshot chunk |
 //! | `process ID\|all` | carries out each node's `Ready` |
 //! | `run N` | N rounds of: every node ticks, works, and every message in flight arrives |
 //! | `stabilize` | process and deliver until nothing moves |
-//! | `partition IDS / IDS`, `isolate ID`, `heal` | network partitions |
+//! | `partition IDS / IDS`, `isolate ID`, `cut FROM TO`, `heal` | network partitions (`cut`: one way) |
 //! | `crash ID`, `restart ID`, `compact ID` | faults; a snapshot of the state machine |
 //! | `transfer ID TARGET`, `add ID NEW`, `remove ID OLD` | leadership and membership |
 //! | `status [ID...]`, `entries ID` | prints state |
@@ -278,6 +278,10 @@ impl Runner {
                 let others: Vec<NodeId> = c.nodes.keys().copied().filter(|&o| o != id).collect();
                 c.net.partition(&[id], &others);
             }
+            "cut" => {
+                let (from, to) = (id_of(words.get(1))?, id_of(words.get(2))?);
+                self.cluster()?.net.blocked.insert((from, to));
+            }
             "heal" => self.cluster()?.net.heal(),
             "crash" => {
                 let id = id_of(words.get(1))?;
@@ -315,20 +319,27 @@ impl Runner {
         let from = arg(words, "from").map(|w| id_of(Some(&w))).transpose()?;
         let to = arg(words, "to").map(|w| id_of(Some(&w))).transpose()?;
         let drop = words.contains(&"drop");
+        let corrupt = words.contains(&"corrupt");
         let c = self.cluster()?;
         let in_flight = std::mem::take(&mut c.net.in_flight);
         let (chosen, rest): (Vec<_>, Vec<_>) = in_flight
             .into_iter()
             .partition(|f| from.is_none_or(|id| f.msg.from == id) && to.is_none_or(|id| f.msg.to == id));
         c.net.in_flight = rest;
-        for f in chosen {
+        for mut f in chosen {
+            if let crate::raft::Body::InstallSnapshot { data, .. } = &mut f.msg.body
+                && corrupt
+                && !data.is_empty()
+            {
+                data[0] ^= 1;
+            }
             if drop || c.net.blocked.contains(&(f.msg.from, f.msg.to)) {
                 let text = format!("{} (dropped)", f.msg);
                 if let Some(t) = c.trace.as_mut() {
                     t.push(text);
                 }
             } else {
-                c.deliver(f.msg)?;
+                c.deliver(f)?;
             }
         }
         Ok(())
@@ -346,7 +357,7 @@ impl Runner {
         }
         for f in std::mem::take(&mut c.net.in_flight) {
             if !c.net.blocked.contains(&(f.msg.from, f.msg.to)) {
-                c.deliver(f.msg)?;
+                c.deliver(f)?;
             }
         }
         for id in c.up_ids() {
@@ -368,7 +379,7 @@ impl Runner {
                 if c.net.blocked.contains(&(f.msg.from, f.msg.to)) {
                     continue;
                 }
-                c.deliver(f.msg)?;
+                c.deliver(f)?;
             }
             if !moved {
                 return Ok(());
@@ -424,9 +435,11 @@ pub fn parse_bug(s: &str) -> Result<PlantedBug, String> {
         "AckBeforePersist" => Ok(PlantedBug::AckBeforePersist),
         "ReadWithoutQuorum" => Ok(PlantedBug::ReadWithoutQuorum),
         "SkipJointConsensus" => Ok(PlantedBug::SkipJointConsensus),
+        "ReadIdsReused" => Ok(PlantedBug::ReadIdsReused),
+        "ForwardQueueKept" => Ok(PlantedBug::ForwardQueueKept),
         _ => Err(format!(
             "unknown bug {s:?} (CommitOlderTerm, VoteWithoutLogCheck, AckBeforePersist, ReadWithoutQuorum, \
-             SkipJointConsensus)"
+             SkipJointConsensus, ReadIdsReused, ForwardQueueKept)"
         )),
     }
 }
@@ -438,5 +451,6 @@ fn describe_outcome(o: &Outcome) -> String {
             format!("  {node} read {ctx}: {}", value.as_deref().unwrap_or("(absent)"))
         }
         Outcome::ReadFailed { node, ctx } => format!("  {node} read {ctx} failed"),
+        Outcome::ForwardFailed { node, client, seq } => format!("  {node} did not forward {client}#{seq}"),
     }
 }

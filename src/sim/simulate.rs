@@ -58,6 +58,10 @@ pub struct Plan {
     /// Nodes started outside the configuration (as `--join` nodes), for
     /// membership changes to add.
     pub spares: usize,
+    /// Probability that a client whose operation timed out keeps its
+    /// connection (and so its node) for the next one, as a real client that
+    /// got `-TIMEOUT` does; then its commands must take effect in order.
+    pub stay_after_timeout: f64,
 }
 
 impl Plan {
@@ -94,6 +98,28 @@ impl Plan {
             self.partition_probability = 0.02;
             self.leader_fault_crash_share = 0.0;
         }
+        if self.planted_bug == Some(PlantedBug::ReadIdsReused) {
+            // A follower restarts while a read it forwarded waits for a slow
+            // confirmation round, and the answer reaches its next process.
+            self.faults.hold = 1.0;
+            self.faults.delay_ticks_max = [5, 10][rng.random_range(0..2)];
+            self.faults.drop = 0.1;
+            self.crash_probability = 0.03;
+            self.restart_probability = 0.5;
+            self.leader_fault_probability = 0.0;
+            self.keys = 1;
+        }
+        if self.planted_bug == Some(PlantedBug::ForwardQueueKept) {
+            // A follower that takes a write and loses its leader in the same
+            // breath, then leads for longer than its client waits, then
+            // follows again; its client stays on the connection.
+            self.crash_probability = 0.0;
+            self.leader_fault_probability = 0.02;
+            self.leader_fault_crash_share = 0.0;
+            self.partition_probability = 0.01;
+            self.stay_after_timeout = 1.0;
+            self.keys = 2;
+        }
         if self.planted_bug == Some(PlantedBug::ReadWithoutQuorum) {
             // A stale read needs a leader that is cut off but alive, and
             // histories without crashes keep the check fast.
@@ -117,6 +143,8 @@ impl Plan {
             drop: [0.0, 0.02, 0.1, 0.25][storm],
             duplicate: [0.0, 0.02, 0.05, 0.1][rng.random_range(0..4)],
             delay_ticks_max: [1, 2, 5, 10][rng.random_range(0..4)],
+            hold: 0.0,
+            corrupt_snapshot: 0.0,
         };
         Plan {
             seed,
@@ -140,8 +168,10 @@ impl Plan {
             planted_bug,
             membership_probability: 0.0,
             spares: 0,
+            stay_after_timeout: 0.0,
         }
         .with_membership_draw(&mut rng)
+        .with_incarnation_draw(&mut rng)
     }
 
     /// Drawn after everything else, so that adding it left the rest of each
@@ -149,6 +179,15 @@ impl Plan {
     fn with_membership_draw(mut self, rng: &mut Xoshiro256PlusPlus) -> Plan {
         self.membership_probability = [0.0, 0.0, 0.002, 0.01][rng.random_range(0..4)];
         self.spares = if self.membership_probability > 0.0 { rng.random_range(1..=2) } else { 0 };
+        self
+    }
+
+    /// Messages that outlive a restart, damaged snapshot chunks, and how
+    /// often a timed-out client stays on its connection: drawn last, too.
+    fn with_incarnation_draw(mut self, rng: &mut Xoshiro256PlusPlus) -> Plan {
+        self.faults.hold = [0.0, 0.5, 1.0][rng.random_range(0..3)];
+        self.faults.corrupt_snapshot = [0.0, 0.0, 0.05][rng.random_range(0..3)];
+        self.stay_after_timeout = [0.0, 0.5, 1.0][rng.random_range(0..3)];
         self
     }
 
@@ -160,13 +199,16 @@ impl Plan {
     /// One line describing the run, for failure reports.
     pub fn summary(&self) -> String {
         format!(
-            "{} nodes (+{} spares), drop {} dup {} delay<={} crash {} leader-fault {} partition {} compact {} \
-             membership {} persist-at-once {} prevote {} checkquorum {} append<={} inflight<={} clients {} keys {} ticks {}",
+            "{} nodes (+{} spares), drop {} dup {} delay<={} hold {} corrupt {} crash {} leader-fault {} partition {} \
+             compact {} membership {} persist-at-once {} prevote {} checkquorum {} append<={} inflight<={} clients {} \
+             (stay {}) keys {} ticks {}",
             self.size,
             self.spares,
             self.faults.drop,
             self.faults.duplicate,
             self.faults.delay_ticks_max,
+            self.faults.hold,
+            self.faults.corrupt_snapshot,
             self.crash_probability,
             self.leader_fault_probability,
             self.partition_probability,
@@ -178,6 +220,7 @@ impl Plan {
             self.append_entries_max,
             self.inflight_appends_max,
             self.clients,
+            self.stay_after_timeout,
             self.keys,
             self.safety_ticks
         )
@@ -268,9 +311,13 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// A client with at most one operation in flight.
+/// A client with at most one operation in flight. `id` names it in the
+/// history (a new one after an unknown outcome, since the old operation may
+/// still take effect while the next runs); `conn` is its connection, whose
+/// commands carry `conn#seq` and must take effect in the order sent.
 struct Client {
     id: u64,
+    conn: u64,
     node: NodeId,
     op: Option<usize>,
     seq: u64,
@@ -288,8 +335,10 @@ struct Run {
     /// Read context -> op index.
     reads: BTreeMap<u64, usize>,
     next_value: u64,
-    /// The index at which each (client, seq) command was applied.
+    /// The index at which each (conn, seq) command was applied.
     applied: std::collections::HashMap<(u64, u64), crate::raft::Index>,
+    /// The highest seq of each connection applied so far.
+    applied_seq: std::collections::HashMap<u64, u64>,
 }
 
 const OP_TIMEOUT_TICKS: u64 = 200;
@@ -308,6 +357,7 @@ pub fn run_with_ops(seed: u64, planted_bug: Option<PlantedBug>) -> (Vec<Op>, Opt
         reads: BTreeMap::new(),
         next_value: 1,
         applied: std::collections::HashMap::new(),
+        applied_seq: std::collections::HashMap::new(),
         plan,
     };
     for _ in 0..run.plan.clients {
@@ -341,6 +391,7 @@ pub fn run(seed: u64, planted_bug: Option<PlantedBug>, trace: bool) -> Result<Re
         reads: BTreeMap::new(),
         next_value: 1,
         applied: std::collections::HashMap::new(),
+        applied_seq: std::collections::HashMap::new(),
         plan,
     };
     for _ in 0..run.plan.clients {
@@ -433,7 +484,15 @@ impl Run {
         let id = self.next_client_id;
         self.next_client_id += 1;
         let node = NodeId(self.rng.random_range(1..=self.plan.size as u64));
-        Client { id, node, op: None, seq: 0, deadline: 0 }
+        Client { id, conn: id, node, op: None, seq: 0, deadline: 0 }
+    }
+
+    /// The same connection under a new name in the history.
+    fn same_connection(&mut self, c: usize) -> Client {
+        let id = self.next_client_id;
+        self.next_client_id += 1;
+        let old = &self.clients[c];
+        Client { id, conn: old.conn, node: old.node, op: None, seq: old.seq, deadline: 0 }
     }
 
     fn note(&mut self, line: String) {
@@ -450,8 +509,8 @@ impl Run {
             let line = format!("-- tick {}", self.now);
             self.note(line);
         }
-        for m in self.cluster.net.take_due() {
-            self.cluster.deliver(m)?;
+        for f in self.cluster.net.take_due() {
+            self.cluster.deliver(f)?;
         }
         for id in self.cluster.up_ids() {
             self.cluster.tick(id)?;
@@ -508,7 +567,7 @@ impl Run {
         if self.rng.random_bool(self.plan.leader_fault_probability)
             && let Some(&leader) = self.cluster.leaders().first()
         {
-            if self.rng.random_bool(0.5) {
+            if self.rng.random_bool(self.plan.leader_fault_crash_share) {
                 self.cluster.crash(leader);
             } else {
                 let others: Vec<NodeId> = ids.iter().copied().filter(|&id| id != leader).collect();
@@ -551,9 +610,14 @@ impl Run {
             if let Some(op) = client.op {
                 if self.now >= client.deadline {
                     // The client gives up: outcome unknown, and it moves on
-                    // as a new client (its next operation may overlap this one).
+                    // as a new client (its next operation may overlap this
+                    // one), on the same connection or a new one.
                     self.ops[op].result = OpResult::Unknown;
-                    self.clients[c] = self.new_client();
+                    self.clients[c] = if self.rng.random_bool(self.plan.stay_after_timeout) {
+                        self.same_connection(c)
+                    } else {
+                        self.new_client()
+                    };
                 }
                 continue;
             }
@@ -580,7 +644,7 @@ impl Run {
         };
         let client = &mut self.clients[c];
         client.seq += 1;
-        let (client_id, seq, node) = (client.id, client.seq, client.node);
+        let (client_id, conn, seq, node) = (client.id, client.conn, client.seq, client.node);
         let op_index = self.ops.len();
         self.ops.push(Op {
             client: client_id,
@@ -592,12 +656,12 @@ impl Run {
         });
         let accepted = match &kind {
             OpKind::Read => {
-                let ctx = (client_id << 32) | seq;
+                let ctx = (conn << 32) | seq;
                 self.reads.insert(ctx, op_index);
                 self.cluster.read(node, ctx, &key).is_ok()
             }
-            OpKind::Write(v) => self.cluster.propose(node, command_set(client_id, seq, &key, v)).is_ok(),
-            OpKind::Cas(e, n) => self.cluster.propose(node, command_cas(client_id, seq, &key, e.as_deref(), n)).is_ok(),
+            OpKind::Write(v) => self.cluster.propose(node, command_set(conn, seq, &key, v)).is_ok(),
+            OpKind::Cas(e, n) => self.cluster.propose(node, command_cas(conn, seq, &key, e.as_deref(), n)).is_ok(),
         };
         if accepted {
             let client = &mut self.clients[c];
@@ -619,18 +683,15 @@ impl Run {
         for o in std::mem::take(&mut self.cluster.outcomes) {
             let (node, done) = match o {
                 Outcome::Applied { node, index, client, seq, result } => {
-                    // A node re-applies its log after a restart, at the same
-                    // indexes; the same command at two indexes is a duplicate.
-                    let first = *self.applied.entry((client, seq)).or_insert(index);
-                    if first != index {
-                        return Err(format!(
-                            "at-most-once: command {client}#{seq} applied at {first} and again at {index} (node {node})"
-                        ));
-                    }
-                    let Some(c) = self.clients.iter().position(|c| c.id == client && c.seq == seq) else {
+                    self.check_applied_once_in_order(node, index, client, seq)?;
+                    let Some(c) = self.clients.iter().position(|c| c.conn == client && c.seq == seq) else {
                         continue;
                     };
                     (node, Some((c, OpResult::Ok(Some(result)))))
+                }
+                Outcome::ForwardFailed { node, client, seq } => {
+                    let c = self.clients.iter().position(|c| c.conn == client && c.seq == seq);
+                    (node, c.map(|c| (c, OpResult::Failed)))
                 }
                 Outcome::Read { node, ctx, value } => {
                     let c = self.reads.remove(&ctx).and_then(|op| self.client_of(op));
@@ -651,6 +712,39 @@ impl Run {
         }
         self.abandon_clients_of_crashed_nodes();
         Ok(())
+    }
+
+    /// A node re-applies its log after a restart, at the same indexes; the
+    /// same command at two indexes is a duplicate. A connection's commands
+    /// take effect in the order it sent them (SPEC's per-connection order),
+    /// whatever became of the ones it gave up on.
+    fn check_applied_once_in_order(
+        &mut self,
+        node: NodeId,
+        index: crate::raft::Index,
+        conn: u64,
+        seq: u64,
+    ) -> Result<(), String> {
+        match self.applied.entry((conn, seq)) {
+            std::collections::hash_map::Entry::Occupied(first) if *first.get() != index => Err(format!(
+                "at-most-once: command {conn}#{seq} applied at {} and again at {index} (node {node})",
+                first.get()
+            )),
+            std::collections::hash_map::Entry::Occupied(_) => Ok(()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(index);
+                let highest = self.applied_seq.entry(conn).or_insert(0);
+                if seq < *highest {
+                    return Err(format!(
+                        "per-connection order: command {conn}#{seq} applied at {index}, after {conn}#{} which was sent \
+                         after it",
+                        *highest
+                    ));
+                }
+                *highest = seq;
+                Ok(())
+            }
+        }
     }
 
     fn client_of(&self, op: usize) -> Option<usize> {

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 pub use datadir::DataDir;
 pub use error::WalError;
 pub use io::{FileIo, WalIo};
-pub use snapshot::{SnapshotFile, SnapshotStore, SnapshotWriter};
+pub use snapshot::{SealedSnapshot, SnapshotFile, SnapshotStore, SnapshotWriter};
 
 use error::io_error;
 use record::Record;

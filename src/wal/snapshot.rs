@@ -76,7 +76,15 @@ impl Write for SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    pub fn finish(mut self) -> Result<PathBuf, WalError> {
+    /// Makes the snapshot durable and visible under its real name.
+    pub fn finish(self) -> Result<PathBuf, WalError> {
+        self.seal()?.publish()
+    }
+
+    /// Completes and fsyncs the file under its temporary name, so that it
+    /// can be checked before anything (a restart included) can take it for
+    /// a snapshot.
+    pub fn seal(mut self) -> Result<SealedSnapshot, WalError> {
         let trailer_len = self.data_bytes.to_le_bytes();
         self.hasher.update(&trailer_len);
         let crc = self.hasher.clone().finalize();
@@ -88,9 +96,42 @@ impl SnapshotWriter {
             w.get_ref().sync_all()
         };
         write(&mut self.out).map_err(io_error(&tmp, "write and fsync snapshot"))?;
+        Ok(SealedSnapshot { tmp: self.tmp, path: self.path, dir: self.dir })
+    }
+
+    /// Gives up on this file.
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// A complete snapshot file still under its temporary name.
+pub struct SealedSnapshot {
+    tmp: PathBuf,
+    path: PathBuf,
+    dir: PathBuf,
+}
+
+impl SealedSnapshot {
+    /// The file, its framing and CRC checked.
+    pub fn file(&self) -> Result<SnapshotFile, String> {
+        check(&self.tmp)
+    }
+
+    /// Publishes a file already checked through `file`.
+    pub fn publish_as(self, mut file: SnapshotFile) -> Result<SnapshotFile, WalError> {
+        file.path = self.publish()?;
+        Ok(file)
+    }
+
+    pub fn publish(self) -> Result<PathBuf, WalError> {
         std::fs::rename(&self.tmp, &self.path).map_err(io_error(&self.path, "rename snapshot"))?;
         sync_dir(&self.dir)?;
         Ok(self.path)
+    }
+
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.tmp);
     }
 }
 

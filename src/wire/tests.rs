@@ -28,7 +28,13 @@ fn every_body() -> Vec<Body> {
         Body::VoteResp { granted: false },
         Body::Append { prev_index: Index(0), prev_term: Term(0), entries: vec![], commit: Index(0) },
         Body::Append { prev_index: Index(4), prev_term: Term(1), entries: entries(7), commit: Index(3) },
-        Body::AppendResp(AppendResp { index: Index(5), rejected: true, hint_index: Index(2), hint_term: Term(1) }),
+        Body::AppendResp(AppendResp {
+            index: Index(5),
+            rejected: true,
+            hint_index: Index(2),
+            hint_term: Term(1),
+            incarnation: 7,
+        }),
         Body::Heartbeat { commit: Index(8), read_round: 77 },
         Body::HeartbeatResp { read_round: 77 },
         Body::InstallSnapshot {
@@ -38,11 +44,11 @@ fn every_body() -> Vec<Body> {
             done: false,
         },
         Body::InstallSnapshotResp { index: Index(100), next_offset: 5096, installed: false },
-        Body::TimeoutNow,
+        Body::TimeoutNow { last_index: Index(9), incarnation: 0xabc },
         Body::Propose { commands: vec![b"a".to_vec(), vec![], vec![0xff; 300]] },
-        Body::ReadIndex { request: 12 },
-        Body::ReadIndexResp { request: 12, index: Some(Index(44)) },
-        Body::ReadIndexResp { request: 13, index: None },
+        Body::ReadIndex { request: ReadId { incarnation: 0xfeed, seq: 12 } },
+        Body::ReadIndexResp { request: ReadId { incarnation: 0xfeed, seq: 12 }, index: Some(Index(44)) },
+        Body::ReadIndexResp { request: ReadId { incarnation: u64::MAX, seq: 13 }, index: None },
     ]
 }
 
