@@ -1,11 +1,12 @@
 # raftkv: `make` builds the programs into bin/; `make cluster` runs a local
-# five-node cluster; `make test` runs everything CI runs.
+# five-node cluster (`make cluster-secure`: with TLS, a secret and accounts);
+# `make test` runs everything CI runs.
 
 BINS := node kv sim lincheck walbench snapbench bench lab
 SEEDS ?= 100000
-EXPERIMENTS := insert mixes sizes election stragglers etcd
+EXPERIMENTS := insert mixes sizes election stragglers etcd security
 
-.PHONY: all build cluster stop clean-data test sim bench jepsen $(addprefix bench-,$(EXPERIMENTS))
+.PHONY: all build cluster cluster-secure stop clean-data test sim bench jepsen $(addprefix bench-,$(EXPERIMENTS))
 
 all: build
 
@@ -19,6 +20,11 @@ build:
 
 cluster: build
 	./scripts/cluster.sh start
+
+# The same cluster with TLS on both ports, a cluster secret and accounts
+# (made in data/secure/); prints how to connect with redis-cli.
+cluster-secure: build
+	./scripts/cluster.sh start-secure
 
 stop:
 	./scripts/cluster.sh stop
@@ -34,7 +40,8 @@ sim:
 	cargo run --release --bin sim -- --seeds $(SEEDS)
 
 # Every measurement: make bench. One experiment: make bench-election (or
-# bench-insert, bench-mixes, bench-sizes, bench-stragglers, bench-etcd).
+# bench-insert, bench-mixes, bench-sizes, bench-stragglers, bench-etcd,
+# bench-security).
 # Results (CSV, SVG, markdown) go to bench/results/.
 bench: build
 	./scripts/bench.sh

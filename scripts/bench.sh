@@ -5,7 +5,7 @@
 # - wal.txt: the write-ahead log against the disk (walbench);
 # - snapshot.txt: write latency while a 1M-key store is snapshotted;
 # - the bin/lab experiments (insert, mixes, sizes, election, stragglers,
-#   etcd): NAME.csv, NAME-*.svg, NAME.md each.
+#   etcd, security): NAME.csv, NAME-*.svg, NAME.md each.
 # Numbers depend on the machine; nothing here passes or fails on speed.
 # LAB_SECONDS (default 3) sets how long each load point runs, LAB_ROUNDS
 # (default 3) how often the side-by-side comparisons repeat each point.

@@ -1,10 +1,40 @@
 #!/usr/bin/env bash
 # Starts or stops the local cluster of cluster/peers.txt: data under data/,
 # logs in data/logs/, process ids in data/pids/.
+#   scripts/cluster.sh start           plain TCP, loopback only
+#   scripts/cluster.sh start-secure    TLS on both ports, a cluster secret and
+#                                      accounts, all made in data/secure/
+#   scripts/cluster.sh stop
 set -euo pipefail
 cd "$(dirname "$0")/.."
 peers=cluster/peers.txt
 ids=$(grep -v '^\s*#' "$peers" | awk 'NF==3 {print $1}')
+flags=()
+
+# The secret, the accounts and the certificates of `make cluster-secure`,
+# made once and kept with the data (make clean-data removes them).
+make_secure() {
+  local dir=data/secure
+  mkdir -p "$dir"
+  if [ ! -f "$dir/secret" ]; then
+    (umask 077; openssl rand -hex 32 >"$dir/secret")
+  fi
+  if [ ! -f "$dir/users" ]; then
+    local admin_pw app_pw
+    admin_pw=$(openssl rand -hex 12)
+    app_pw=$(openssl rand -hex 12)
+    (umask 077
+     printf 'admin %s\napp %s\n' "$admin_pw" "$app_pw" >"$dir/passwords"
+     {
+       echo "# <name> <sha256 hex of password> <role>; passwords in data/secure/passwords"
+       echo "admin $(printf %s "$admin_pw" | sha256sum | cut -d' ' -f1) admin"
+       echo "app $(printf %s "$app_pw" | sha256sum | cut -d' ' -f1) write"
+     } >"$dir/users")
+  fi
+  [ -f "$dir/node.pem" ] || ./scripts/certs.sh "$dir" >/dev/null
+  flags=(--cluster-secret "$dir/secret" --users "$dir/users"
+         --tls-cert "$dir/node.pem" --tls-key "$dir/node.key" --tls-ca "$dir/ca.pem")
+}
 
 start() {
   mkdir -p data/logs data/pids
@@ -14,7 +44,8 @@ start() {
       echo "node $id already running (pid $(cat "$pidfile"))"
       continue
     fi
-    ./bin/node --id "$id" --peers "$peers" --data "data/node-$id" >>"data/logs/node-$id.log" 2>&1 &
+    ./bin/node --id "$id" --peers "$peers" --data "data/node-$id" ${flags[@]+"${flags[@]}"} \
+      >>"data/logs/node-$id.log" 2>&1 &
     echo $! >"$pidfile"
   done
   sleep 1
@@ -26,6 +57,20 @@ start() {
     fi
   done
   first=$(grep -v '^\s*#' "$peers" | awk 'NF==3 {print $3; exit}')
+  if [ ${#flags[@]} -gt 0 ]; then
+    local pw
+    pw=$(awk '$1=="admin" {print $2}' data/secure/passwords)
+    cat <<MSG
+A $(echo $ids | wc -w)-node cluster is running with TLS on both ports, a cluster secret and
+accounts (logs in data/logs/; secret, accounts and certificates in data/secure/).
+Connect to any node, for example:
+    redis-cli --tls --cacert data/secure/ca.pem -p ${first##*:} --user admin --pass $pw PING
+    redis-cli --tls --cacert data/secure/ca.pem -p 6002 --user app --pass $(awk '$1=="app" {print $2}' data/secure/passwords) SET greeting hello
+Passwords: data/secure/passwords (admin may run RAFT commands; app reads and writes).
+Stop it with: make stop        (data stays in data/; make clean-data removes it)
+MSG
+    return
+  fi
   cat <<MSG
 A $(echo $ids | wc -w)-node cluster is running (logs in data/logs/).
 Connect to any node, for example:
@@ -54,6 +99,7 @@ stop() {
 
 case "${1:-}" in
   start) start ;;
+  start-secure) make_secure; start ;;
   stop) stop ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  *) echo "usage: $0 start|start-secure|stop" >&2; exit 2 ;;
 esac

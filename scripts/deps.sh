@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks need and the machine may lack, from
-# Debian's packages:
-#   scripts/deps.sh          redis-tools (redis-cli, redis-benchmark) for the tests
+# Debian's packages (and redis-py from PyPI):
+#   scripts/deps.sh          redis-tools (redis-cli, redis-benchmark), openssl
+#                            (test certificates), iproute2 (network namespaces)
+#                            and redis-py, for the tests
 #   scripts/deps.sh bench    also redis-server, etcd-server and wrk, for `make bench`
 set -euo pipefail
-want=(redis-cli:redis-tools redis-benchmark:redis-tools)
+want=(redis-cli:redis-tools redis-benchmark:redis-tools openssl:openssl ip:iproute2)
 if [ "${1:-}" = bench ]; then
   want+=(redis-server:redis-server etcd:etcd-server wrk:wrk)
 fi
@@ -12,6 +14,10 @@ missing=()
 for pair in "${want[@]}"; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
+if ! python3 -c 'import redis' 2>/dev/null; then
+  echo "installing redis-py..."
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'redis>=5' </dev/null
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
 echo "installing ${missing[*]}..."

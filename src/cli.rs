@@ -28,6 +28,20 @@ pub struct NodeOptions {
     /// Entries applied since the last snapshot that trigger the next one;
     /// 0: only on `RAFT SNAPSHOT`.
     pub snapshot_entries: u64,
+    /// SPEC §5: the cluster secret's file.
+    pub cluster_secret: Option<PathBuf>,
+    /// SPEC §5: the client accounts' file.
+    pub users: Option<PathBuf>,
+    /// SPEC §5: TLS on both ports.
+    pub tls: Option<TlsFiles>,
+}
+
+/// `--tls-cert`, `--tls-key` and `--tls-ca`: all three or none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 /// Default for `--snapshot-entries`: with 100-byte commands, about 10 MB of
@@ -35,12 +49,13 @@ pub struct NodeOptions {
 pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 100_000;
 
 pub const USAGE: &str = "usage: node --id N --peers FILE [--data DIR] [--election-timeout MIN-MAX] \
-[--heartbeat MS] [--fsync always|never] [--join] [--log-level LEVEL] [--snapshot-entries N]";
+[--heartbeat MS] [--fsync always|never] [--join] [--log-level LEVEL] [--snapshot-entries N] \
+[--cluster-secret FILE] [--users FILE] [--tls-cert FILE --tls-key FILE --tls-ca FILE]";
 
 /// What the command line asked for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    Run(NodeOptions),
+    Run(Box<NodeOptions>),
     Help,
 }
 
@@ -88,6 +103,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut join = false;
     let mut log_level = log::LevelFilter::Info;
     let mut snapshot_entries = SNAPSHOT_ENTRIES_DEFAULT;
+    let (mut cluster_secret, mut users) = (None, None);
+    let (mut tls_cert, mut tls_key, mut tls_ca) = (None, None, None);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         match flag.as_str() {
@@ -117,13 +134,23 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--join" => join = true,
             "--log-level" => log_level = parse_level(value(flag, &mut it)?)?,
             "--snapshot-entries" => snapshot_entries = number(flag, value(flag, &mut it)?)?,
+            "--cluster-secret" => cluster_secret = Some(PathBuf::from(value(flag, &mut it)?)),
+            "--users" => users = Some(PathBuf::from(value(flag, &mut it)?)),
+            "--tls-cert" => tls_cert = Some(PathBuf::from(value(flag, &mut it)?)),
+            "--tls-key" => tls_key = Some(PathBuf::from(value(flag, &mut it)?)),
+            "--tls-ca" => tls_ca = Some(PathBuf::from(value(flag, &mut it)?)),
             "-h" | "--help" => return Ok(Command::Help),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     let id = id.ok_or("--id is required")?;
     let peers = peers.ok_or("--peers is required")?;
-    Ok(Command::Run(NodeOptions {
+    let tls = match (tls_cert, tls_key, tls_ca) {
+        (None, None, None) => None,
+        (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
+        _ => return Err("--tls-cert, --tls-key and --tls-ca go together: give all three".to_string()),
+    };
+    Ok(Command::Run(Box::new(NodeOptions {
         id,
         data: data.unwrap_or_else(|| PathBuf::from(format!("data/node-{}", id.0))),
         peers,
@@ -134,7 +161,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         join,
         log_level,
         snapshot_entries,
-    }))
+        cluster_secret,
+        users,
+        tls,
+    })))
 }
 
 #[cfg(test)]
@@ -155,13 +185,14 @@ mod tests {
         assert!(!o.join);
         assert_eq!(o.log_level, log::LevelFilter::Info);
         assert_eq!(o.snapshot_entries, SNAPSHOT_ENTRIES_DEFAULT);
+        assert_eq!((o.cluster_secret, o.users, o.tls), (None, None, None));
     }
 
     #[test]
     fn every_flag() {
         let a = args(
             "--id 2 --peers p --data /tmp/d --election-timeout 12-25 --heartbeat 5 --fsync never --join --log-level debug \
-             --snapshot-entries 500",
+             --snapshot-entries 500 --cluster-secret s --users u --tls-cert c --tls-key k --tls-ca a",
         );
         let Command::Run(o) = parse(&a).unwrap() else { panic!() };
         assert_eq!((o.election_timeout_ms_min, o.election_timeout_ms_max, o.heartbeat_ms), (12, 25, 5));
@@ -169,6 +200,10 @@ mod tests {
         assert!(o.join);
         assert_eq!(o.data, PathBuf::from("/tmp/d"));
         assert_eq!(o.snapshot_entries, 500);
+        assert_eq!(o.cluster_secret, Some(PathBuf::from("s")));
+        assert_eq!(o.users, Some(PathBuf::from("u")));
+        let tls = TlsFiles { cert: "c".into(), key: "k".into(), ca: "a".into() };
+        assert_eq!(o.tls, Some(tls));
     }
 
     #[test]
@@ -192,6 +227,11 @@ mod tests {
             ("--id 1 --peers p --bogus", "unknown argument \"--bogus\""),
             ("--id", "--id needs a value"),
             ("--id 1 --peers p --snapshot-entries many", "--snapshot-entries: \"many\" is not a whole number"),
+            (
+                "--id 1 --peers p --tls-cert c --tls-key k",
+                "--tls-cert, --tls-key and --tls-ca go together: give all three",
+            ),
+            ("--id 1 --peers p --users", "--users needs a value"),
         ];
         for (line, expected) in cases {
             assert_eq!(parse(&args(line)).unwrap_err(), expected, "{line}");

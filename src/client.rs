@@ -5,9 +5,20 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::net::Stream;
 use crate::resp::{Reply, encode_request, parse_reply};
+
+/// How to reach a node that speaks TLS or wants a login (SPEC §5).
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// TLS, trusting the CA this config holds (`net::tls::client_config`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// `AUTH user password` as soon as connected.
+    pub login: Option<(String, String)>,
+}
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -22,7 +33,7 @@ pub fn parse_info(text: &str) -> BTreeMap<String, String> {
 }
 
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     /// Bytes read but not yet parsed into a reply: `buf[pos..]`.
     buf: Vec<u8>,
     pos: usize,
@@ -35,16 +46,33 @@ impl Conn {
     }
 
     pub fn open_timeout(addr: &str, timeout: Duration) -> Result<Conn, String> {
+        Conn::open_secure(addr, timeout, &Security::default())
+    }
+
+    /// Connects over TLS and logs in as `security` says.
+    pub fn open_secure(addr: &str, timeout: Duration, security: &Security) -> Result<Conn, String> {
         let fail = |e: &dyn std::fmt::Display| format!("could not connect to {addr}: {e}");
         let targets = addr.to_socket_addrs().map_err(|e| fail(&e))?;
         let mut last_error = None;
         for target in targets {
             match TcpStream::connect_timeout(&target, timeout) {
-                Ok(stream) => {
+                Ok(tcp) => {
                     // Each request is one write; do not wait to fill a packet.
-                    let _ = stream.set_nodelay(true);
+                    let _ = tcp.set_nodelay(true);
+                    let stream = match &security.tls {
+                        Some(tls) => {
+                            crate::net::tls::connect(tls, crate::net::tls::host_of(addr), tcp).map_err(|e| fail(&e))?
+                        }
+                        None => Stream::Plain(tcp),
+                    };
                     let chunk = vec![0; READ_CHUNK_BYTES].into_boxed_slice();
-                    return Ok(Conn { stream, buf: Vec::new(), pos: 0, chunk });
+                    let mut conn = Conn { stream, buf: Vec::new(), pos: 0, chunk };
+                    if let Some((user, password)) = &security.login
+                        && let Reply::Error(e) = conn.call(&["AUTH", user, password])?
+                    {
+                        return Err(format!("{addr}: AUTH as {user}: {e}"));
+                    }
+                    return Ok(conn);
                 }
                 Err(e) => last_error = Some(e),
             }

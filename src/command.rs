@@ -18,6 +18,7 @@
 //! starts interactively) and `redis-benchmark` (which asks `CONFIG GET save`
 //! and `CONFIG GET appendonly` before running) work quietly.
 
+pub use crate::auth::Category;
 use crate::config::{ADDR_BYTES_MAX, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::kv::{ReadOp, WriteOp};
 use crate::raft::NodeId;
@@ -66,6 +67,20 @@ pub enum RaftCommand {
     Snapshot,
 }
 
+/// What running a request needs of a client's role (SPEC §5): `read` may
+/// run what changes nothing, `write` also writes, `admin` everything
+/// (membership, `CLIENT KILL`, `CONFIG`).
+pub fn category(args: &[Vec<u8>]) -> Category {
+    let Some(name) = args.first() else { return Category::Read };
+    let name = name.to_ascii_lowercase();
+    match name.as_slice() {
+        b"set" | b"del" | b"incr" | b"cas" | b"mset" => Category::Write,
+        b"raft" | b"config" => Category::Admin,
+        b"client" if args.get(1).is_some_and(|s| s.eq_ignore_ascii_case(b"kill")) => Category::Admin,
+        _ => Category::Read,
+    }
+}
+
 /// The longest command name echoed back in an error (Redis's limit).
 const NAME_ECHO_BYTES_MAX: usize = 128;
 
@@ -93,7 +108,7 @@ fn check_arity(name: &str, args: &[Vec<u8>], arity: Arity) -> Result<(), Reply> 
 
 /// How a name from the client is quoted back in an error: lossy UTF-8, cut
 /// at `NAME_ECHO_BYTES_MAX` bytes (the reply encoder blanks CR and LF).
-fn echo_name(raw: &[u8]) -> String {
+pub fn echo_name(raw: &[u8]) -> String {
     let cut = &raw[..raw.len().min(NAME_ECHO_BYTES_MAX)];
     String::from_utf8_lossy(cut).into_owned()
 }

@@ -592,6 +592,10 @@ impl<R: Read> RequestReader<R> {
         self.end - self.pos
     }
 
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
     pub fn get_ref(&self) -> &R {
         &self.inner
     }

@@ -2,23 +2,33 @@
 //! outbound connection, and an accept thread with a reader per inbound
 //! connection. No async runtime: blocking sockets with timeouts.
 //!
+//! Every connection begins with the handshake of `net::handshake` (over TLS
+//! when the node has certificates): both sides prove the cluster secret, and
+//! peers of another cluster are refused. Without a secret or TLS only
+//! loopback peers are accepted. A connection still in its handshake holds
+//! no peer's place: such connections are bounded in number (in all and per
+//! host) and dropped after a short deadline, and each authenticated peer
+//! has a few places of its own, the newest connection replacing the oldest,
+//! so a restarted peer always gets back in.
+//!
 //! Outbound: `send` never blocks. Each peer has a bounded queue; when it is
 //! full the message is dropped and counted (Raft retransmits what matters).
 //! The sender writes everything waiting in one buffer with one write, and
 //! after a failed write drops that batch, reconnects with bounded
 //! exponential backoff, and goes on: a frame is written at most once, so a
-//! forwarded proposal is never applied twice.
+//! forwarded proposal is never applied twice. When the peer it reconnects
+//! to is a new process of that node, what was queued for the old one is
+//! dropped rather than delivered to the new one.
 //!
-//! Inbound: a connection must present a valid handshake within a timeout;
-//! its frames are decoded (`wire`) and handed to the core's bounded channel
-//! (a full channel blocks the reader, so TCP pushes back on the peer). Bad
-//! bytes end that connection only, with one log line.
+//! Inbound: frames are decoded (`wire`) and handed to the core's bounded
+//! channel (a full channel blocks the reader, so TCP pushes back on the
+//! peer). Bad bytes end that connection only, with one log line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -26,9 +36,13 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
 use rand::RngExt;
 
+use crate::identity::{ClusterIdentity, show};
 use crate::limits::accept_failed;
+use crate::net::handshake::{self, HandshakeError, Local, Peer};
+use crate::net::ratelimit::RateLimited;
+use crate::net::{Secret, Stream, TlsSettings};
 use crate::raft::{Message, NodeId};
-use crate::wire::{self, HANDSHAKE_BYTES, Handshake};
+use crate::wire;
 
 #[derive(Clone, Debug)]
 pub struct TransportOptions {
@@ -39,11 +53,17 @@ pub struct TransportOptions {
     pub connect_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
-    /// An inbound connection must handshake within this.
+    /// A connection must complete its handshake (TLS included) within this.
     pub handshake_timeout: Duration,
     /// How often blocked threads look at the stop flag.
     pub poll_interval: Duration,
-    pub inbound_connections_max: usize,
+    /// Connections in their handshake at once, in all and from one host;
+    /// more are closed at once.
+    pub pending_max: usize,
+    pub pending_per_host_max: usize,
+    /// Authenticated connections one peer may hold; a newer one closes the
+    /// oldest (a restarted peer's old connections are dead anyway).
+    pub connections_per_peer_max: usize,
 }
 
 impl Default for TransportOptions {
@@ -54,10 +74,26 @@ impl Default for TransportOptions {
             connect_timeout: Duration::from_millis(500),
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_secs(1),
-            handshake_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(2),
             poll_interval: Duration::from_millis(100),
-            inbound_connections_max: 256,
+            pending_max: 128,
+            pending_per_host_max: 16,
+            connections_per_peer_max: 4,
         }
+    }
+}
+
+/// How peers prove who they are (SPEC §5).
+#[derive(Clone, Debug, Default)]
+pub struct PeerSecurity {
+    pub secret: Option<Secret>,
+    pub tls: Option<TlsSettings>,
+}
+
+impl PeerSecurity {
+    /// With neither a secret nor TLS, only loopback peers can be trusted.
+    pub fn loopback_only(&self) -> bool {
+        self.secret.is_none() && self.tls.is_none()
     }
 }
 
@@ -69,6 +105,8 @@ pub struct Counters {
     pub reconnects: AtomicU64,
     pub received: AtomicU64,
     pub bad_connections: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub cluster_refusals: AtomicU64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -78,6 +116,60 @@ pub struct TransportStats {
     pub reconnects: u64,
     pub received: u64,
     pub bad_connections: u64,
+    pub auth_failures: u64,
+    pub cluster_refusals: u64,
+}
+
+/// What every thread of the transport shares.
+struct Shared {
+    local: NodeId,
+    incarnation: u64,
+    security: PeerSecurity,
+    identity: Arc<ClusterIdentity>,
+    opts: TransportOptions,
+    stop: AtomicBool,
+    counters: Counters,
+    /// Warnings about connections that fail their handshake.
+    refusals: RateLimited,
+}
+
+impl Shared {
+    fn local(&self) -> Local<'_> {
+        Local {
+            id: self.local,
+            cluster: self.identity.get(),
+            incarnation: self.incarnation,
+            secret: self.security.secret.as_ref(),
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Counts and reports a failed handshake; a refusal for the cluster id
+    /// is an operator's matter and is said loudly.
+    fn handshake_failed(&self, who: &str, e: &HandshakeError) {
+        match e {
+            HandshakeError::ClusterMismatch { peer, theirs, .. } => {
+                self.identity.observed(*peer, *theirs);
+                self.counters.cluster_refusals.fetch_add(1, Ordering::Relaxed);
+                self.refusals.error(|| format!("refusing {who}: {e}"));
+            }
+            HandshakeError::AuthFailed | HandshakeError::ModeMismatch { .. } => {
+                self.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+                self.refusals.warn(|| format!("peer connection {who} refused: {e}"));
+            }
+            HandshakeError::Io(io) if io.kind() == io::ErrorKind::WouldBlock => {
+                self.counters.bad_connections.fetch_add(1, Ordering::Relaxed);
+                self.refusals.warn(|| format!("peer connection {who} dropped: no handshake in time"));
+            }
+            _ => {
+                self.counters.bad_connections.fetch_add(1, Ordering::Relaxed);
+                self.refusals.warn(|| format!("peer connection {who} refused: {e}"));
+            }
+        }
+    }
 }
 
 struct PeerSender {
@@ -88,42 +180,45 @@ struct PeerSender {
 }
 
 pub struct Transport {
-    local: NodeId,
-    opts: TransportOptions,
+    shared: Arc<Shared>,
     peers: Mutex<BTreeMap<NodeId, PeerSender>>,
-    stop: Arc<AtomicBool>,
-    counters: Arc<Counters>,
     listen_addr: SocketAddr,
     accept_thread: Option<JoinHandle<()>>,
 }
 
 impl Transport {
     /// `listener` is bound already, so that a bad address fails at startup.
+    /// `incarnation` names this process to peers (random at every start).
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         local: NodeId,
+        incarnation: u64,
         listener: TcpListener,
         peers: BTreeMap<NodeId, String>,
         inbound: Sender<Message>,
         opts: TransportOptions,
+        security: PeerSecurity,
+        identity: Arc<ClusterIdentity>,
     ) -> io::Result<Transport> {
         let listen_addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let counters = Arc::new(Counters::default());
+        let shared = Arc::new(Shared {
+            local,
+            incarnation,
+            security,
+            identity,
+            opts,
+            stop: AtomicBool::new(false),
+            counters: Counters::default(),
+            refusals: RateLimited::new(10, Duration::from_secs(60)),
+        });
         let accept_thread = {
-            let (stop, counters, opts) = (stop.clone(), counters.clone(), opts.clone());
+            let shared = shared.clone();
             std::thread::Builder::new()
                 .name("peer-accept".into())
-                .spawn(move || accept_loop(listener, local, inbound, stop, counters, opts))?
+                .spawn(move || accept_loop(listener, inbound, shared))?
         };
-        let transport = Transport {
-            local,
-            opts,
-            peers: Mutex::new(BTreeMap::new()),
-            stop,
-            counters,
-            listen_addr,
-            accept_thread: Some(accept_thread),
-        };
+        let transport =
+            Transport { shared, peers: Mutex::new(BTreeMap::new()), listen_addr, accept_thread: Some(accept_thread) };
         transport.set_peers(peers);
         Ok(transport)
     }
@@ -136,13 +231,13 @@ impl Transport {
     pub fn send(&self, msg: Message) {
         let peers = self.peers.lock();
         let Some(peer) = peers.get(&msg.to) else {
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
         match peer.queue.try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -162,7 +257,7 @@ impl Transport {
             }
         }
         for (id, addr) in wanted {
-            if id == self.local || peers.contains_key(&id) {
+            if id == self.shared.local || peers.contains_key(&id) {
                 continue;
             }
             match self.spawn_sender(id, addr.clone()) {
@@ -175,37 +270,38 @@ impl Transport {
     }
 
     fn spawn_sender(&self, id: NodeId, addr: String) -> io::Result<PeerSender> {
-        let (queue, rx) = crossbeam_channel::bounded(self.opts.queue_messages_max);
+        let (queue, rx) = crossbeam_channel::bounded(self.shared.opts.queue_messages_max);
         let stop = Arc::new(AtomicBool::new(false));
         let sender = PeerWriter {
-            local: self.local,
             peer: id,
             addr: addr.clone(),
             queue: rx,
             stop: stop.clone(),
-            all_stop: self.stop.clone(),
-            counters: self.counters.clone(),
-            opts: self.opts.clone(),
+            shared: self.shared.clone(),
+            peer_incarnation: None,
+            mismatch_logged: RateLimited::new(1, Duration::from_secs(30)),
         };
         let thread = std::thread::Builder::new().name(format!("peer-send-{id}")).spawn(move || sender.run())?;
         Ok(PeerSender { addr, queue, stop, thread })
     }
 
     pub fn stats(&self) -> TransportStats {
-        let c = &self.counters;
+        let c = &self.shared.counters;
         TransportStats {
             sent: c.sent.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             reconnects: c.reconnects.load(Ordering::Relaxed),
             received: c.received.load(Ordering::Relaxed),
             bad_connections: c.bad_connections.load(Ordering::Relaxed),
+            auth_failures: c.auth_failures.load(Ordering::Relaxed),
+            cluster_refusals: c.cluster_refusals.load(Ordering::Relaxed),
         }
     }
 
     /// Stops every thread this transport started and waits for them (each
     /// looks at the stop flag at least every poll interval).
     pub fn shutdown(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.shared.stop.store(true, Ordering::SeqCst);
         // Wake the accept call.
         let _ = TcpStream::connect_timeout(&self.listen_addr, Duration::from_millis(200));
         if let Some(t) = self.accept_thread.take() {
@@ -219,47 +315,81 @@ impl Transport {
     }
 }
 
+/// Why an outbound connection was not made.
+enum ConnectError {
+    Unreachable(io::Error),
+    Refused(HandshakeError),
+}
+
 /// The sender thread of one peer.
 struct PeerWriter {
-    local: NodeId,
     peer: NodeId,
     addr: String,
     queue: Receiver<Message>,
     stop: Arc<AtomicBool>,
-    all_stop: Arc<AtomicBool>,
-    counters: Arc<Counters>,
-    opts: TransportOptions,
+    shared: Arc<Shared>,
+    /// The process of the peer last connected to.
+    peer_incarnation: Option<u64>,
+    mismatch_logged: RateLimited,
 }
 
 impl PeerWriter {
     fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst) || self.all_stop.load(Ordering::SeqCst)
+        self.stop.load(Ordering::SeqCst) || self.shared.stopped()
     }
 
-    fn run(self) {
-        let mut backoff = self.opts.backoff_min;
+    fn run(mut self) {
+        let mut backoff = self.shared.opts.backoff_min;
         let mut was_connected = false;
         while !self.stopped() {
             match self.connect() {
-                Ok(stream) => {
+                Ok((stream, peer)) => {
                     if was_connected {
-                        self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                        self.shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                     }
                     was_connected = true;
-                    backoff = self.opts.backoff_min;
+                    backoff = self.shared.opts.backoff_min;
+                    self.on_connected(peer);
                     if let Err(e) = self.pump(stream) {
                         log::debug!("connection to node {} at {} lost: {e}", self.peer, self.addr);
                     }
                 }
                 Err(e) => {
-                    log::debug!("cannot reach node {} at {}: {e}", self.peer, self.addr);
+                    match e {
+                        ConnectError::Unreachable(e) => {
+                            log::debug!("cannot reach node {} at {}: {e}", self.peer, self.addr)
+                        }
+                        ConnectError::Refused(e @ HandshakeError::ClusterMismatch { .. }) => {
+                            self.shared.identity.observed(self.peer, cluster_of(&e));
+                            self.shared.counters.cluster_refusals.fetch_add(1, Ordering::Relaxed);
+                            self.mismatch_logged.error(|| format!("node {} at {} refused: {e}", self.peer, self.addr));
+                        }
+                        ConnectError::Refused(e) => {
+                            self.shared.refusals.warn(|| format!("node {} at {}: {e}", self.peer, self.addr))
+                        }
+                    }
                     self.wait(backoff);
                     // Jitter keeps restarted peers from dialing in lockstep.
                     let jitter = rand::rng().random_range(0.5..1.5);
-                    backoff = backoff.mul_f64(2.0 * jitter).clamp(self.opts.backoff_min, self.opts.backoff_max);
+                    backoff =
+                        backoff.mul_f64(2.0 * jitter).clamp(self.shared.opts.backoff_min, self.shared.opts.backoff_max);
                 }
             }
         }
+    }
+
+    /// What was queued for a previous process of the peer is not for this
+    /// one: it answers reads and transfers that process began.
+    fn on_connected(&mut self, peer: Peer) {
+        if self.peer_incarnation.is_some_and(|i| i != peer.incarnation) {
+            let mut dropped = 0;
+            while self.queue.try_recv().is_ok() {
+                dropped += 1;
+            }
+            self.shared.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+            log::debug!("node {} restarted: dropped {dropped} messages queued for its previous process", self.peer);
+        }
+        self.peer_incarnation = Some(peer.incarnation);
     }
 
     /// Sleeps for `d`, dropping what piles up meanwhile beyond what a
@@ -267,31 +397,42 @@ impl PeerWriter {
     fn wait(&self, d: Duration) {
         let until = Instant::now() + d;
         while Instant::now() < until && !self.stopped() {
-            std::thread::sleep(self.opts.poll_interval.min(until - Instant::now()));
+            std::thread::sleep(self.shared.opts.poll_interval.min(until - Instant::now()));
         }
-        let keep = self.opts.queue_messages_max / 4;
+        let keep = self.shared.opts.queue_messages_max / 4;
         while self.queue.len() > keep {
             if self.queue.try_recv().is_ok() {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    fn connect(&self) -> io::Result<TcpStream> {
-        let addr = crate::peers::resolve(&self.addr).map_err(io::Error::other)?;
-        let mut stream = TcpStream::connect_timeout(&addr, self.opts.connect_timeout)?;
-        stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-        stream.write_all(&wire::encode_handshake(Handshake { from: self.local, to: self.peer }))?;
+    fn connect(&self) -> Result<(Stream, Peer), ConnectError> {
+        let unreachable = ConnectError::Unreachable;
+        let addr = crate::peers::resolve(&self.addr).map_err(|e| unreachable(io::Error::other(e)))?;
+        let tcp = TcpStream::connect_timeout(&addr, self.shared.opts.connect_timeout).map_err(unreachable)?;
+        tcp.set_nodelay(true).map_err(unreachable)?;
+        tcp.set_write_timeout(Some(Duration::from_secs(5))).map_err(unreachable)?;
+        let deadline = Instant::now() + self.shared.opts.handshake_timeout;
+        let mut stream = match &self.shared.security.tls {
+            Some(tls) => tls.connect(crate::net::tls::host_of(&self.addr), tcp).map_err(unreachable)?,
+            None => Stream::Plain(tcp),
+        };
+        let peer = handshake::dial(&mut Deadline { stream: &mut stream, deadline }, &self.shared.local(), self.peer)
+            .map_err(|e| match e {
+                HandshakeError::Io(io) => unreachable(io),
+                other => ConnectError::Refused(other),
+            })?;
+        self.shared.identity.observed(self.peer, peer.cluster);
         log::debug!("connected to node {} at {}", self.peer, self.addr);
-        Ok(stream)
+        Ok((stream, peer))
     }
 
     /// Writes queued messages until the connection fails or stop.
-    fn pump(&self, mut stream: TcpStream) -> io::Result<()> {
+    fn pump(&self, mut stream: Stream) -> io::Result<()> {
         let mut buf = Vec::with_capacity(64 * 1024);
         while !self.stopped() {
-            let first = match self.queue.recv_timeout(self.opts.poll_interval) {
+            let first = match self.queue.recv_timeout(self.shared.opts.poll_interval) {
                 Ok(m) => m,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
@@ -299,7 +440,7 @@ impl PeerWriter {
             buf.clear();
             wire::encode_frame(&first, &mut buf);
             let mut count = 1;
-            while buf.len() < self.opts.batch_bytes_max {
+            while buf.len() < self.shared.opts.batch_bytes_max {
                 match self.queue.try_recv() {
                     Ok(m) => {
                         wire::encode_frame(&m, &mut buf);
@@ -310,58 +451,184 @@ impl PeerWriter {
             }
             if let Err(e) = stream.write_all(&buf) {
                 // The batch may be partly delivered; it is never resent.
-                self.counters.dropped.fetch_add(count, Ordering::Relaxed);
-                let _ = stream.shutdown(Shutdown::Both);
+                self.shared.counters.dropped.fetch_add(count, Ordering::Relaxed);
+                stream.close();
                 return Err(e);
             }
-            self.counters.sent.fetch_add(count, Ordering::Relaxed);
+            self.shared.counters.sent.fetch_add(count, Ordering::Relaxed);
         }
-        let _ = stream.shutdown(Shutdown::Both);
+        stream.close();
         Ok(())
     }
 }
 
-fn accept_loop(
-    listener: TcpListener,
-    local: NodeId,
-    inbound: Sender<Message>,
-    stop: Arc<AtomicBool>,
-    counters: Arc<Counters>,
-    opts: TransportOptions,
-) {
-    let open = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
+fn cluster_of(e: &HandshakeError) -> Option<crate::identity::ClusterId> {
+    match e {
+        HandshakeError::ClusterMismatch { theirs, .. } => *theirs,
+        _ => None,
+    }
+}
+
+/// Reads and writes within a deadline for the whole exchange, however
+/// slowly the other side dribbles its bytes.
+struct Deadline<'a> {
+    stream: &'a mut Stream,
+    deadline: Instant,
+}
+
+impl Deadline<'_> {
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "handshake deadline passed"));
+        }
+        Ok(left)
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.left()?;
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let left = self.left()?;
+        self.stream.set_write_timeout(Some(left))?;
+        self.stream.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let left = self.left()?;
+        self.stream.set_write_timeout(Some(left))?;
+        self.stream.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+/// Connections still in their handshake, counted in all and by host.
+#[derive(Default)]
+struct Pending {
+    total: usize,
+    by_host: HashMap<IpAddr, usize>,
+}
+
+/// A place among the pending connections, given back when dropped.
+struct PendingPlace {
+    pending: Arc<Mutex<Pending>>,
+    host: IpAddr,
+}
+
+impl Drop for PendingPlace {
+    fn drop(&mut self) {
+        let mut p = self.pending.lock();
+        p.total -= 1;
+        if let Some(n) = p.by_host.get_mut(&self.host) {
+            *n -= 1;
+            if *n == 0 {
+                p.by_host.remove(&self.host);
+            }
+        }
+    }
+}
+
+fn enter_pending(pending: &Arc<Mutex<Pending>>, host: IpAddr, opts: &TransportOptions) -> Option<PendingPlace> {
+    let mut p = pending.lock();
+    let from_host = p.by_host.get(&host).copied().unwrap_or(0);
+    if p.total >= opts.pending_max || from_host >= opts.pending_per_host_max {
+        return None;
+    }
+    p.total += 1;
+    *p.by_host.entry(host).or_default() += 1;
+    Some(PendingPlace { pending: pending.clone(), host })
+}
+
+/// Each authenticated peer's open inbound connections, oldest first, by a
+/// handle that can close them.
+#[derive(Default)]
+struct Places {
+    next: u64,
+    by_peer: HashMap<NodeId, VecDeque<(u64, TcpStream)>>,
+}
+
+/// An authenticated connection's place, given back when it ends.
+struct PeerPlace {
+    places: Arc<Mutex<Places>>,
+    peer: NodeId,
+    key: u64,
+}
+
+impl Drop for PeerPlace {
+    fn drop(&mut self) {
+        let mut p = self.places.lock();
+        if let Some(q) = p.by_peer.get_mut(&self.peer) {
+            q.retain(|(k, _)| *k != self.key);
+            if q.is_empty() {
+                p.by_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Takes a place for `peer`, closing its oldest connection if it holds
+/// them all.
+fn take_place(places: &Arc<Mutex<Places>>, peer: NodeId, stream: &Stream, max: usize) -> PeerPlace {
+    let mut p = places.lock();
+    p.next += 1;
+    let key = p.next;
+    let q = p.by_peer.entry(peer).or_default();
+    while q.len() >= max {
+        if let Some((_, old)) = q.pop_front() {
+            let _ = old.shutdown(Shutdown::Both);
+        }
+    }
+    if let Ok(handle) = stream.tcp().try_clone() {
+        q.push_back((key, handle));
+    }
+    PeerPlace { places: places.clone(), peer, key }
+}
+
+fn accept_loop(listener: TcpListener, inbound: Sender<Message>, shared: Arc<Shared>) {
+    let pending = Arc::new(Mutex::new(Pending::default()));
+    let places = Arc::new(Mutex::new(Places::default()));
+    for tcp in listener.incoming() {
+        if shared.stopped() {
             return;
         }
-        let stream = match stream {
+        let tcp = match tcp {
             Ok(s) => s,
             Err(e) => {
                 accept_failed(&e);
                 continue;
             }
         };
-        let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
-        if open.fetch_add(1, Ordering::SeqCst) >= opts.inbound_connections_max {
-            open.fetch_sub(1, Ordering::SeqCst);
-            log::warn!("refusing peer connection from {peer}: {} already open", opts.inbound_connections_max);
+        let Ok(addr) = tcp.peer_addr() else { continue };
+        if shared.security.loopback_only() && !addr.ip().is_loopback() {
+            shared.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+            shared.refusals.warn(|| {
+                format!(
+                    "refusing a peer connection from {addr}: without --cluster-secret or TLS only loopback peers \
+                     are accepted"
+                )
+            });
             continue;
         }
-        let reader = Reader {
-            local,
-            peer,
-            inbound: inbound.clone(),
-            stop: stop.clone(),
-            counters: counters.clone(),
-            opts: opts.clone(),
+        let Some(place) = enter_pending(&pending, addr.ip(), &shared.opts) else {
+            shared.counters.bad_connections.fetch_add(1, Ordering::Relaxed);
+            shared.refusals.warn(|| format!("refusing a peer connection from {addr}: too many handshakes under way"));
+            continue;
         };
-        let open_ = open.clone();
-        let spawned = std::thread::Builder::new().name("peer-read".into()).spawn(move || {
-            reader.run(stream);
-            open_.fetch_sub(1, Ordering::SeqCst);
-        });
+        let reader = Reader { peer: addr.to_string(), inbound: inbound.clone(), shared: shared.clone() };
+        let places = places.clone();
+        let spawned =
+            std::thread::Builder::new().name("peer-read".into()).spawn(move || reader.run(tcp, place, &places));
         if let Err(e) = spawned {
-            open.fetch_sub(1, Ordering::SeqCst);
             log::error!("cannot start a reader thread: {e}");
         }
     }
@@ -369,45 +636,62 @@ fn accept_loop(
 
 /// The reader of one inbound connection.
 struct Reader {
-    local: NodeId,
     peer: String,
     inbound: Sender<Message>,
-    stop: Arc<AtomicBool>,
-    counters: Arc<Counters>,
-    opts: TransportOptions,
+    shared: Arc<Shared>,
 }
 
 impl Reader {
-    fn run(self, mut stream: TcpStream) {
-        let handshake = match self.handshake(&mut stream) {
-            Ok(h) => h,
+    fn run(self, tcp: TcpStream, pending: PendingPlace, places: &Arc<Mutex<Places>>) {
+        let (mut stream, peer) = match self.handshake(tcp) {
+            Ok(done) => done,
             Err(e) => {
-                self.counters.bad_connections.fetch_add(1, Ordering::Relaxed);
-                log::warn!("peer connection from {} refused: {e}", self.peer);
+                self.shared.handshake_failed(&format!("from {}", self.peer), &e);
                 return;
             }
         };
-        if let Err(e) = self.read_frames(&mut stream, handshake) {
-            log::debug!("peer connection from node {} ({}) ended: {e}", handshake.from, self.peer);
+        drop(pending);
+        self.shared.identity.observed(peer.id, peer.cluster);
+        let _place = take_place(places, peer.id, &stream, self.shared.opts.connections_per_peer_max);
+        if let Err(e) = self.read_frames(&mut stream, peer) {
+            log::debug!("peer connection from node {} ({}) ended: {e}", peer.id, self.peer);
         }
-        let _ = stream.shutdown(Shutdown::Both);
+        stream.close();
     }
 
-    fn handshake(&self, stream: &mut TcpStream) -> io::Result<Handshake> {
-        stream.set_read_timeout(Some(self.opts.handshake_timeout))?;
-        let mut bytes = [0u8; HANDSHAKE_BYTES];
-        stream.read_exact(&mut bytes)?;
-        wire::decode_handshake(&bytes, self.local).map_err(io::Error::other)
+    fn handshake(&self, tcp: TcpStream) -> Result<(Stream, Peer), HandshakeError> {
+        let deadline = Instant::now() + self.shared.opts.handshake_timeout;
+        tcp.set_nodelay(true)?;
+        let mut stream = match &self.shared.security.tls {
+            Some(tls) => tls.accept_peer(tcp)?,
+            None => Stream::Plain(tcp),
+        };
+        stream.set_read_timeout(Some(self.shared.opts.handshake_timeout))?;
+        stream.complete_handshake()?;
+        let peer = handshake::accept(&mut Deadline { stream: &mut stream, deadline }, &self.shared.local())?;
+        Ok((stream, peer))
     }
 
-    fn read_frames(&self, stream: &mut TcpStream, h: Handshake) -> io::Result<()> {
-        stream.set_read_timeout(Some(self.opts.poll_interval))?;
+    fn read_frames(&self, stream: &mut Stream, peer: Peer) -> io::Result<()> {
+        stream.set_read_timeout(Some(self.shared.opts.poll_interval))?;
         let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
         let mut chunk = vec![0u8; 64 * 1024];
-        // Offset of `buf[0]` in the stream, for error messages.
-        let mut offset = HANDSHAKE_BYTES as u64;
+        // Offset of `buf[0]` in the stream of frames, for error messages.
+        let mut offset = 0u64;
         loop {
-            if self.stop.load(Ordering::SeqCst) {
+            if self.shared.stopped() {
+                return Ok(());
+            }
+            if let (Some(ours), Some(theirs)) = (self.shared.identity.get(), peer.cluster)
+                && ours != theirs
+            {
+                // We took our cluster's id after this connection began.
+                log::error!(
+                    "closing the connection from node {}: it belongs to cluster {theirs}, this node to {}",
+                    peer.id,
+                    show(Some(ours))
+                );
+                self.shared.identity.observed(peer.id, Some(theirs));
                 return Ok(());
             }
             let n = match stream.read(&mut chunk) {
@@ -419,20 +703,20 @@ impl Reader {
             buf.extend_from_slice(&chunk[..n]);
             let mut used_total = 0;
             loop {
-                match wire::decode_frame(&buf[used_total..], h.from, self.local) {
+                match wire::decode_frame(&buf[used_total..], peer.id, self.shared.local) {
                     Ok(Some((m, used))) => {
                         used_total += used;
-                        self.counters.received.fetch_add(1, Ordering::Relaxed);
+                        self.shared.counters.received.fetch_add(1, Ordering::Relaxed);
                         if self.inbound.send(m).is_err() {
                             return Ok(());
                         }
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        self.counters.bad_connections.fetch_add(1, Ordering::Relaxed);
+                        self.shared.counters.bad_connections.fetch_add(1, Ordering::Relaxed);
                         log::warn!(
                             "dropping the connection from node {} ({}): {e} at byte {}",
-                            h.from,
+                            peer.id,
                             self.peer,
                             offset + used_total as u64
                         );

@@ -2,14 +2,8 @@
 //! over TCP. Decoding never blocks, never panics and never allocates more than
 //! a frame's declared length, which is checked against its bound first.
 //!
-//! A connection starts with a handshake from the dialer (22 bytes):
-//!
-//! ```text
-//! magic "RKVP" (4) | version u16 (1) | from u64 (sender id) | to u64 (the id it means to reach)
-//! ```
-//!
-//! The acceptor refuses a wrong magic, an unknown version, or a `to` that is
-//! not its own id (a peers file pointing at the wrong node). Then frames
+//! A connection starts with the handshake of `net::handshake` (which names
+//! both ends and authenticates them); then frames, one way, from the dialer
 //! (integers little-endian):
 //!
 //! ```text
@@ -31,7 +25,8 @@
 //!  14 ReadIndexResp       incarnation u64, seq u64, present u8, index u64
 //! ```
 //! Entries and snapshot metadata use `crate::codec`. `from` and `to` are not
-//! in frames: they are the handshake's.
+//! in frames: they are the handshake's. The frame format belongs to the
+//! handshake's protocol version.
 
 use std::fmt;
 
@@ -41,38 +36,14 @@ use crate::config::{
 };
 use crate::raft::{AppendResp, Body, Index, Message, NodeId, ReadId, Term};
 
-pub const MAGIC: [u8; 4] = *b"RKVP";
-pub const VERSION: u16 = 2;
-pub const HANDSHAKE_BYTES: usize = 4 + 2 + 8 + 8;
 /// len + crc + kind.
 const FRAME_HEADER_BYTES: usize = 4 + 4 + 1;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Handshake {
-    pub from: NodeId,
-    pub to: NodeId,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WireError {
-    BadMagic([u8; 4]),
-    BadVersion(u16),
-    /// The dialer meant another node (or said it is node 0).
-    Misdirected {
-        from: u64,
-        to: u64,
-        local: NodeId,
-    },
-    FrameTooLarge {
-        len: usize,
-    },
-    FrameTooSmall {
-        len: usize,
-    },
-    Checksum {
-        expected: u32,
-        got: u32,
-    },
+    FrameTooLarge { len: usize },
+    FrameTooSmall { len: usize },
+    Checksum { expected: u32, got: u32 },
     UnknownKind(u8),
     Body(DecodeError),
 }
@@ -80,11 +51,6 @@ pub enum WireError {
 impl fmt::Display for WireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WireError::BadMagic(m) => write!(f, "not a raftkv peer (handshake starts with {m:02x?})"),
-            WireError::BadVersion(v) => write!(f, "peer protocol version {v}, this node speaks {VERSION}"),
-            WireError::Misdirected { from, to, local } => {
-                write!(f, "node {from} dialed node {to}, but this is node {local}")
-            }
             WireError::FrameTooLarge { len } => write!(f, "frame of {len} bytes exceeds {FRAME_BYTES_MAX}"),
             WireError::FrameTooSmall { len } => write!(f, "frame of {len} bytes is shorter than any message"),
             WireError::Checksum { expected, got } => write!(f, "frame checksum {got:#010x}, expected {expected:#010x}"),
@@ -95,33 +61,6 @@ impl fmt::Display for WireError {
 }
 
 impl std::error::Error for WireError {}
-
-pub fn encode_handshake(h: Handshake) -> [u8; HANDSHAKE_BYTES] {
-    let mut out = [0u8; HANDSHAKE_BYTES];
-    out[..4].copy_from_slice(&MAGIC);
-    out[4..6].copy_from_slice(&VERSION.to_le_bytes());
-    out[6..14].copy_from_slice(&h.from.0.to_le_bytes());
-    out[14..22].copy_from_slice(&h.to.0.to_le_bytes());
-    out
-}
-
-/// Checks a handshake received by node `local`.
-pub fn decode_handshake(bytes: &[u8; HANDSHAKE_BYTES], local: NodeId) -> Result<Handshake, WireError> {
-    let magic: [u8; 4] = bytes[..4].try_into().expect("4 bytes");
-    if magic != MAGIC {
-        return Err(WireError::BadMagic(magic));
-    }
-    let version = u16::from_le_bytes(bytes[4..6].try_into().expect("2 bytes"));
-    if version != VERSION {
-        return Err(WireError::BadVersion(version));
-    }
-    let from = u64::from_le_bytes(bytes[6..14].try_into().expect("8 bytes"));
-    let to = u64::from_le_bytes(bytes[14..22].try_into().expect("8 bytes"));
-    if to != local.0 || from == 0 || from == local.0 {
-        return Err(WireError::Misdirected { from, to, local });
-    }
-    Ok(Handshake { from: NodeId(from), to: NodeId(to) })
-}
 
 fn kind_of(body: &Body) -> u8 {
     match body {

@@ -43,6 +43,8 @@ pub struct LoadSpec {
     pub seed: u64,
     /// Print throughput to stderr every few seconds.
     pub progress: bool,
+    /// TLS and a login, for nodes that want them.
+    pub security: crate::client::Security,
 }
 
 impl Default for LoadSpec {
@@ -57,6 +59,7 @@ impl Default for LoadSpec {
             stop: Stop::Seconds(10.0),
             seed: 1,
             progress: false,
+            security: crate::client::Security::default(),
         }
     }
 }
@@ -255,7 +258,7 @@ fn connection(shared: &Shared, index: usize) -> LoadResult {
     while let Some((first, n)) = shared.claim(spec.pipeline as u64) {
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match Conn::open(target) {
+            None => match Conn::open_secure(target, crate::client::CONNECT_TIMEOUT, &spec.security) {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
                     fail(&mut result, e);

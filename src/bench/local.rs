@@ -101,11 +101,31 @@ pub struct ClusterOptions {
     pub fsync: &'static str,
     /// Every link through a proxy that can delay it.
     pub proxies: bool,
+    /// A cluster secret, accounts, TLS on both ports (SPEC §5).
+    pub secure: Secure,
 }
+
+/// What of SPEC §5 a local cluster turns on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Secure {
+    pub secret: bool,
+    pub users: bool,
+    pub tls: bool,
+}
+
+/// The account a secure local cluster has (an administrator).
+pub const BENCH_USER: (&str, &str) = ("bench", "bench-password-4e1c");
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions { size: 3, election_ms: (150, 300), heartbeat_ms: 50, fsync: "always", proxies: false }
+        ClusterOptions {
+            size: 3,
+            election_ms: (150, 300),
+            heartbeat_ms: 50,
+            fsync: "always",
+            proxies: false,
+            secure: Secure::default(),
+        }
     }
 }
 
@@ -120,7 +140,44 @@ pub struct LocalCluster {
     pub nodes: BTreeMap<u64, LocalNode>,
     /// The proxy node `.0` reaches node `.1` through.
     pub proxies: BTreeMap<(u64, u64), Proxy>,
+    /// How clients connect (TLS, a login) when the cluster is secure.
+    pub client: crate::client::Security,
+    /// The nodes' flags for it.
+    secure_flags: Vec<String>,
     scratch: Scratch,
+}
+
+/// Makes a secret, an account and certificates (with the project's
+/// `scripts/certs.sh`) in `dir`; returns the nodes' flags and how a client
+/// connects.
+fn secure_files(dir: &Path, secure: Secure) -> Result<(Vec<String>, crate::client::Security), String> {
+    let mut flags = Vec::new();
+    let mut client = crate::client::Security::default();
+    let write = |name: &str, text: String| -> Result<String, String> {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(path.display().to_string())
+    };
+    if secure.secret {
+        flags.extend(["--cluster-secret".to_string(), write("secret", "bench-cluster-secret-61d0a9".into())?]);
+    }
+    if secure.users {
+        let digest: String = crate::auth::sha256(BENCH_USER.1.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        flags.extend(["--users".to_string(), write("users", format!("{} {digest} admin\n", BENCH_USER.0))?]);
+        client.login = Some((BENCH_USER.0.to_string(), BENCH_USER.1.to_string()));
+    }
+    if secure.tls {
+        let script = sibling("..").join("scripts/certs.sh");
+        let out = Command::new(&script).arg(dir).output().map_err(|e| format!("{}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!("{}: {}", script.display(), String::from_utf8_lossy(&out.stderr)));
+        }
+        for (flag, file) in [("--tls-cert", "node.pem"), ("--tls-key", "node.key"), ("--tls-ca", "ca.pem")] {
+            flags.extend([flag.to_string(), dir.join(file).display().to_string()]);
+        }
+        client.tls = Some(crate::net::tls::client_config(&dir.join("ca.pem"))?);
+    }
+    Ok((flags, client))
 }
 
 impl LocalCluster {
@@ -133,7 +190,8 @@ impl LocalCluster {
             let client_addr = format!("127.0.0.1:{}", free_port());
             nodes.insert(id, LocalNode { raft_addr, client_addr, child: None });
         }
-        let mut c = LocalCluster { options, nodes, proxies: BTreeMap::new(), scratch };
+        let (secure_flags, client) = secure_files(&scratch.0, options.secure)?;
+        let mut c = LocalCluster { options, nodes, proxies: BTreeMap::new(), client, secure_flags, scratch };
         for from in c.nodes.keys().copied().collect::<Vec<_>>() {
             let mut text = String::new();
             for (&id, n) in &c.nodes {
@@ -183,7 +241,8 @@ impl LocalCluster {
             .arg("--fsync")
             .arg(o.fsync)
             .arg("--log-level")
-            .arg("warn");
+            .arg("warn")
+            .args(&self.secure_flags);
         let log = self.log(id);
         let child = spawn(&mut cmd, &log)?;
         if let Some(n) = self.nodes.get_mut(&id) {
@@ -210,7 +269,7 @@ impl LocalCluster {
 
     /// Node `id`'s INFO as field → value.
     pub fn info(&self, id: u64) -> Option<BTreeMap<String, String>> {
-        info(&self.client_addr(id))
+        info_secure(&self.client_addr(id), &self.client)
     }
 
     /// Waits until exactly one running node leads and every running node
@@ -257,7 +316,12 @@ impl Drop for LocalCluster {
 
 /// INFO of the server at `addr` as field → value.
 pub fn info(addr: &str) -> Option<BTreeMap<String, String>> {
-    let mut c = Conn::open_timeout(addr, Duration::from_millis(500)).ok()?;
+    info_secure(addr, &crate::client::Security::default())
+}
+
+/// INFO over TLS or with a login.
+pub fn info_secure(addr: &str, security: &crate::client::Security) -> Option<BTreeMap<String, String>> {
+    let mut c = Conn::open_secure(addr, Duration::from_millis(500), security).ok()?;
     c.set_read_timeout(Some(Duration::from_secs(2)));
     match c.call(&["INFO"]).ok()? {
         Reply::Bulk(Some(text)) => Some(parse_info(&String::from_utf8_lossy(&text))),

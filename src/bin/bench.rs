@@ -5,6 +5,7 @@
 //! bench [-a HOST:PORT[,HOST:PORT...]] [-c CONNECTIONS] [-P PIPELINE]
 //!       [-r READ_PERCENT | --insert | --read-back] [--keys N] [-d VALUE_BYTES]
 //!       [--seconds S | -n OPS] [--seed N] [--csv FILE] [--label NAME] [--quiet]
+//!       [--tls-ca FILE] [--user NAME --pass PASSWORD]
 //! ```
 //!
 //! Connections are spread over the addresses in turn. Prints ops/s and
@@ -18,7 +19,7 @@ use raftkv::bench::load::{self, LoadResult, LoadSpec, Stop, Workload};
 
 const USAGE: &str = "usage: bench [-a HOST:PORT[,HOST:PORT...]] [-c CONNECTIONS] [-P PIPELINE] \
 [-r READ_PERCENT | --insert | --read-back] [--keys N] [-d VALUE_BYTES] [--seconds S | -n OPS] [--seed N] \
-[--csv FILE] [--label NAME] [--quiet]";
+[--csv FILE] [--label NAME] [--quiet] [--tls-ca FILE] [--user NAME --pass PASSWORD]";
 
 struct Flags {
     spec: LoadSpec,
@@ -30,6 +31,7 @@ fn parse(args: &[String]) -> Result<Option<Flags>, String> {
     let mut spec = LoadSpec { progress: true, ..LoadSpec::default() };
     let mut csv = None;
     let mut label = "bench".to_string();
+    let (mut user, mut pass) = (None, None);
     let mut it = args.iter();
     fn num<T: std::str::FromStr>(flag: &str, v: Option<&String>) -> Result<T, String> {
         let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
@@ -60,10 +62,21 @@ fn parse(args: &[String]) -> Result<Option<Flags>, String> {
             "--csv" => csv = Some(it.next().ok_or("--csv needs a file")?.clone()),
             "--label" => label = it.next().ok_or("--label needs a value")?.clone(),
             "--quiet" => spec.progress = false,
+            "--tls-ca" => {
+                let ca = it.next().ok_or("--tls-ca needs a file")?;
+                spec.security.tls = Some(raftkv::net::tls::client_config(std::path::Path::new(ca))?);
+            }
+            "--user" => user = Some(it.next().ok_or("--user needs a name")?.clone()),
+            "--pass" => pass = Some(it.next().ok_or("--pass needs a password")?.clone()),
             "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown flag {other:?}")),
         }
     }
+    spec.security.login = match (user, pass) {
+        (None, None) => None,
+        (user, Some(pass)) => Some((user.unwrap_or_else(|| "default".to_string()), pass)),
+        (Some(_), None) => return Err("--user needs --pass".to_string()),
+    };
     if spec.connections == 0 || spec.pipeline == 0 || spec.keys == 0 {
         return Err("-c, -P and --keys must be at least 1".to_string());
     }

@@ -5,7 +5,8 @@
 //! lab [--out DIR] [--seconds S] [--rounds N] [--trials N] EXPERIMENT...
 //! ```
 //!
-//! Experiments: insert, mixes, sizes, election, stragglers, etcd, or all.
+//! Experiments: insert, mixes, sizes, election, stragglers, etcd, security,
+//! or all.
 //! `--seconds` is the length of each load point (default 3), `--rounds`
 //! how often the side-by-side comparisons (mixes, etcd) repeat each point
 //! (default 3, the median is reported), `--trials` the kills per election
@@ -20,8 +21,8 @@ use std::process::ExitCode;
 use raftkv::bench::lab::{self, Lab};
 
 const USAGE: &str = "usage: lab [--out DIR] [--seconds S] [--rounds N] [--trials N] EXPERIMENT...\n\
-experiments: insert mixes sizes election stragglers etcd all";
-const ALL: [&str; 6] = ["insert", "mixes", "sizes", "election", "stragglers", "etcd"];
+experiments: insert mixes sizes election stragglers etcd security all";
+const ALL: [&str; 7] = ["insert", "mixes", "sizes", "election", "stragglers", "etcd", "security"];
 
 /// A flag's value as a number above zero.
 fn positive<T: std::str::FromStr + PartialOrd + Default>(flag: &str, v: Option<&String>) -> Result<T, String> {
@@ -79,6 +80,7 @@ fn main() -> ExitCode {
             "sizes" => lab::sizes::run(&lab),
             "election" => lab::election::run(&lab),
             "stragglers" => lab::stragglers::run(&lab),
+            "security" => lab::security::run(&lab),
             _ => lab::versus_etcd::run(&lab),
         };
         if let Err(e) = result {

@@ -12,7 +12,7 @@ use raftkv::node::{self, logging, signals};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = match cli::parse(&args) {
-        Ok(Command::Run(opts)) => opts,
+        Ok(Command::Run(opts)) => *opts,
         Ok(Command::Help) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

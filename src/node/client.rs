@@ -21,9 +21,12 @@ use crossbeam_channel::Sender;
 
 use super::mailbox::Mailbox;
 
+use crate::auth::{Role, Users};
 use crate::command::{self, AdminCommand, ClientCommand, RaftCommand};
 use crate::kv::{ReadOp, WriteOp};
 use crate::limits::accept_failed;
+use crate::net::ratelimit::RateLimited;
+use crate::net::{Stream, TlsSettings};
 use crate::resp::{self, ReadError, Reply, RequestReader};
 
 /// Requests read from one connection before their replies are written.
@@ -64,7 +67,20 @@ pub struct ClientOptions {
     /// How long the core may take to answer before the connection gives up
     /// on it; the core answers `-TIMEOUT` itself well before this.
     pub answer_timeout: Duration,
+    /// `--users`: every connection must authenticate. Without it, only
+    /// loopback clients are served (protected mode, SPEC §5).
+    pub users: Option<Arc<Users>>,
+    /// TLS from the first byte.
+    pub tls: Option<TlsSettings>,
 }
+
+/// A client must complete the TLS handshake within this.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SPEC §5: what a client off loopback is told without `--users`.
+const DENIED: &str = "-DENIED raftkv is in protected mode: without --users it serves clients on loopback addresses \
+only. Start the node with --users FILE (lines `<name> <sha256 hex of password> <role>`, role read, write or admin) \
+to serve clients from other hosts, who then authenticate with AUTH.\r\n";
 
 /// Accepts client connections until `stop` is set (and a connection wakes
 /// the accept call up).
@@ -94,8 +110,14 @@ pub fn spawn_listener(
             }
             let (to_core, open, opts) = (to_core.clone(), open.clone(), opts.clone());
             let spawned = std::thread::Builder::new().name("client".into()).spawn(move || {
-                if let Err(e) = serve(stream, to_core, &opts) {
-                    log::debug!("client connection ended: {e}");
+                match open_connection(stream, &opts) {
+                    Ok(Some(stream)) => {
+                        if let Err(e) = serve(stream, to_core, &opts) {
+                            log::debug!("client connection ended: {e}");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => log::debug!("client connection refused: {e}"),
                 }
                 open.fetch_sub(1, Ordering::SeqCst);
             });
@@ -120,8 +142,42 @@ enum Slot {
     Waiting { seq: u64, args: Vec<Vec<u8>> },
 }
 
+/// Says TLS if the node speaks it, and turns away clients off loopback in
+/// protected mode (over TLS too, so that they can read why).
+fn open_connection(tcp: TcpStream, opts: &ClientOptions) -> io::Result<Option<Stream>> {
+    tcp.set_nodelay(true)?;
+    let loopback = tcp.peer_addr()?.ip().is_loopback();
+    let mut stream = match &opts.tls {
+        Some(tls) => {
+            tcp.set_read_timeout(Some(TLS_HANDSHAKE_TIMEOUT))?;
+            tcp.set_write_timeout(Some(TLS_HANDSHAKE_TIMEOUT))?;
+            let mut s = tls.accept_client(tcp)?;
+            s.complete_handshake()?;
+            s.set_read_timeout(None)?;
+            s.set_write_timeout(None)?;
+            s
+        }
+        None => Stream::Plain(tcp),
+    };
+    if opts.users.is_none() && !loopback {
+        let _ = stream.write_all(DENIED.as_bytes());
+        stream.close();
+        return Ok(None);
+    }
+    Ok(Some(stream))
+}
+
+/// Who a connection is, once it authenticated (with `--users`).
+struct Login {
+    user: String,
+    role: Role,
+    /// Kept in memory only, to forward administrative commands to the
+    /// leader's client port as the same user.
+    password: Vec<u8>,
+}
+
 struct Connection {
-    stream: TcpStream,
+    stream: RequestReader<Stream>,
     to_core: Sender<Submission>,
     mailbox: Mailbox,
     answers: HashMap<u64, Answer>,
@@ -132,13 +188,14 @@ struct Connection {
     in_flight: Option<Kind>,
     out: Vec<u8>,
     opts: ClientOptions,
+    login: Option<Login>,
+    peer: String,
 }
 
-fn serve(stream: TcpStream, to_core: Sender<Submission>, opts: &ClientOptions) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let mut reader = RequestReader::new(stream.try_clone()?);
+fn serve(stream: Stream, to_core: Sender<Submission>, opts: &ClientOptions) -> io::Result<()> {
+    let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
     let mut conn = Connection {
-        stream,
+        stream: RequestReader::new(stream),
         to_core,
         mailbox: Mailbox::default(),
         answers: HashMap::new(),
@@ -148,17 +205,19 @@ fn serve(stream: TcpStream, to_core: Sender<Submission>, opts: &ClientOptions) -
         in_flight: None,
         out: Vec::new(),
         opts: opts.clone(),
+        login: None,
+        peer,
     };
     loop {
         // Block for one request, then take every one already buffered.
         let mut quit = false;
         let mut end = false;
-        match next(&mut reader, &mut conn)? {
+        match next(&mut conn)? {
             Some(args) => quit |= conn.handle(args)?,
             None => end = true,
         }
-        while !quit && !end && reader.buffered_bytes() > 0 && conn.slots.len() < PIPELINE_REQUESTS_MAX {
-            match next(&mut reader, &mut conn)? {
+        while !quit && !end && conn.stream.buffered_bytes() > 0 && conn.slots.len() < PIPELINE_REQUESTS_MAX {
+            match next(&mut conn)? {
                 Some(args) => quit |= conn.handle(args)?,
                 None => end = true,
             }
@@ -173,8 +232,8 @@ fn serve(stream: TcpStream, to_core: Sender<Submission>, opts: &ClientOptions) -
 
 /// The next request, or `None` at the end of the connection. A protocol
 /// error is answered and ends the connection (SPEC §3).
-fn next<R: Read>(reader: &mut RequestReader<R>, conn: &mut Connection) -> io::Result<Option<Vec<Vec<u8>>>> {
-    match reader.next_request() {
+fn next(conn: &mut Connection) -> io::Result<Option<Vec<Vec<u8>>>> {
+    match conn.stream.next_request() {
         Ok(request) => Ok(request),
         Err(ReadError::Protocol(e)) => {
             conn.resolve()?;
@@ -191,6 +250,10 @@ fn next<R: Read>(reader: &mut RequestReader<R>, conn: &mut Connection) -> io::Re
 impl Connection {
     /// Handles one request; returns true when the connection must close.
     fn handle(&mut self, args: Vec<Vec<u8>>) -> io::Result<bool> {
+        if let Some(reply) = self.gate(&args) {
+            self.slots.push(Slot::Ready(reply));
+            return Ok(false);
+        }
         let parsed = command::parse(args.clone());
         match parsed {
             Err(reply) | Ok(ClientCommand::Reply(reply)) => self.slots.push(Slot::Ready(reply)),
@@ -202,6 +265,120 @@ impl Connection {
             Ok(ClientCommand::Admin(admin)) => return self.handle_admin(admin, args),
         }
         Ok(false)
+    }
+
+    /// Authentication and permissions (SPEC §5): answers AUTH and HELLO,
+    /// and refuses what this connection may not run; `None` lets the
+    /// request through.
+    fn gate(&mut self, args: &[Vec<u8>]) -> Option<Reply> {
+        let name = args.first().map(|n| n.to_ascii_lowercase()).unwrap_or_default();
+        match name.as_slice() {
+            b"auth" => return Some(self.auth(args)),
+            b"hello" => return Some(self.hello(args)),
+            b"quit" => return None,
+            _ => {}
+        }
+        self.opts.users.as_ref()?;
+        let Some(login) = &self.login else {
+            return Some(Reply::Error("NOAUTH Authentication required.".into()));
+        };
+        if login.role.permits(command::category(args)) {
+            return None;
+        }
+        let mut what = command::echo_name(&args[0]).to_ascii_lowercase();
+        if let Some(sub) = args.get(1).filter(|_| matches!(name.as_slice(), b"client" | b"config" | b"raft")) {
+            what = format!("{what}|{}", command::echo_name(sub).to_ascii_lowercase());
+        }
+        Some(Reply::Error(format!("NOPERM User {} has no permissions to run the '{what}' command", login.user)))
+    }
+
+    /// `AUTH [user] password`; a bare password is the user `default`.
+    fn auth(&mut self, args: &[Vec<u8>]) -> Reply {
+        let (user, password) = match args {
+            [_, password] => (b"default".as_slice(), password),
+            [_, user, password] => (user.as_slice(), password),
+            _ => return Reply::err("wrong number of arguments for 'auth'"),
+        };
+        if self.opts.users.is_none() {
+            return Reply::err(
+                "AUTH <password> called without any password configured for the default user. Are you sure your \
+                 configuration is correct?",
+            );
+        }
+        match self.login_as(user, password) {
+            Ok(()) => Reply::ok(),
+            Err(reply) => reply,
+        }
+    }
+
+    fn login_as(&mut self, user: &[u8], password: &[u8]) -> Result<(), Reply> {
+        let users = self.opts.users.as_ref().expect("checked by the caller");
+        let user = String::from_utf8_lossy(user).into_owned();
+        match users.check(&user, password) {
+            Some(role) => {
+                self.login = Some(Login { user, role, password: password.to_vec() });
+                Ok(())
+            }
+            None => {
+                auth_failures().warn(|| format!("failed AUTH as {user:?} from {}", self.peer));
+                Err(Reply::Error("WRONGPASS invalid username-password pair or user is disabled.".into()))
+            }
+        }
+    }
+
+    /// `HELLO [protover [AUTH user password] [SETNAME name]]`: RESP2 only
+    /// for now; the reply is Redis's map as a flat array.
+    fn hello(&mut self, args: &[Vec<u8>]) -> Reply {
+        let mut rest = args.iter().skip(1);
+        if let Some(v) = rest.next() {
+            match crate::resp::parse_i64(v) {
+                Some(2) => {}
+                Some(_) => return Reply::Error("NOPROTO unsupported protocol version".into()),
+                None => return Reply::err("Protocol version is not an integer or out of range"),
+            }
+        }
+        let mut credentials = None;
+        while let Some(option) = rest.next() {
+            match option.to_ascii_lowercase().as_slice() {
+                b"auth" => match (rest.next(), rest.next()) {
+                    (Some(user), Some(password)) => credentials = Some((user.clone(), password.clone())),
+                    _ => return Reply::err("Syntax error in HELLO option 'auth'"),
+                },
+                b"setname" if rest.next().is_some() => {}
+                _ => return Reply::err(format!("Syntax error in HELLO option '{}'", command::echo_name(option))),
+            }
+        }
+        match (&credentials, &self.opts.users) {
+            (Some((user, password)), Some(_)) => {
+                if let Err(reply) = self.login_as(user, password) {
+                    return reply;
+                }
+            }
+            (Some(_), None) => {
+                return Reply::err(
+                    "AUTH <password> called without any password configured for the default user. Are you sure \
+                     your configuration is correct?",
+                );
+            }
+            (None, Some(_)) if self.login.is_none() => {
+                return Reply::Error(
+                    "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> \
+                     AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol \
+                     version at the same time"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        let field = |k: &str, v: Reply| [Reply::bulk(k.as_bytes().to_vec()), v];
+        let mut items = Vec::new();
+        items.extend(field("server", Reply::bulk(b"raftkv".to_vec())));
+        items.extend(field("version", Reply::bulk(env!("CARGO_PKG_VERSION").as_bytes().to_vec())));
+        items.extend(field("proto", Reply::Integer(2)));
+        items.extend(field("mode", Reply::bulk(b"standalone".to_vec())));
+        items.extend(field("role", Reply::bulk(b"master".to_vec())));
+        items.extend(field("modules", Reply::array(Vec::new())));
+        Reply::array(items)
     }
 
     fn handle_admin(&mut self, admin: AdminCommand, args: Vec<Vec<u8>>) -> io::Result<bool> {
@@ -248,7 +425,11 @@ impl Connection {
                 Slot::Ready(reply) => reply,
                 Slot::Waiting { seq, args } => match self.wait_for(seq) {
                     Answer::Reply(reply) => reply,
-                    Answer::Forward { client_addr } => forward(&client_addr, &args, self.opts.answer_timeout),
+                    Answer::Forward { client_addr } => {
+                        let login = self.login.as_ref().map(|l| (l.user.as_bytes(), &l.password[..]));
+                        let via = Via { tls: self.opts.tls.as_ref(), login, timeout: self.opts.answer_timeout };
+                        forward(&client_addr, &args, &via)
+                    }
                 },
             };
             reply.encode(&mut self.out);
@@ -275,38 +456,79 @@ impl Connection {
 
     fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
-            self.stream.write_all(&self.out)?;
+            self.stream.get_mut().write_all(&self.out)?;
             self.out.clear();
         }
         Ok(())
     }
 }
 
-/// Sends an administrative command to the leader's client port and relays
-/// its one reply. If it cannot be sent the command was not applied
-/// (`-TRYAGAIN`); if it was sent but not answered the outcome is unknown
-/// (`-TIMEOUT`).
-fn forward(client_addr: &str, args: &[Vec<u8>], timeout: Duration) -> Reply {
+/// Failed logins, logged without flooding.
+fn auth_failures() -> &'static RateLimited {
+    static LOG: std::sync::OnceLock<RateLimited> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| RateLimited::new(10, Duration::from_secs(60)))
+}
+
+/// How a follower reaches the leader's client port for a client.
+struct Via<'a> {
+    tls: Option<&'a TlsSettings>,
+    /// The client's own user and password, when the node has accounts.
+    login: Option<(&'a [u8], &'a [u8])>,
+    timeout: Duration,
+}
+
+/// Sends an administrative command to the leader's client port, as the
+/// same user over the same kind of connection, and relays its one reply. If
+/// it cannot be sent the command was not applied (`-TRYAGAIN`); if it was
+/// sent but not answered the outcome is unknown (`-TIMEOUT`).
+fn forward(client_addr: &str, args: &[Vec<u8>], via: &Via<'_>) -> Reply {
     let not_sent = |why: String| Reply::Error(format!("TRYAGAIN cannot reach the leader at {client_addr}: {why}"));
     let addr = match crate::peers::resolve(client_addr) {
         Ok(a) => a,
         Err(e) => return not_sent(e),
     };
-    let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+    let tcp = match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
         Ok(s) => s,
         Err(e) => return not_sent(e.to_string()),
     };
+    let _ = tcp.set_read_timeout(Some(via.timeout + Duration::from_secs(1)));
+    let mut stream = match via.tls {
+        Some(tls) => match tls.connect(crate::net::tls::host_of(client_addr), tcp) {
+            Ok(s) => s,
+            Err(e) => return not_sent(e.to_string()),
+        },
+        None => Stream::Plain(tcp),
+    };
+    let mut buf = Vec::new();
+    if let Some((user, password)) = via.login {
+        let mut auth = Vec::new();
+        resp::encode_request(&[b"AUTH".as_slice(), user, password], &mut auth);
+        if let Err(e) = stream.write_all(&auth) {
+            return not_sent(e.to_string());
+        }
+        match read_reply(&mut stream, &mut buf) {
+            Reply::Simple(_) => {}
+            Reply::Error(e) if e.starts_with("TIMEOUT") => return not_sent("it did not answer AUTH".into()),
+            other => return other,
+        }
+    }
     let mut request = Vec::new();
     resp::encode_request(args, &mut request);
     if let Err(e) = stream.write_all(&request) {
         return not_sent(e.to_string());
     }
-    let _ = stream.set_read_timeout(Some(timeout + Duration::from_secs(1)));
-    let mut buf = Vec::new();
+    read_reply(&mut stream, &mut buf)
+}
+
+/// One reply from the leader; what is left in `buf` belongs to the next.
+fn read_reply(stream: &mut Stream, buf: &mut Vec<u8>) -> Reply {
     let mut chunk = [0u8; 4096];
     loop {
-        match resp::parse_reply(&buf) {
-            Ok(Some((reply, _))) => return reply,
+        match resp::parse_reply(buf) {
+            Ok(Some((reply, used))) => {
+                buf.drain(..used);
+                return reply;
+            }
             Ok(None) => {}
             Err(e) => return Reply::Error(format!("ERR the leader sent a malformed reply: {e}")),
         }

@@ -15,16 +15,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, select};
 
 use super::client::{Answer, Request, Submission};
-use super::envelope::{self, RequestId};
+use super::envelope::{self, Decoded, RequestId};
 use super::logging::LogContext;
 use super::pending::{AdminGoal, Pending, PendingAdmin, PendingRead, Waiter, try_again};
 use super::snapshots::{Snapshots, Taken};
 use crate::command::RaftCommand;
+use crate::identity::{ClusterId, ClusterIdentity};
 use crate::kv::{KvStore, ReadOp, WriteOp};
 use crate::peers::Peers;
 use crate::raft::{
     Addrs, Body, Entry, Membership, MembershipChange, MembershipError, Message, NodeId, Payload, ProposeError,
-    Proposed, Raft, Ready, Role, TransferError,
+    Proposed, Raft, Ready, Role, Term, TransferError,
 };
 use crate::resp::Reply;
 use crate::transport::Transport;
@@ -53,6 +54,12 @@ pub struct CoreSettings {
     /// A planted bug, for tests that must see the linearizability checker
     /// fail: every read is served from local state, without read index.
     pub planted_local_reads: bool,
+    /// This process, as peers and write envelopes name it.
+    pub incarnation: u64,
+    /// The cluster this node belongs to, shared with the transport.
+    pub identity: Arc<ClusterIdentity>,
+    /// The data directory, where the cluster id is kept.
+    pub data_dir: std::path::PathBuf,
 }
 
 /// A request that needs a leader and waits for one.
@@ -86,6 +93,9 @@ pub struct Core {
     last_tick: Instant,
     /// The configuration the transport was last given addresses for.
     membership_seen: Membership,
+    /// The term in which this node, leading a cluster without an id yet,
+    /// proposed one.
+    cluster_id_proposed: Option<Term>,
 }
 
 /// A request answered from this node's own state (see `Core::local`).
@@ -111,6 +121,7 @@ impl Core {
         transport: Transport,
         log_context: Arc<LogContext>,
     ) -> Core {
+        let incarnation = settings.incarnation;
         Core {
             settings,
             raft,
@@ -120,7 +131,7 @@ impl Core {
             snapshot_waiters: Vec::new(),
             transport,
             log_context,
-            incarnation: rand::random(),
+            incarnation,
             next_seq: 0,
             next_read_ctx: 0,
             pending: Pending::default(),
@@ -128,6 +139,7 @@ impl Core {
             local: Vec::new(),
             last_tick: Instant::now(),
             membership_seen: Membership::default(),
+            cluster_id_proposed: None,
         }
     }
 
@@ -220,6 +232,14 @@ impl Core {
 
     fn on_request(&mut self, s: Submission) {
         let waiter = Waiter { reply_to: s.reply_to, seq: s.seq };
+        if matches!(s.request, Request::Read { .. } | Request::Write(_))
+            && let Some(why) = self.refused()
+        {
+            // SPEC §5: a node its peers refuse for its cluster id serves
+            // nothing from its data, not even READONLY reads.
+            waiter.reply(try_again(&why));
+            return;
+        }
         match s.request {
             Request::Info { sections } => self.local.push((Local::Info { sections }, waiter)),
             Request::Read { op, local } if local || self.settings.planted_local_reads => {
@@ -229,13 +249,22 @@ impl Core {
         }
     }
 
+    /// Why this node must not serve data, if its peers refuse its cluster id.
+    fn refused(&self) -> Option<String> {
+        let m = self.raft.membership();
+        let voters = m.voters.iter().chain(m.outgoing.iter()).copied();
+        self.settings.identity.refused(self.settings.id, voters)
+    }
+
     /// Answers what `local` holds; called once the Ready is carried out.
     fn answer_local(&mut self) {
         for (request, waiter) in std::mem::take(&mut self.local) {
             match request {
                 Local::Info { sections } => {
                     let storage = super::info::Storage { wal: &self.wal, snapshot_bytes: self.snapshots.disk_bytes() };
-                    let text = super::info::render(&self.raft, &self.kv, storage, &self.settings.peers, &sections);
+                    let cluster = super::info::Cluster { id: self.settings.identity.get(), refused: self.refused() };
+                    let text =
+                        super::info::render(&self.raft, &self.kv, storage, &self.settings.peers, cluster, &sections);
                     waiter.reply(Reply::bulk(text));
                 }
                 Local::Read(op) => waiter.reply(self.kv.read(&op)),
@@ -311,6 +340,7 @@ impl Core {
         }
         self.serve_reads();
         self.answer_local();
+        self.maybe_propose_cluster_id();
         self.maybe_snapshot();
         if !self.pending.admin.is_empty() {
             self.check_admin();
@@ -351,7 +381,7 @@ impl Core {
             self.send(m);
         }
         for e in std::mem::take(&mut rd.committed_entries) {
-            self.apply(e);
+            self.apply(e)?;
         }
         for r in std::mem::take(&mut rd.read_states) {
             self.pending.confirm(r.ctx, r.index);
@@ -393,6 +423,41 @@ impl Core {
         self.transport.send(m);
     }
 
+    /// The first leader of a cluster names it: a random id, proposed once
+    /// per term until one is applied (the first applied wins everywhere).
+    fn maybe_propose_cluster_id(&mut self) {
+        let term = self.raft.term();
+        if self.raft.role() != Role::Leader
+            || self.settings.identity.get().is_some()
+            || self.cluster_id_proposed == Some(term)
+            || self.raft.transferring()
+        {
+            return;
+        }
+        let id = ClusterId::random();
+        if self.raft.propose(envelope::encode_cluster_id(id)).is_ok() {
+            log::info!("proposing cluster id {id} for this new cluster");
+            self.cluster_id_proposed = Some(term);
+        }
+    }
+
+    /// An entry or a snapshot named the cluster: the first name a node
+    /// learns is its cluster's for good, made durable before anything
+    /// depends on it; later ones (another leader's proposal that lost the
+    /// race) change nothing.
+    fn learn_cluster_id(&mut self, id: ClusterId) -> Result<(), WalError> {
+        match self.settings.identity.get() {
+            None => {
+                crate::identity::store(&self.settings.data_dir, id).map_err(|first| WalError::Failed { first })?;
+                self.settings.identity.adopt(id);
+                log::info!("this node belongs to cluster {id}");
+            }
+            Some(ours) if ours != id => log::debug!("cluster id {id} proposed late; the cluster is {ours}"),
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
     // ---- snapshots ----
 
     /// Starts a snapshot when enough was applied since the last one, or an
@@ -415,7 +480,7 @@ impl Core {
             return;
         }
         if let Some(meta) = self.raft.snapshot_meta_at(applied) {
-            self.snapshots.start(meta, self.kv.view());
+            self.snapshots.start(meta, self.kv.view(), self.settings.identity.get());
         }
     }
 
@@ -447,9 +512,12 @@ impl Core {
     /// Follower: the leader's snapshot arrived whole; the state machine
     /// becomes what it holds.
     fn install_snapshot(&mut self, meta: &crate::raft::SnapshotMeta) -> Result<(), WalError> {
-        let (file, kv) = self.snapshots.install(meta)?;
-        log::info!("installed snapshot {}/{} from the leader: {} keys", meta.index, meta.term, kv.len());
-        self.kv = kv;
+        let (file, state) = self.snapshots.install(meta)?;
+        log::info!("installed snapshot {}/{} from the leader: {} keys", meta.index, meta.term, state.kv.len());
+        self.kv = state.kv;
+        if let Some(id) = state.cluster {
+            self.learn_cluster_id(id)?;
+        }
         self.wal.mark_snapshot(meta.index, meta.term)?;
         self.snapshots.adopt(file);
         // Writes this node appended as leader at covered indexes: whether
@@ -458,7 +526,7 @@ impl Core {
         Ok(())
     }
 
-    fn apply(&mut self, e: Entry) {
+    fn apply(&mut self, e: Entry) -> Result<(), WalError> {
         if let Some(&(term, seq)) = self.pending.appended.get(&e.index) {
             self.pending.appended.remove(&e.index);
             if term != e.term {
@@ -475,9 +543,9 @@ impl Core {
             }
             self.pending.appended.pop_first();
         }
-        let Payload::Command(data) = &e.payload else { return };
+        let Payload::Command(data) = &e.payload else { return Ok(()) };
         match envelope::decode(data) {
-            Ok((id, op)) => {
+            Ok(Decoded::Write(id, op)) => {
                 let reply = self.kv.apply(&op);
                 if id.origin == self.settings.id
                     && id.incarnation == self.incarnation
@@ -486,10 +554,12 @@ impl Core {
                     w.reply(reply);
                 }
             }
+            Ok(Decoded::ClusterId(id)) => self.learn_cluster_id(id)?,
             // Every node skips the same bytes the same way, so the state
             // machines stay identical; the entry can only come from a bug.
             Err(err) => log::error!("skipping entry {} that does not decode: {err}", e.index),
         }
+        Ok(())
     }
 
     /// A read lost its confirmation (the leader changed): ask again; a read

@@ -6,13 +6,33 @@
 //!
 //! ```text
 //! envelope = version:u8 (1) origin:u64 incarnation:u64 seq:u64 write-op
+//!          | version:u8 (2) kind:u8 (1: the cluster's id) id:[16]
 //! ```
+//!
+//! Version 2 entries are the node's own: the cluster id its first leader
+//! proposes (`crate::identity`); every node applies them alike.
 
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::identity::ClusterId;
 use crate::kv::WriteOp;
 use crate::raft::NodeId;
 
 const VERSION: u8 = 1;
+const VERSION_NODE: u8 = 2;
+const KIND_CLUSTER_ID: u8 = 1;
+
+/// A decoded entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    Write(RequestId, WriteOp),
+    ClusterId(ClusterId),
+}
+
+pub fn encode_cluster_id(id: ClusterId) -> Vec<u8> {
+    let mut buf = vec![VERSION_NODE, KIND_CLUSTER_ID];
+    buf.extend_from_slice(&id.to_bytes());
+    buf
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RequestId {
@@ -32,12 +52,23 @@ pub fn encode(id: RequestId, op: &WriteOp) -> Vec<u8> {
     buf
 }
 
-pub fn decode(bytes: &[u8]) -> Result<(RequestId, WriteOp), DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     let mut r = Reader::new(bytes);
+    if bytes.first() == Some(&VERSION_NODE) {
+        r.u8("envelope version")?;
+        let kind = r.u8("entry kind")?;
+        if kind != KIND_CLUSTER_ID {
+            return Err(r.invalid("entry kind", format!("unknown node entry kind {kind}")));
+        }
+        let raw: [u8; 16] = r.take(16, "cluster id")?.try_into().expect("16 bytes");
+        r.finish()?;
+        let id = ClusterId::from_bytes(raw).ok_or_else(|| r.invalid("cluster id", "zero".to_string()))?;
+        return Ok(Decoded::ClusterId(id));
+    }
     let id = read_id(&mut r)?;
     let op = WriteOp::decode_from(&mut r)?;
     r.finish()?;
-    Ok((id, op))
+    Ok(Decoded::Write(id, op))
 }
 
 /// Only who is waiting: the operation is not decoded.
@@ -65,7 +96,13 @@ mod tests {
         let id = RequestId { origin: NodeId(3), incarnation: 0xdead_beef, seq: 42 };
         let op = WriteOp::Set { key: b"k".to_vec(), value: b"v".to_vec() };
         let bytes = encode(id, &op);
-        assert_eq!(decode(&bytes).unwrap(), (id, op));
+        assert_eq!(decode(&bytes).unwrap(), Decoded::Write(id, op));
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let cluster = ClusterId::random();
+        let bytes = encode_cluster_id(cluster);
+        assert_eq!(decode(&bytes).unwrap(), Decoded::ClusterId(cluster));
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }

@@ -32,6 +32,12 @@ fn role_name(raft: &Raft) -> &'static str {
     }
 }
 
+/// Which cluster this node belongs to, and whether its peers refuse it.
+pub struct Cluster {
+    pub id: Option<crate::identity::ClusterId>,
+    pub refused: Option<String>,
+}
+
 /// What is on disk.
 pub struct Storage<'a> {
     pub wal: &'a Wal,
@@ -40,7 +46,14 @@ pub struct Storage<'a> {
 
 /// `sections`: lowercased names asked for; empty, `all`, `default` or
 /// `everything` mean every section. An unknown section is empty, as in Redis.
-pub fn render(raft: &Raft, kv: &KvStore, storage: Storage<'_>, peers: &Peers, sections: &[String]) -> Vec<u8> {
+pub fn render(
+    raft: &Raft,
+    kv: &KvStore,
+    storage: Storage<'_>,
+    peers: &Peers,
+    cluster: Cluster,
+    sections: &[String],
+) -> Vec<u8> {
     let wanted = |name: &str| {
         sections.is_empty() || sections.iter().any(|s| s == name || s == "all" || s == "default" || s == "everything")
     };
@@ -66,6 +79,10 @@ pub fn render(raft: &Raft, kv: &KvStore, storage: Storage<'_>, peers: &Peers, se
             ids(s.membership.outgoing.iter().copied()),
             ids(s.membership.learners.iter().copied()),
         );
+        let _ = write!(out, "cluster_id:{}\r\n", crate::identity::show(cluster.id));
+        if let Some(why) = &cluster.refused {
+            let _ = write!(out, "cluster_refused:{why}\r\n");
+        }
     }
     if wanted("storage") {
         if !out.is_empty() {

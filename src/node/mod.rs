@@ -26,10 +26,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::auth::Users;
 use crate::cli::{Fsync, NodeOptions};
+use crate::identity::{self, ClusterId, ClusterIdentity};
+use crate::net::{Secret, TlsSettings};
 use crate::peers::{Peer, Peers, resolve};
 use crate::raft::{Config, Index, InitialState, Membership, Raft};
-use crate::transport::{Transport, TransportOptions};
+use crate::transport::{PeerSecurity, Transport, TransportOptions};
 use crate::wal::{DataDir, Wal, WalOptions};
 
 /// SPEC §3: the default time before `-TIMEOUT`.
@@ -125,10 +128,64 @@ fn planted_local_reads() -> bool {
     on
 }
 
+/// What `--cluster-secret`, `--users` and `--tls-*` amount to (SPEC §5).
+struct Security {
+    peers: PeerSecurity,
+    users: Option<Arc<Users>>,
+    tls: Option<TlsSettings>,
+}
+
+/// Reads the secret, the accounts and the certificates (any problem: exit
+/// 2), and refuses a raft address off loopback that nothing authenticates.
+fn load_security(opts: &NodeOptions, me: &Peer) -> Result<Security, NodeError> {
+    let config = NodeError::Config;
+    let secret = opts.cluster_secret.as_deref().map(Secret::load).transpose().map_err(config)?;
+    let users = opts.users.as_deref().map(Users::load).transpose().map_err(config)?.map(Arc::new);
+    let tls = opts.tls.as_ref().map(|t| TlsSettings::load(&t.cert, &t.key, &t.ca)).transpose().map_err(config)?;
+    let peers = PeerSecurity { secret, tls: tls.clone() };
+    if peers.loopback_only() {
+        let addr = resolve(&me.raft_addr).map_err(NodeError::Config)?;
+        if !addr.ip().is_loopback() {
+            return Err(NodeError::Config(format!(
+                "{}: node {}'s raft address {} is not a loopback address, and nothing would authenticate its \
+                 peers: add --cluster-secret FILE (the same file on every node) and/or --tls-cert, --tls-key and \
+                 --tls-ca",
+                opts.peers.display(),
+                opts.id,
+                me.raft_addr
+            )));
+        }
+    }
+    if users.is_none() {
+        log::info!("no --users: protected mode, clients are served on loopback only");
+    }
+    Ok(Security { peers, users, tls })
+}
+
+/// The cluster id the data directory holds: its `cluster_id` file and its
+/// snapshot must agree (one without the other is the file not yet written
+/// after an install, and is written now).
+fn load_cluster_id(dir: &std::path::Path, from_snapshot: Option<ClusterId>) -> Result<Option<ClusterId>, NodeError> {
+    let fatal = NodeError::Fatal;
+    let stored = identity::load(dir).map_err(fatal)?;
+    match (stored, from_snapshot) {
+        (Some(a), Some(b)) if a != b => Err(NodeError::Fatal(format!(
+            "{}: the cluster_id file says {a} but the snapshot belongs to cluster {b}; refusing to start",
+            dir.display()
+        ))),
+        (None, Some(b)) => {
+            identity::store(dir, b).map_err(fatal)?;
+            Ok(Some(b))
+        }
+        (a, _) => Ok(a),
+    }
+}
+
 /// Runs a node until SIGTERM or SIGINT (clean exit) or a fatal error.
 pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(), NodeError> {
     let peers = Peers::load(&opts.peers).map_err(|e| NodeError::Config(e.to_string()))?;
     let me = own_line(&opts, &peers)?;
+    let security = load_security(&opts, &me)?;
     if opts.election_timeout_ms_min <= opts.heartbeat_ms {
         log::warn!(
             "heartbeat {} ms is not below the election timeout {} ms: followers may time out between heartbeats",
@@ -154,6 +211,8 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
             opts.data.display()
         )));
     }
+    let cluster_id = load_cluster_id(dir.path(), loaded.cluster)?;
+    let identity = Arc::new(ClusterIdentity::new(cluster_id));
     let entries = snapshots::entries_after(loaded.meta.as_ref(), recovered.entries);
     let bootstrap = if opts.join { Membership::default() } else { peers.membership() };
     let tick = tick_for(&opts);
@@ -167,19 +226,46 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
 
     let (inbound_tx, inbound) = crossbeam_channel::bounded(CORE_QUEUE_MESSAGES_MAX);
     let (requests_tx, requests) = crossbeam_channel::bounded(CORE_QUEUE_REQUESTS_MAX);
-    let transport = Transport::start(opts.id, raft_listener, BTreeMap::new(), inbound_tx, TransportOptions::default())
-        .map_err(|e| NodeError::Fatal(format!("cannot start the peer transport: {e}")))?;
+    let incarnation: u64 = rand::random();
+    let transport = Transport::start(
+        opts.id,
+        incarnation,
+        raft_listener,
+        BTreeMap::new(),
+        inbound_tx,
+        TransportOptions::default(),
+        security.peers.clone(),
+        identity.clone(),
+    )
+    .map_err(|e| NodeError::Fatal(format!("cannot start the peer transport: {e}")))?;
     let stop_clients = Arc::new(AtomicBool::new(false));
-    let client_opts = client::ClientOptions { answer_timeout: REQUEST_TIMEOUT + Duration::from_secs(2) };
+    let client_opts = client::ClientOptions {
+        answer_timeout: REQUEST_TIMEOUT + Duration::from_secs(2),
+        users: security.users.clone(),
+        tls: security.tls.clone(),
+    };
     let client_thread = client::spawn_listener(client_listener, requests_tx, stop_clients.clone(), client_opts)
         .map_err(|e| NodeError::Fatal(format!("cannot start the client listener: {e}")))?;
 
     log::info!(
-        "node {} serving clients on {} and peers on {} (data in {})",
+        "node {} serving clients on {} and peers on {} (data in {}; cluster {}; peers {}, clients {})",
         opts.id,
         me.client_addr,
         me.raft_addr,
-        opts.data.display()
+        opts.data.display(),
+        identity::show(cluster_id),
+        match (&security.peers.secret, &security.tls) {
+            (Some(_), Some(_)) => "authenticated by the cluster secret, over mutual TLS",
+            (Some(_), None) => "authenticated by the cluster secret",
+            (None, Some(_)) => "authenticated by mutual TLS",
+            (None, None) => "on loopback only",
+        },
+        match (&security.users, &security.tls) {
+            (Some(_), Some(_)) => "with accounts, over TLS",
+            (Some(_), None) => "with accounts",
+            (None, Some(_)) => "on loopback only (no --users), over TLS",
+            (None, None) => "on loopback only (no --users)",
+        }
     );
     let settings = core::CoreSettings {
         id: opts.id,
@@ -192,6 +278,9 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
         peers,
         snapshot_entries: opts.snapshot_entries,
         planted_local_reads: planted_local_reads(),
+        incarnation,
+        identity,
+        data_dir: dir.path().to_path_buf(),
     };
     let mut core = core::Core::new(settings, raft, wal, loaded.kv, loaded.snapshots, transport, log_context);
     let exit = core.run(&inbound, &requests, signals::stop_requested);

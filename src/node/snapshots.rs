@@ -17,12 +17,64 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use std::io::{Read, Write};
+
+use crate::identity::ClusterId;
 use crate::kv::{KvStore, KvView};
 use crate::raft::{Entry, Index, SnapshotChunk, SnapshotMeta};
 use crate::wal::{SnapshotFile, SnapshotStore, SnapshotWriter, WalError};
 
 /// Bytes of snapshot data per InstallSnapshot message.
 pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// A snapshot's data is the node's state: a header with the cluster id
+/// (replicated state like the map: a node installing a snapshot takes the
+/// id with it), then the map (`KvStore`'s format, with its own CRC).
+///
+/// ```text
+/// "RKVNODE1" | cluster id [16] (zeros: none yet) | crc32 u32 of the 24 bytes before it | map
+/// ```
+///
+/// Data without the header (from before it existed) is a map alone.
+const NODE_MAGIC: &[u8; 8] = b"RKVNODE1";
+
+/// The node's state in a snapshot.
+#[derive(Debug)]
+pub struct State {
+    pub cluster: Option<ClusterId>,
+    pub kv: KvStore,
+}
+
+/// Writes the state (`view` and `cluster`) as snapshot data.
+pub fn write_state<W: Write>(mut w: W, cluster: Option<ClusterId>, view: &KvView) -> std::io::Result<()> {
+    let mut header = NODE_MAGIC.to_vec();
+    header.extend_from_slice(&ClusterId::option_bytes(cluster));
+    let crc = crc32fast::hash(&header);
+    header.extend_from_slice(&crc.to_le_bytes());
+    w.write_all(&header)?;
+    view.write_to(w).map(|_| ())
+}
+
+/// Reads snapshot data back, checking it whole.
+pub fn read_state<R: Read>(mut r: R) -> Result<State, String> {
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic).map_err(|e| format!("snapshot data: {e}"))?;
+    if &magic != NODE_MAGIC {
+        let kv = KvStore::load(std::io::Cursor::new(magic).chain(r)).map_err(|e| e.to_string())?;
+        return Ok(State { cluster: None, kv });
+    }
+    let mut rest = [0u8; 20];
+    r.read_exact(&mut rest).map_err(|e| format!("snapshot header: {e}"))?;
+    let mut header = magic.to_vec();
+    header.extend_from_slice(&rest[..16]);
+    let crc = u32::from_le_bytes(rest[16..].try_into().expect("4 bytes"));
+    if crc != crc32fast::hash(&header) {
+        return Err("snapshot header: CRC mismatch".to_string());
+    }
+    let cluster = ClusterId::from_bytes(rest[..16].try_into().expect("16 bytes"));
+    let kv = KvStore::load(r).map_err(|e| e.to_string())?;
+    Ok(State { cluster, kv })
+}
 
 /// A snapshot the background thread finished (or failed to).
 pub struct Taken {
@@ -44,9 +96,9 @@ pub struct Snapshots {
     /// The newest durable snapshot: what followers are sent.
     latest: Option<SnapshotFile>,
     receiving: Option<Receiving>,
-    /// A received snapshot that passed its check, with the state machine it
-    /// holds, waiting for the core to install it.
-    verified: Option<(SnapshotFile, KvStore)>,
+    /// A received snapshot that passed its check, with the state it holds,
+    /// waiting for the core to install it.
+    verified: Option<(SnapshotFile, State)>,
     /// The snapshot being taken in the background.
     taking: Option<SnapshotMeta>,
     done_tx: Sender<Taken>,
@@ -59,6 +111,8 @@ pub struct Loaded {
     pub snapshots: Snapshots,
     pub meta: Option<SnapshotMeta>,
     pub kv: KvStore,
+    /// The cluster id the snapshot holds.
+    pub cluster: Option<ClusterId>,
 }
 
 fn io_failed(path: &std::path::Path, op: &'static str) -> impl FnOnce(std::io::Error) -> WalError {
@@ -71,23 +125,23 @@ impl Snapshots {
     pub fn load(data: &std::path::Path) -> Result<Loaded, WalError> {
         let store = SnapshotStore::open(data)?;
         let latest = store.latest()?;
-        let kv = match &latest {
-            None => KvStore::new(),
+        let state = match &latest {
+            None => State { cluster: None, kv: KvStore::new() },
             Some(f) => {
                 let reader = f.reader().map_err(io_failed(&f.path, "read snapshot"))?;
-                let kv = KvStore::load(reader).map_err(|e| WalError::Io {
+                let state = read_state(reader).map_err(|e| WalError::Io {
                     path: f.path.clone(),
                     op: "load snapshot",
-                    source: std::io::Error::other(e.to_string()),
+                    source: std::io::Error::other(e),
                 })?;
-                log::info!("loaded snapshot {}/{}: {} keys", f.meta.index, f.meta.term, kv.len());
-                kv
+                log::info!("loaded snapshot {}/{}: {} keys", f.meta.index, f.meta.term, state.kv.len());
+                state
             }
         };
         let meta = latest.as_ref().map(|f| f.meta.clone());
         let (done_tx, done) = crossbeam_channel::bounded(1);
         let snapshots = Snapshots { store, latest, receiving: None, verified: None, taking: None, done_tx, done };
-        Ok(Loaded { snapshots, meta, kv })
+        Ok(Loaded { snapshots, meta, kv: state.kv, cluster: state.cluster })
     }
 
     pub fn index(&self) -> Index {
@@ -104,14 +158,14 @@ impl Snapshots {
 
     /// Starts serializing `view` (the store at `meta.index`) in the
     /// background; the result arrives on `done`.
-    pub fn start(&mut self, meta: SnapshotMeta, view: KvView) {
+    pub fn start(&mut self, meta: SnapshotMeta, view: KvView, cluster: Option<ClusterId>) {
         let (store, tx) = (self.store.clone(), self.done_tx.clone());
         self.taking = Some(meta.clone());
         let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
             let started = Instant::now();
             let result = (|| {
                 let mut w = store.create(&meta).map_err(|e| e.to_string())?;
-                view.write_to(&mut w).map_err(|e| e.to_string())?;
+                write_state(&mut w, cluster, &view).map_err(|e| e.to_string())?;
                 w.finish().map_err(|e| e.to_string())
             })();
             let _ = tx.send(Taken { meta, result, took: started.elapsed() });
@@ -224,12 +278,12 @@ impl Snapshots {
         let sealed = r.writer.seal()?;
         let loaded = sealed.file().and_then(|file| {
             let reader = file.reader().map_err(|e| e.to_string())?;
-            KvStore::load(reader).map(|kv| (file, kv)).map_err(|e| e.to_string())
+            read_state(reader).map(|state| (file, state))
         });
         match loaded {
-            Ok((file, kv)) => {
+            Ok((file, state)) => {
                 let file = sealed.publish_as(file)?;
-                self.verified = Some((file, kv));
+                self.verified = Some((file, state));
                 Ok(true)
             }
             Err(e) => {
@@ -241,10 +295,10 @@ impl Snapshots {
     }
 
     /// Follower: the core installs the snapshot it was told checks out;
-    /// returns the file and the state machine it holds.
-    pub fn install(&mut self, meta: &SnapshotMeta) -> Result<(SnapshotFile, KvStore), WalError> {
+    /// returns the file and the state it holds.
+    pub fn install(&mut self, meta: &SnapshotMeta) -> Result<(SnapshotFile, State), WalError> {
         match self.verified.take() {
-            Some((file, kv)) if file.meta.index == meta.index && file.meta.term == meta.term => Ok((file, kv)),
+            Some((file, state)) if file.meta.index == meta.index && file.meta.term == meta.term => Ok((file, state)),
             other => Err(WalError::Failed {
                 first: format!(
                     "the core installs snapshot {}/{} but the one checked is {:?} (a bug)",
@@ -300,7 +354,8 @@ mod tests {
             kv.apply(&WriteOp::Set { key: format!("k{k}").into_bytes(), value: vec![b'v'; 100] });
         }
         let mut data = Vec::new();
-        kv.write_snapshot(&mut data).unwrap();
+        write_state(&mut data, Some(ClusterId::parse("0123456789abcdef0123456789abcdef").unwrap()), &kv.view())
+            .unwrap();
         data
     }
 
@@ -326,11 +381,27 @@ mod tests {
         // A good copy afterwards installs, and a restart loads it.
         let good = store_bytes(50);
         assert_eq!(snaps.receive(chunks(1, 2, &meta(9, 2), &good, 512)).unwrap(), Some(true));
-        let (file, kv) = snaps.install(&meta(9, 2)).unwrap();
-        assert_eq!(kv.len(), 50);
+        let (file, state) = snaps.install(&meta(9, 2)).unwrap();
+        assert_eq!(state.kv.len(), 50);
+        assert_eq!(state.cluster.map(|c| c.to_string()).as_deref(), Some("0123456789abcdef0123456789abcdef"));
         snaps.adopt(file);
         let loaded = Snapshots::load(dir.path()).unwrap();
         assert_eq!(loaded.meta.map(|m| m.index), Some(Index(9)));
+        assert!(loaded.cluster.is_some());
+    }
+
+    #[test]
+    fn data_from_before_the_header_loads_without_a_cluster_id() {
+        let mut kv = KvStore::new();
+        kv.apply(&WriteOp::Set { key: b"k".to_vec(), value: b"v".to_vec() });
+        let mut old = Vec::new();
+        kv.write_snapshot(&mut old).unwrap();
+        let state = read_state(&old[..]).unwrap();
+        assert_eq!((state.cluster, state.kv.len()), (None, 1));
+        let mut new = Vec::new();
+        write_state(&mut new, None, &kv.view()).unwrap();
+        new[10] ^= 1;
+        assert!(read_state(&new[..]).unwrap_err().contains("CRC"));
     }
 
     #[test]

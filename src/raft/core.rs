@@ -355,6 +355,10 @@ impl Raft {
         if m.to != self.id || m.from == self.id || m.from.0 == 0 {
             return self.drop_message(&m, Dropped::Misaddressed);
         }
+        if let Err(why) = super::bounds::check(&m) {
+            log::warn!("{} t{}: dropped {} from {}: {why}", self.id, self.term, m.body.kind(), m.from);
+            return self.drop_message(&m, Dropped::Invalid);
+        }
         if m.term > self.term {
             if let Some(why) = self.on_higher_term(&m) {
                 return self.drop_message(&m, why);

@@ -23,6 +23,7 @@
 //!
 //! Nothing may be stepped between `ready` and `advance`.
 
+mod bounds;
 mod config;
 mod core;
 mod election;
@@ -37,6 +38,7 @@ mod snapshot;
 mod transfer;
 mod types;
 
+pub use bounds::{INDEX_MAX, TERM_MAX};
 pub use config::{Config, PlantedBug};
 pub use core::{Dropped, InitialState, Raft, Role, Stats};
 pub use membership::{MembershipChange, MembershipError};

@@ -257,6 +257,12 @@ impl Raft {
     }
 
     pub(super) fn handle_heartbeat_resp(&mut self, from: NodeId, read_round: u64) -> Result<(), Dropped> {
+        if read_round > self.reads.round_sent() {
+            // A round never sent: acknowledging it would confirm reads that
+            // no heartbeat ever asked about.
+            log::warn!("{} t{}: {from} acknowledged read round {read_round}, never sent", self.id, self.term);
+            return Err(Dropped::Invalid);
+        }
         let last_index = self.log.last_index();
         let Some(p) = self.progress.get_mut(&from) else {
             return Err(Dropped::UnknownPeer);

@@ -84,7 +84,7 @@ pub struct SimNode {
     /// that it be served at least there (it saw every write acknowledged
     /// before it began).
     read_keys: HashMap<u64, (String, Index)>,
-    restarts: u64,
+    pub restarts: u64,
 }
 
 impl SimNode {

@@ -25,6 +25,7 @@
 //! | `partition IDS / IDS`, `isolate ID`, `cut FROM TO`, `heal` | network partitions (`cut`: one way) |
 //! | `crash ID`, `restart ID`, `compact ID` | faults; a snapshot of the state machine |
 //! | `transfer ID TARGET`, `add ID NEW`, `remove ID OLD` | leadership and membership |
+//! | `inject FROM TO KIND [term=T] [...]` | a message a buggy peer sends: `heartbeat commit=I`, `heartbeatresp round=R`, `snapshot index=I snapterm=T`, `timeoutnow last=I`, `vote last=I/T` |
 //! | `status [ID...]`, `entries ID` | prints state |
 
 use std::fmt::Write as _;
@@ -297,6 +298,12 @@ impl Runner {
                 printed.push(format!("compacted: {done}"));
             }
             "transfer" | "add" | "remove" => printed.push(self.admin(words)?),
+            "inject" => {
+                let m = injected(words)?;
+                let c = self.cluster()?;
+                let to_incarnation = c.nodes.get(&m.to).map_or(0, |n| n.restarts);
+                c.deliver(super::network::InFlight { msg: m, deliver_at: 0, to_incarnation, held_since: None })?;
+            }
             "status" => {
                 let ids = self.ids(words.get(1))?;
                 for id in ids {
@@ -426,6 +433,37 @@ impl Runner {
             s.membership
         ))
     }
+}
+
+/// A message as a buggy peer would send it (`inject`).
+fn injected(words: &[&str]) -> Result<crate::raft::Message, String> {
+    use crate::raft::{Body, Membership, Message, SnapshotMeta};
+    let (from, to) = (id_of(words.get(1))?, id_of(words.get(2))?);
+    let num = |key: &str, default: u64| -> Result<u64, String> {
+        arg(words, key).map_or(Ok(default), |v| v.parse().map_err(|e| format!("{key}: {e}")))
+    };
+    let pair = |key: &str| -> Result<(Index, Term), String> {
+        let v = arg(words, key).ok_or_else(|| format!("{key}=INDEX/TERM missing"))?;
+        let (i, t) = v.split_once('/').ok_or_else(|| format!("{key}=INDEX/TERM"))?;
+        Ok((Index(i.parse().map_err(|e| format!("{key}: {e}"))?), Term(t.parse().map_err(|e| format!("{key}: {e}"))?)))
+    };
+    let body = match *words.get(3).ok_or("inject FROM TO KIND")? {
+        "heartbeat" => Body::Heartbeat { commit: Index(num("commit", 0)?), read_round: num("round", 0)? },
+        "heartbeatresp" => Body::HeartbeatResp { read_round: num("round", 0)? },
+        "timeoutnow" => Body::TimeoutNow { last_index: Index(num("last", 0)?), incarnation: num("to", 0)? },
+        "vote" => {
+            let (last_index, last_term) = pair("last")?;
+            Body::Vote { last_index, last_term, transfer: words.contains(&"transfer") }
+        }
+        "snapshot" => {
+            let voters = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
+            let meta =
+                SnapshotMeta { index: Index(num("index", 1)?), term: Term(num("snapterm", 1)?), membership: voters };
+            Body::InstallSnapshot { meta, offset: num("offset", 0)?, data: b"garbage".to_vec(), done: true }
+        }
+        other => return Err(format!("cannot inject {other:?}")),
+    };
+    Ok(Message { from, to, term: Term(num("term", 1)?), body })
 }
 
 pub fn parse_bug(s: &str) -> Result<PlantedBug, String> {

@@ -1,6 +1,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::identity::ClusterId;
 use crate::raft::{Body, Term};
 
 fn listener() -> TcpListener {
@@ -32,10 +33,37 @@ struct Node {
 }
 
 fn start(id: u64, l: TcpListener, peers: &[(u64, String)]) -> Node {
+    start_with(id, l, peers, PeerSecurity::default(), Arc::new(ClusterIdentity::default()))
+}
+
+fn start_with(
+    id: u64,
+    l: TcpListener,
+    peers: &[(u64, String)],
+    security: PeerSecurity,
+    identity: Arc<ClusterIdentity>,
+) -> Node {
     let (tx, inbox) = crossbeam_channel::bounded(10_000);
     let peers = peers.iter().filter(|(p, _)| *p != id).map(|(p, a)| (NodeId(*p), a.clone())).collect();
-    let transport = Transport::start(NodeId(id), l, peers, tx, fast()).expect("start");
+    let incarnation = rand::random();
+    let transport = Transport::start(NodeId(id), incarnation, l, peers, tx, fast(), security, identity).expect("start");
     Node { transport, inbox }
+}
+
+fn with_secret(key: &str) -> PeerSecurity {
+    PeerSecurity { secret: Some(Secret::from_bytes(key.as_bytes()).unwrap()), tls: None }
+}
+
+/// Sends for a while; returns whether anything arrived.
+fn reaches(from: &Node, to: &Node, msg: Message, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        from.transport.send(msg.clone());
+        if to.inbox.recv_timeout(Duration::from_millis(50)).is_ok() {
+            return true;
+        }
+    }
+    false
 }
 
 /// Sends until one arrives (the sender may still be connecting).
@@ -135,11 +163,12 @@ fn garbage_and_strangers_are_refused_while_peers_keep_talking() {
     let mut s = TcpStream::connect(b_addr).unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     junk.push(s);
+    let local = |id| handshake::Local { id: NodeId(id), cluster: None, incarnation: 7, secret: None };
     let mut s = TcpStream::connect(b_addr).unwrap();
-    s.write_all(&wire::encode_handshake(Handshake { from: NodeId(1), to: NodeId(7) })).unwrap();
+    assert!(handshake::dial(&mut s, &local(1), NodeId(7)).is_err(), "node 2 is not node 7");
     junk.push(s);
     let mut s = TcpStream::connect(b_addr).unwrap();
-    s.write_all(&wire::encode_handshake(Handshake { from: NodeId(1), to: NodeId(2) })).unwrap();
+    handshake::dial(&mut s, &local(1), NodeId(2)).unwrap();
     let mut frame = Vec::new();
     wire::encode_frame(&heartbeat(1, 2, 5), &mut frame);
     let last = frame.len() - 1;
@@ -147,7 +176,7 @@ fn garbage_and_strangers_are_refused_while_peers_keep_talking() {
     s.write_all(&frame).unwrap();
     junk.push(s);
     let mut s = TcpStream::connect(b_addr).unwrap();
-    s.write_all(&wire::encode_handshake(Handshake { from: NodeId(1), to: NodeId(2) })).unwrap();
+    handshake::dial(&mut s, &local(1), NodeId(2)).unwrap();
     s.write_all(&frame[..5]).unwrap();
     junk.push(s);
     for _ in 0..100 {
@@ -188,4 +217,88 @@ fn set_peers_follows_membership_changes() {
     for n in [a, b, c] {
         n.transport.shutdown();
     }
+}
+
+#[test]
+fn only_peers_that_know_the_secret_get_in() {
+    let (la, lb, lc) = (listener(), listener(), listener());
+    let addrs: Vec<(u64, String)> =
+        [&la, &lb, &lc].iter().enumerate().map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap().to_string())).collect();
+    let b_addr = lb.local_addr().unwrap();
+    let id = || Arc::new(ClusterIdentity::default());
+    let a = start_with(1, la, &addrs, with_secret("the-cluster-secret-1"), id());
+    let b = start_with(2, lb, &addrs, with_secret("the-cluster-secret-1"), id());
+    let c = start_with(3, lc, &addrs, with_secret("a-wrong-secret-00000"), id());
+    deliver(&a, &b, heartbeat(1, 2, 1));
+    assert!(!reaches(&c, &b, heartbeat(3, 2, 1), Duration::from_millis(500)), "a wrong secret got in");
+    // One who knows no secret at all, claiming to be node 1.
+    let mut s = TcpStream::connect(b_addr).unwrap();
+    let local = handshake::Local { id: NodeId(1), cluster: None, incarnation: 7, secret: None };
+    assert!(matches!(handshake::dial(&mut s, &local, NodeId(2)), Err(HandshakeError::ModeMismatch { .. })));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.transport.stats().auth_failures < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(b.transport.stats().auth_failures >= 1, "{:?}", b.transport.stats());
+    for n in [a, b, c] {
+        n.transport.shutdown();
+    }
+}
+
+/// Two nodes that each hold a cluster id refuse each other when the ids
+/// differ; a node without one yet talks to anyone.
+#[test]
+fn peers_of_another_cluster_are_refused_both_ways() {
+    let (la, lb, lc) = (listener(), listener(), listener());
+    let addrs: Vec<(u64, String)> =
+        [&la, &lb, &lc].iter().enumerate().map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap().to_string())).collect();
+    let (old, new) = (ClusterId::random(), ClusterId::random());
+    let ident = |id| Arc::new(ClusterIdentity::new(id));
+    let (ia, ic) = (ident(Some(new)), ident(Some(old)));
+    let a = start_with(1, la, &addrs, PeerSecurity::default(), ia.clone());
+    let b = start_with(2, lb, &addrs, PeerSecurity::default(), ident(None));
+    let c = start_with(3, lc, &addrs, PeerSecurity::default(), ic.clone());
+    deliver(&a, &b, heartbeat(1, 2, 1));
+    deliver(&c, &b, heartbeat(3, 2, 1));
+    assert!(!reaches(&c, &a, heartbeat(3, 1, 1), Duration::from_millis(500)), "another cluster got in");
+    assert!(!reaches(&a, &c, heartbeat(1, 3, 1), Duration::from_millis(500)), "another cluster got in");
+    assert!(a.transport.stats().cluster_refusals >= 1 && c.transport.stats().cluster_refusals >= 1);
+    // Node 3 was refused by node 1 and saw node 2 without an id: not yet a
+    // majority of three against it.
+    let voters = [NodeId(1), NodeId(2), NodeId(3)];
+    assert_eq!(ia.refused(NodeId(1), voters), None);
+    assert_eq!(ic.refused(NodeId(3), voters), None);
+    for n in [a, b, c] {
+        n.transport.shutdown();
+    }
+}
+
+/// Idle connections that never finish a handshake, and a flood of
+/// authenticated ones from one peer, lock no one out: a restarted peer
+/// always gets back in.
+#[test]
+fn idle_and_surplus_connections_lock_nobody_out() {
+    let (la, lb) = (listener(), listener());
+    let addrs = vec![(1, la.local_addr().unwrap().to_string()), (2, lb.local_addr().unwrap().to_string())];
+    let b_addr = lb.local_addr().unwrap();
+    let b = start(2, lb, &addrs);
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        if let Ok(s) = TcpStream::connect(b_addr) {
+            idle.push(s);
+        }
+    }
+    let mut surplus = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(b_addr).unwrap();
+        let local = handshake::Local { id: NodeId(1), cluster: None, incarnation: 1, secret: None };
+        if handshake::dial(&mut s, &local, NodeId(2)).is_ok() {
+            surplus.push(s);
+        }
+    }
+    let a = start(1, la, &addrs);
+    deliver(&a, &b, heartbeat(1, 2, 1));
+    drop((idle, surplus));
+    a.transport.shutdown();
+    b.transport.shutdown();
 }

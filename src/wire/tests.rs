@@ -150,18 +150,3 @@ fn random_bytes_never_panic() {
         let _ = decode_frame(&bytes, NodeId(2), NodeId(1));
     }
 }
-
-#[test]
-fn handshakes_are_checked() {
-    let h = encode_handshake(Handshake { from: NodeId(2), to: NodeId(1) });
-    assert_eq!(decode_handshake(&h, NodeId(1)), Ok(Handshake { from: NodeId(2), to: NodeId(1) }));
-    assert!(matches!(decode_handshake(&h, NodeId(3)), Err(WireError::Misdirected { .. })));
-    let mut bad = h;
-    bad[0] = b'X';
-    assert!(matches!(decode_handshake(&bad, NodeId(1)), Err(WireError::BadMagic(_))));
-    let mut bad = h;
-    bad[4] = 9;
-    assert_eq!(decode_handshake(&bad, NodeId(1)), Err(WireError::BadVersion(9)));
-    let self_dial = encode_handshake(Handshake { from: NodeId(1), to: NodeId(1) });
-    assert!(decode_handshake(&self_dial, NodeId(1)).is_err());
-}

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod secure;
 pub mod writers;
 
 use std::collections::BTreeMap;
@@ -53,6 +54,19 @@ pub struct TestCluster {
     pub proxies: BTreeMap<(u64, u64), proxy::Proxy>,
     /// Environment variables every node gets.
     pub env: Vec<(String, String)>,
+    /// How the harness's own clients connect (TLS, a login) to a secure
+    /// cluster.
+    pub client_security: ClientSecurity,
+    /// A command the node is run under, e.g. `ip netns exec NS` (it must
+    /// exec the node, so that the process id is the node's).
+    pub wrapper: BTreeMap<u64, Vec<String>>,
+}
+
+/// TLS (trusting this CA) and a login for the harness's clients.
+#[derive(Clone, Default)]
+pub struct ClientSecurity {
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    pub login: Option<(String, String)>,
 }
 
 pub const ELECTION_FLAGS: [&str; 4] = ["--election-timeout", "150-300", "--heartbeat", "30"];
@@ -82,6 +96,8 @@ impl TestCluster {
             flags: ELECTION_FLAGS.iter().map(|s| s.to_string()).collect(),
             proxies: BTreeMap::new(),
             env: Vec::new(),
+            client_security: ClientSecurity::default(),
+            wrapper: BTreeMap::new(),
         };
         cluster.write_peers(&(1..=n).collect::<Vec<_>>());
         cluster
@@ -231,7 +247,14 @@ impl TestCluster {
 
     pub fn node_command(&self, id: u64, extra: &[&str]) -> Command {
         let n = &self.nodes[&id];
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_node"));
+        let mut cmd = match self.wrapper.get(&id) {
+            Some(w) => {
+                let mut cmd = Command::new(&w[0]);
+                cmd.args(&w[1..]).arg(env!("CARGO_BIN_EXE_node"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_node")),
+        };
         cmd.arg("--id").arg(id.to_string()).arg("--peers").arg(self.peers_file(id)).arg("--data").arg(&n.data);
         cmd.args(&self.flags).args(extra).stdin(Stdio::null());
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
@@ -313,7 +336,7 @@ impl TestCluster {
     }
 
     pub fn client(&self, id: u64) -> io::Result<Client> {
-        Client::connect(&self.nodes[&id].client_addr)
+        Client::connect_secure(&self.nodes[&id].client_addr, &self.client_security)
     }
 
     /// One INFO field as a number (0 if the node does not answer).
@@ -397,17 +420,33 @@ impl Drop for TestCluster {
 
 /// A blocking RESP client with timeouts.
 pub struct Client {
-    stream: TcpStream,
+    stream: raftkv::net::Stream,
     buf: Vec<u8>,
 }
 
 impl Client {
     pub fn connect(addr: &str) -> io::Result<Client> {
+        Client::connect_secure(addr, &ClientSecurity::default())
+    }
+
+    /// Over TLS and logged in, as `security` says.
+    pub fn connect_secure(addr: &str, security: &ClientSecurity) -> io::Result<Client> {
         let sock = addr.parse().map_err(|e| io::Error::other(format!("{addr}: {e}")))?;
-        let stream = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(15)))?;
-        stream.set_nodelay(true)?;
-        Ok(Client { stream, buf: Vec::new() })
+        let tcp = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(15)))?;
+        tcp.set_nodelay(true)?;
+        let stream = match &security.tls {
+            Some(tls) => raftkv::net::tls::connect(tls, raftkv::net::tls::host_of(addr), tcp)?,
+            None => raftkv::net::Stream::Plain(tcp),
+        };
+        let mut client = Client { stream, buf: Vec::new() };
+        if let Some((user, password)) = &security.login {
+            let reply = client.cmd(&["AUTH", user, password])?;
+            if reply != Reply::ok() {
+                return Err(io::Error::other(format!("AUTH as {user}: {reply:?}")));
+            }
+        }
+        Ok(client)
     }
 
     pub fn cmd(&mut self, args: &[&str]) -> io::Result<Reply> {

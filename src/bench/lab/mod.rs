@@ -5,6 +5,7 @@
 pub mod election;
 pub mod insert;
 pub mod mixes;
+pub mod security;
 pub mod sizes;
 pub mod stragglers;
 pub mod versus_etcd;
