@@ -59,6 +59,17 @@ fn check_id(path: &Path, id: NodeId) -> Result<(), WalError> {
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(found) = holds_state(path) {
+                return Err(WalError::Corrupt {
+                    file: id_path,
+                    offset: 0,
+                    what: format!(
+                        "missing, but the directory holds {}: it belongs to a node whose id is lost (a damaged \
+                         directory?); refusing to start",
+                        found.display()
+                    ),
+                });
+            }
             let tmp = path.join(format!("{ID_FILE}.tmp"));
             let mut f = File::create(&tmp).map_err(io_error(&tmp, "create"))?;
             writeln!(f, "{}", id.0).map_err(io_error(&tmp, "write"))?;
@@ -68,6 +79,17 @@ fn check_id(path: &Path, id: NodeId) -> Result<(), WalError> {
         }
         Err(e) => Err(io_error(&id_path, "read")(e)),
     }
+}
+
+/// A file showing that a node already used the directory: a log segment, a
+/// snapshot, a cluster id.
+fn holds_state(path: &Path) -> Option<PathBuf> {
+    let listed = |dir: &Path, suffix: &str| -> Option<PathBuf> {
+        std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| p.to_string_lossy().ends_with(suffix))
+    };
+    listed(&path.join("wal"), ".wal")
+        .or_else(|| listed(&path.join("snapshots"), ".snap"))
+        .or_else(|| Some(path.join("cluster_id")).filter(|p| p.exists()))
 }
 
 /// Makes a directory's entries (created, renamed, removed files) durable.
@@ -93,5 +115,17 @@ mod tests {
             err.to_string(),
             format!("{}: the data directory belongs to node 1, not node 2 (use its own --data)", path.display())
         );
+    }
+
+    #[test]
+    fn a_lost_node_id_next_to_a_log_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node-1");
+        std::fs::create_dir_all(path.join("wal")).unwrap();
+        std::fs::write(path.join("wal/0000000000000001.wal"), b"x").unwrap();
+        let err = DataDir::open(&path, NodeId(3)).unwrap_err().to_string();
+        assert!(err.contains("node_id") && err.contains("0000000000000001.wal"), "{err}");
+        // A fresh directory is fine.
+        DataDir::open(&dir.path().join("node-2"), NodeId(2)).unwrap();
     }
 }

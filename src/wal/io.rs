@@ -9,13 +9,24 @@ use std::path::{Path, PathBuf};
 
 pub trait WalIo: Send {
     /// Creates (or recreates) a segment: `size` bytes of zeros, then the
-    /// header at offset 0, made durable with its directory entry.
+    /// header at offset 0, made durable with its directory entry. The file
+    /// appears under its name whole or not at all.
     fn create(&mut self, path: &Path, size: u64, header: &[u8]) -> io::Result<()>;
+    /// Replaces a small file whole, durably (temporary file, sync, rename,
+    /// directory sync).
+    fn replace(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()>;
     fn write_at(&mut self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()>;
     /// fdatasync.
     fn sync(&mut self, path: &Path) -> io::Result<()>;
     fn remove(&mut self, path: &Path) -> io::Result<()>;
     fn sync_dir(&mut self, dir: &Path) -> io::Result<()>;
+}
+
+/// Where a file is made before it gets its name.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
 }
 
 /// The real thing: pwrite and fdatasync on preallocated files.
@@ -37,7 +48,8 @@ impl FileIo {
 impl WalIo for FileIo {
     fn create(&mut self, path: &Path, size: u64, header: &[u8]) -> io::Result<()> {
         self.files.remove(path);
-        let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+        let tmp = tmp_path(path);
+        let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
         // Writing the zeros (rather than set_len, which leaves a sparse
         // file) allocates the blocks now, so that each later fdatasync only
         // flushes data, not the file's size and block map.
@@ -50,11 +62,24 @@ impl WalIo for FileIo {
         }
         f.write_all_at(header, 0)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
         self.files.insert(path.to_path_buf(), f);
         if let Some(dir) = path.parent() {
             self.sync_dir(dir)?;
         }
         Ok(())
+    }
+
+    fn replace(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let tmp = tmp_path(path);
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        match path.parent() {
+            Some(dir) => self.sync_dir(dir),
+            None => Ok(()),
+        }
     }
 
     fn write_at(&mut self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {

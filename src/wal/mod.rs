@@ -16,6 +16,7 @@
 pub mod datadir;
 mod error;
 pub mod io;
+pub mod manifest;
 mod record;
 pub mod recovery;
 pub mod segment;
@@ -102,6 +103,16 @@ impl Wal {
         let dir = data.join("wal");
         std::fs::create_dir_all(&dir).map_err(io_error(&dir, "create directory"))?;
         let seqs = list_segments(&dir)?;
+        let newest = manifest::read(&dir)?;
+        if let Some(n) = newest
+            && seqs.last().is_none_or(|&last| last < n)
+        {
+            return Err(WalError::Corrupt {
+                file: segment::path(&dir, n),
+                offset: 0,
+                what: format!("missing: {} says the log reaches this segment", manifest::path(&dir).display()),
+            });
+        }
         let maps: Vec<memmap2::Mmap> =
             seqs.iter().map(|&s| image_of(&segment::path(&dir, s))).collect::<Result<_, _>>()?;
         let images: Vec<recovery::Image<'_>> = seqs
@@ -109,7 +120,7 @@ impl Wal {
             .zip(&maps)
             .map(|(&seq, m)| recovery::Image { path: segment::path(&dir, seq), seq, bytes: &m[..] })
             .collect();
-        let scan = recovery::scan(&images)?;
+        let scan = recovery::scan(&images, newest)?;
         let sizes: Vec<u64> = maps.iter().map(|m| m.len() as u64).collect();
         drop(images);
         drop(maps);
@@ -120,6 +131,11 @@ impl Wal {
             .map(|((&seq, &size), &max_index)| Segment { seq, path: segment::path(&dir, seq), size, max_index })
             .collect();
         let offset = repair(&dir, &mut *io, &mut segments, &scan, &opts)?;
+        let last_seq = segments.last().expect("repair leaves a segment").seq;
+        if newest != Some(last_seq) {
+            let path = manifest::path(&dir);
+            io.replace(&path, &manifest::encode(last_seq)).map_err(io_error(&path, "write"))?;
+        }
         // What recovery read may be only in the page cache (a process that
         // died before its sync finished): make it durable before the node
         // votes or acknowledges on the strength of it.
@@ -255,12 +271,15 @@ impl Wal {
         Ok(())
     }
 
-    /// Starts a new segment big enough for a record of `len` bytes.
+    /// Starts a new segment big enough for a record of `len` bytes, and
+    /// names it the newest before anything is written to it.
     fn roll_over(&mut self, len: u64) -> Result<(), WalError> {
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
         let path = segment::path(&self.dir, seq);
         let size = self.opts.segment_bytes.max(segment::HEADER_BYTES as u64 + len);
-        self.io.create(&path, size, &segment::header(seq)).map_err(io_error(&path, "create segment"))?;
+        self.io.create(&path, size, &segment::header(seq, size)).map_err(io_error(&path, "create segment"))?;
+        let newest = manifest::path(&self.dir);
+        self.io.replace(&newest, &manifest::encode(seq)).map_err(io_error(&newest, "write"))?;
         self.segments.push(Segment { seq, path, size, max_index: Index::ZERO });
         self.offset = segment::HEADER_BYTES as u64;
         Ok(())
@@ -279,14 +298,15 @@ impl Wal {
     /// segments it wholly covers.
     pub fn mark_snapshot(&mut self, index: Index, term: Term) -> Result<(), WalError> {
         self.check()?;
-        self.push(&Record::Snapshot { index, term });
+        let keep_from = self.segments[..self.segments.len() - 1].iter().take_while(|s| s.max_index <= index).count();
+        let first_kept = self.segments[keep_from].seq;
+        self.push(&Record::Snapshot { index, term, first_kept });
         // The hard state must survive the deletion of older segments.
         let hs = self.hard_state;
         self.push(&Record::HardState(hs));
         self.sync()?;
         self.snapshot = Some((index, term));
         self.last_index = self.last_index.max(index);
-        let keep_from = self.segments[..self.segments.len() - 1].iter().take_while(|s| s.max_index <= index).count();
         for s in self.segments.drain(..keep_from) {
             self.io.remove(&s.path).map_err(io_error(&s.path, "remove segment"))?;
         }
@@ -315,6 +335,12 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, WalError> {
         let name = e.file_name().to_string_lossy().into_owned();
         match segment::seq_of(&name) {
             Some(seq) => seqs.push(seq),
+            None if name.ends_with(".tmp") => {
+                // A segment or the newest line whose creation a crash cut
+                // short: it never got its name, so nothing refers to it.
+                let _ = std::fs::remove_file(e.path());
+            }
+            None if name == "newest" => {}
             None => log::warn!("{}: ignoring a file that is not a log segment", e.path().display()),
         }
     }
@@ -347,7 +373,8 @@ fn repair(
             io.remove(&s.path).map_err(io_error(&s.path, "remove torn segment"))?;
         }
         let path = segment::path(dir, seq);
-        io.create(&path, opts.segment_bytes, &segment::header(seq)).map_err(io_error(&path, "create segment"))?;
+        let header = segment::header(seq, opts.segment_bytes);
+        io.create(&path, opts.segment_bytes, &header).map_err(io_error(&path, "create segment"))?;
         segments.push(Segment { seq, path, size: opts.segment_bytes, max_index: Index::ZERO });
         return Ok(segment::HEADER_BYTES as u64);
     };
@@ -357,6 +384,12 @@ fn repair(
             segments[end.segment].path.display(),
             end.offset
         );
+        if end.segment + 1 < segments.len() {
+            // The newest segment is named first: a crash in between leaves
+            // extra segments past it, never a name without its segment.
+            let newest = manifest::path(dir);
+            io.replace(&newest, &manifest::encode(segments[end.segment].seq)).map_err(io_error(&newest, "write"))?;
+        }
         for s in segments.drain(end.segment + 1..) {
             io.remove(&s.path).map_err(io_error(&s.path, "remove segment after a torn tail"))?;
         }

@@ -8,6 +8,8 @@
 //! kind 3 truncate   from u64: every entry at or after `from` is gone
 //! kind 4 snapshot   index u64, term u64: a durable snapshot covers the log
 //!                   through `index` (paper §7 rule for what stays after it)
+//! kind 6 snapshot   the same, and first_kept u64: the segments before this
+//!                   one are deleted now; one missing at or after it is damage
 //! kind 5 commit     "RKVSYNC!" seq u64, records u32, synced u64: the end of
 //!                   batch `seq`, which holds `records` records; `synced` is
 //!                   the last batch known durable when this one was written
@@ -24,9 +26,21 @@ pub const COMMIT_MAGIC: &[u8; 8] = b"RKVSYNC!";
 pub enum Record {
     Entry(Entry),
     HardState(HardState),
-    Truncate { from: Index },
-    Snapshot { index: Index, term: Term },
-    Commit { seq: u64, records: u32, synced: u64 },
+    Truncate {
+        from: Index,
+    },
+    /// `first_kept`: the oldest segment left after the compaction this
+    /// marks (0 in records of kind 4, which did not say).
+    Snapshot {
+        index: Index,
+        term: Term,
+        first_kept: u64,
+    },
+    Commit {
+        seq: u64,
+        records: u32,
+        synced: u64,
+    },
 }
 
 pub fn encode(record: &Record, out: &mut Vec<u8>) {
@@ -46,10 +60,11 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
             w.u8(3);
             w.u64(from.0);
         }
-        Record::Snapshot { index, term } => {
-            w.u8(4);
+        Record::Snapshot { index, term, first_kept } => {
+            w.u8(6);
             w.u64(index.0);
             w.u64(term.0);
+            w.u64(*first_kept);
         }
         Record::Commit { seq, records, synced } => {
             w.u8(5);
@@ -109,7 +124,16 @@ fn decode_payload(payload: &[u8]) -> Result<Record, DecodeError> {
         1 => Record::Entry(r.entry()?),
         2 => Record::HardState(r.hard_state()?),
         3 => Record::Truncate { from: Index(r.u64("truncation index")?) },
-        4 => Record::Snapshot { index: Index(r.u64("snapshot index")?), term: Term(r.u64("snapshot term")?) },
+        4 => Record::Snapshot {
+            index: Index(r.u64("snapshot index")?),
+            term: Term(r.u64("snapshot term")?),
+            first_kept: 0,
+        },
+        6 => Record::Snapshot {
+            index: Index(r.u64("snapshot index")?),
+            term: Term(r.u64("snapshot term")?),
+            first_kept: r.u64("first kept segment")?,
+        },
         5 => {
             let magic = r.take(8, "commit magic")?;
             if magic != COMMIT_MAGIC {

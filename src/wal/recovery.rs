@@ -57,6 +57,8 @@ struct Replay {
     /// Index of `entries[0]`.
     base: Index,
     entries: Vec<Entry>,
+    /// The oldest segment the latest compaction kept (0: not said).
+    first_kept: u64,
 }
 
 impl Replay {
@@ -87,7 +89,8 @@ impl Replay {
                     self.entries.truncate((from.0 - self.base.0) as usize);
                 }
             }
-            Record::Snapshot { index, term } => {
+            Record::Snapshot { index, term, first_kept } => {
+                self.first_kept = first_kept;
                 let matching = self.entries.iter().position(|e| e.index == index && e.term == term);
                 match matching {
                     Some(k) => {
@@ -118,27 +121,30 @@ fn corrupt(image: &Image<'_>, offset: usize, what: impl Into<String>) -> WalErro
     WalError::Corrupt { file: image.path.clone(), offset: offset as u64, what: what.into() }
 }
 
-/// Replays the segments, in order of their sequence numbers.
-pub fn scan(images: &[Image<'_>]) -> Result<Scan, WalError> {
+/// Replays the segments, in order of their sequence numbers. `newest` is
+/// the newest segment the directory says it holds.
+pub fn scan(images: &[Image<'_>], newest: Option<u64>) -> Result<Scan, WalError> {
     let mut replay = Replay::default();
     // Records since the last commit, with the segment each is in.
     let mut pending: Vec<(usize, Record)> = Vec::new();
     let mut scan = Scan { max_index_by_segment: vec![Index::ZERO; images.len()], ..Scan::default() };
     for (i, image) in images.iter().enumerate() {
         let last_segment = i + 1 == images.len();
-        if let Err(what) = segment::check_header(image.bytes, image.seq) {
-            // A segment's header is synced before any record goes into it,
-            // so a bad header on the last segment is a creation cut short.
-            if last_segment {
-                ensure_not_synced(images, i, 0, scan.last_commit_seq + 1, &what)?;
+        let header_bytes = match segment::check_header(image.bytes, image.seq) {
+            Ok(n) => n,
+            // Segments are created whole under a temporary name, so a bad
+            // header is damage; only a last segment of zeros that the
+            // directory never named (an older node's creation cut short)
+            // is not.
+            Err(_) if last_segment && newest.is_none_or(|n| n < image.seq) && image.bytes.iter().all(|&b| b == 0) => {
                 break;
             }
-            return Err(corrupt(image, 0, what));
-        }
+            Err(what) => return Err(corrupt(image, 0, what)),
+        };
         if scan.end.is_none() {
-            scan.end = Some(Position { segment: i, offset: segment::HEADER_BYTES });
+            scan.end = Some(Position { segment: i, offset: header_bytes });
         }
-        let mut offset = segment::HEADER_BYTES;
+        let mut offset = header_bytes;
         loop {
             let stopped = match record::parse(&image.bytes[offset..]) {
                 Parsed::Record(Record::Commit { seq, records, synced }, size) => {
@@ -208,6 +214,18 @@ fn ensure_not_synced(images: &[Image<'_>], i: usize, offset: usize, seq: u64, wh
 }
 
 fn finish(replay: Replay, mut scan: Scan, images: &[Image<'_>]) -> Result<Scan, WalError> {
+    // Segments are deleted only by compaction, oldest first, after a marker
+    // names the oldest one kept; a log without a marker began at segment 1.
+    if let Some(first) = images.first() {
+        let kept = if replay.snapshot.is_some() { replay.first_kept } else { 1 };
+        if kept > 0 && first.seq > kept {
+            return Err(WalError::Corrupt {
+                file: first.path.with_file_name(super::segment::file_name(kept)),
+                offset: 0,
+                what: format!("missing: the log should hold every segment from {kept:#x} on"),
+            });
+        }
+    }
     let first_entry = replay.entries.first().map(|e| e.index);
     if let Some(first) = first_entry {
         let covered = replay.snapshot.map_or(Index::ZERO, |(i, _)| i);
