@@ -34,7 +34,24 @@ pub struct NodeOptions {
     pub users: Option<PathBuf>,
     /// SPEC §5: TLS on both ports.
     pub tls: Option<TlsFiles>,
+    /// SPEC §6: client connections at once (lowered at start to fit the
+    /// open-file limit).
+    pub max_clients: usize,
+    /// SPEC §6: unsent replies a client may hold, in bytes.
+    pub client_output_limit: u64,
+    /// SPEC §6: seconds of silence before a client is closed; 0: never.
+    pub client_timeout_s: u64,
+    /// SPEC §1: snapshot also when the log since the last one holds this
+    /// many bytes; 0: never by size.
+    pub snapshot_bytes: u64,
 }
+
+/// Default for `--snapshot-bytes`.
+pub const SNAPSHOT_BYTES_DEFAULT: u64 = 64 << 20;
+/// Default for `--client-output-limit`.
+pub const CLIENT_OUTPUT_LIMIT_DEFAULT: u64 = 64 << 20;
+/// Default for `--maxclients`.
+pub const MAX_CLIENTS_DEFAULT: usize = 10_000;
 
 /// `--tls-cert`, `--tls-key` and `--tls-ca`: all three or none.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +67,8 @@ pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 100_000;
 
 pub const USAGE: &str = "usage: node --id N --peers FILE [--data DIR] [--election-timeout MIN-MAX] \
 [--heartbeat MS] [--fsync always|never] [--join] [--log-level LEVEL] [--snapshot-entries N] \
-[--cluster-secret FILE] [--users FILE] [--tls-cert FILE --tls-key FILE --tls-ca FILE]";
+[--snapshot-bytes N] [--cluster-secret FILE] [--users FILE] [--tls-cert FILE --tls-key FILE --tls-ca FILE] \
+[--maxclients N] [--client-output-limit N] [--client-timeout S]";
 
 /// What the command line asked for.
 #[derive(Debug, PartialEq, Eq)]
@@ -65,6 +83,19 @@ fn value<'a>(flag: &str, it: &mut impl Iterator<Item = &'a String>) -> Result<&'
 
 fn number(flag: &str, v: &str) -> Result<u64, String> {
     v.parse().map_err(|_| format!("{flag}: {v:?} is not a whole number"))
+}
+
+/// A size in bytes, with an optional suffix k, M or G (powers of 1024), as
+/// Redis writes them.
+fn bytes(flag: &str, v: &str) -> Result<u64, String> {
+    let (digits, unit) = match v.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&v[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&v[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&v[..i], 1 << 30),
+        _ => (v, 1),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{flag}: {v:?} is not a size (a number with k, M or G)"))?;
+    n.checked_mul(unit).ok_or_else(|| format!("{flag}: {v:?} is too large"))
 }
 
 fn parse_timeout_range(v: &str) -> Result<(u64, u64), String> {
@@ -105,6 +136,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut snapshot_entries = SNAPSHOT_ENTRIES_DEFAULT;
     let (mut cluster_secret, mut users) = (None, None);
     let (mut tls_cert, mut tls_key, mut tls_ca) = (None, None, None);
+    let mut max_clients = MAX_CLIENTS_DEFAULT;
+    let mut client_output_limit = CLIENT_OUTPUT_LIMIT_DEFAULT;
+    let mut client_timeout_s = 0;
+    let mut snapshot_bytes = SNAPSHOT_BYTES_DEFAULT;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         match flag.as_str() {
@@ -139,6 +174,20 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--tls-cert" => tls_cert = Some(PathBuf::from(value(flag, &mut it)?)),
             "--tls-key" => tls_key = Some(PathBuf::from(value(flag, &mut it)?)),
             "--tls-ca" => tls_ca = Some(PathBuf::from(value(flag, &mut it)?)),
+            "--maxclients" => {
+                max_clients = number(flag, value(flag, &mut it)?)? as usize;
+                if max_clients == 0 {
+                    return Err("--maxclients: must be at least 1".to_string());
+                }
+            }
+            "--client-output-limit" => {
+                client_output_limit = bytes(flag, value(flag, &mut it)?)?;
+                if client_output_limit < 1024 {
+                    return Err("--client-output-limit: at least 1k, or no reply of a few values fits".to_string());
+                }
+            }
+            "--client-timeout" => client_timeout_s = number(flag, value(flag, &mut it)?)?,
+            "--snapshot-bytes" => snapshot_bytes = bytes(flag, value(flag, &mut it)?)?,
             "-h" | "--help" => return Ok(Command::Help),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -164,6 +213,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         cluster_secret,
         users,
         tls,
+        max_clients,
+        client_output_limit,
+        client_timeout_s,
+        snapshot_bytes,
     })))
 }
 
@@ -186,13 +239,16 @@ mod tests {
         assert_eq!(o.log_level, log::LevelFilter::Info);
         assert_eq!(o.snapshot_entries, SNAPSHOT_ENTRIES_DEFAULT);
         assert_eq!((o.cluster_secret, o.users, o.tls), (None, None, None));
+        assert_eq!((o.max_clients, o.client_output_limit, o.client_timeout_s), (10_000, 64 << 20, 0));
+        assert_eq!(o.snapshot_bytes, 64 << 20);
     }
 
     #[test]
     fn every_flag() {
         let a = args(
             "--id 2 --peers p --data /tmp/d --election-timeout 12-25 --heartbeat 5 --fsync never --join --log-level debug \
-             --snapshot-entries 500 --cluster-secret s --users u --tls-cert c --tls-key k --tls-ca a",
+             --snapshot-entries 500 --cluster-secret s --users u --tls-cert c --tls-key k --tls-ca a --maxclients 50 \
+             --client-output-limit 2M --client-timeout 30 --snapshot-bytes 1G",
         );
         let Command::Run(o) = parse(&a).unwrap() else { panic!() };
         assert_eq!((o.election_timeout_ms_min, o.election_timeout_ms_max, o.heartbeat_ms), (12, 25, 5));
@@ -204,6 +260,8 @@ mod tests {
         assert_eq!(o.users, Some(PathBuf::from("u")));
         let tls = TlsFiles { cert: "c".into(), key: "k".into(), ca: "a".into() };
         assert_eq!(o.tls, Some(tls));
+        assert_eq!((o.max_clients, o.client_output_limit, o.client_timeout_s), (50, 2 << 20, 30));
+        assert_eq!(o.snapshot_bytes, 1 << 30);
     }
 
     #[test]
@@ -232,6 +290,12 @@ mod tests {
                 "--tls-cert, --tls-key and --tls-ca go together: give all three",
             ),
             ("--id 1 --peers p --users", "--users needs a value"),
+            ("--id 1 --peers p --maxclients 0", "--maxclients: must be at least 1"),
+            (
+                "--id 1 --peers p --client-output-limit 12X",
+                "--client-output-limit: \"12X\" is not a size (a number with k, M or G)",
+            ),
+            ("--id 1 --peers p --snapshot-bytes 99999999999G", "--snapshot-bytes: \"99999999999G\" is too large"),
         ];
         for (line, expected) in cases {
             assert_eq!(parse(&args(line)).unwrap_err(), expected, "{line}");

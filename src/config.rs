@@ -39,6 +39,11 @@ pub const APPEND_BYTES_SOFT_MAX: usize = 1024 * 1024;
 /// answer (pipelining bound).
 pub const INFLIGHT_APPENDS_MAX: usize = 64;
 
+/// Bytes of entries in flight to one follower before the leader waits: what
+/// can queue ahead of a heartbeat on a slow link (SPEC §6: large values never
+/// delay heartbeats long enough to depose a healthy leader).
+pub const INFLIGHT_BYTES_MAX: usize = 8 * 1024 * 1024;
+
 /// Bytes of snapshot data in one InstallSnapshot chunk.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
 
@@ -57,5 +62,7 @@ const _: () = assert!(REQUEST_BYTES_MAX < COMMAND_BYTES_MAX);
 // One Append carries at least one whole entry, however large.
 const _: () = assert!(COMMAND_BYTES_MAX + APPEND_BYTES_SOFT_MAX < FRAME_BYTES_MAX);
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES_MAX * 2 <= FRAME_BYTES_MAX);
+// One Append of a full batch fits the window.
+const _: () = assert!(APPEND_BYTES_SOFT_MAX <= INFLIGHT_BYTES_MAX);
 const _: () = assert!(FRAME_BYTES_MAX < u32::MAX as usize);
 const _: () = assert!(RECORD_BYTES_MAX < u32::MAX as usize);

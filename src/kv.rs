@@ -225,6 +225,8 @@ pub struct KvStore {
     shards: Vec<Arc<Shard>>,
     /// Keys in all shards together.
     keys: usize,
+    /// Bytes of keys and values together (INFO `memory`).
+    bytes: usize,
 }
 
 impl fmt::Debug for KvStore {
@@ -247,7 +249,7 @@ impl KvStore {
     pub fn new() -> KvStore {
         // One shared empty map; the first write to a shard gives it its own.
         let empty = Arc::new(Shard::new());
-        KvStore { shards: vec![empty; SHARD_COUNT], keys: 0 }
+        KvStore { shards: vec![empty; SHARD_COUNT], keys: 0, bytes: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -258,12 +260,25 @@ impl KvStore {
         self.keys == 0
     }
 
+    /// Bytes of keys and values held.
+    pub fn data_bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.shards[shard_of(key)].get(key).map(|v| &v[..])
     }
 
     pub fn exists(&self, key: &[u8]) -> bool {
         self.shards[shard_of(key)].contains_key(key)
+    }
+
+    /// The value as a reply that shares its bytes, or the null bulk.
+    fn value_reply(&self, key: &[u8]) -> Reply {
+        match self.shards[shard_of(key)].get(key) {
+            Some(v) => Reply::Value(v.clone()),
+            None => Reply::Bulk(None),
+        }
     }
 
     /// Every pair, in snapshot order (shard, then key).
@@ -278,10 +293,15 @@ impl KvStore {
     fn set(&mut self, key: &[u8], value: &[u8]) {
         let shard = self.shard_mut(key);
         match shard.get_mut(key) {
-            Some(slot) => *slot = Bytes::from(value),
+            Some(slot) => {
+                let old = slot.len();
+                *slot = Bytes::from(value);
+                self.bytes = self.bytes - old + value.len();
+            }
             None => {
                 shard.insert(Bytes::from(key), Bytes::from(value));
                 self.keys += 1;
+                self.bytes += key.len() + value.len();
             }
         }
     }
@@ -291,7 +311,9 @@ impl KvStore {
             // Do not copy a shard shared with a view just to find nothing.
             return false;
         }
-        self.shard_mut(key).remove(key);
+        if let Some(value) = self.shard_mut(key).remove(key) {
+            self.bytes -= key.len() + value.len();
+        }
         self.keys -= 1;
         true
     }
@@ -341,11 +363,11 @@ impl KvStore {
     /// Serves a read (SPEC §3).
     pub fn read(&self, op: &ReadOp) -> Reply {
         match op {
-            ReadOp::Get { key } => Reply::Bulk(self.get(key).map(<[u8]>::to_vec)),
+            // Values are shared, not copied: a read of many large values
+            // costs the core thread a pointer each (SPEC §6).
+            ReadOp::Get { key } => self.value_reply(key),
             ReadOp::Exists { keys } => Reply::Integer(keys.iter().filter(|k| self.exists(k)).count() as i64),
-            ReadOp::MGet { keys } => {
-                Reply::array(keys.iter().map(|k| Reply::Bulk(self.get(k).map(<[u8]>::to_vec))).collect())
-            }
+            ReadOp::MGet { keys } => Reply::array(keys.iter().map(|k| self.value_reply(k)).collect()),
             ReadOp::DbSize => Reply::Integer(self.keys as i64),
         }
     }

@@ -29,6 +29,7 @@
 
 use std::fmt;
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use crate::config::{REQUEST_ARGS_MAX, REQUEST_BYTES_MAX};
 
@@ -539,6 +540,29 @@ pub struct RequestReader<R> {
     /// Bytes of `buf` read but not yet given to the parser: `buf[pos..end]`.
     pos: usize,
     end: usize,
+    /// The node-wide budget for requests not yet whole, and what this
+    /// connection holds of it.
+    budget: Option<Arc<PendingBudget>>,
+    charged: usize,
+}
+
+/// Bytes of requests that arrived in part, over every connection of a node:
+/// a hundred clients that each send half of a 16 MiB request and stop must
+/// not hold memory without bound. Past `max`, a connection that holds more
+/// than `per_connection_floor` of it is closed.
+#[derive(Debug)]
+pub struct PendingBudget {
+    pub used: std::sync::atomic::AtomicUsize,
+    pub max: usize,
+    pub per_connection_floor: usize,
+}
+
+impl<R> Drop for RequestReader<R> {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.used.fetch_sub(self.charged, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// Bytes asked of the stream per read.
@@ -552,7 +576,41 @@ impl<R: Read> RequestReader<R> {
             buf: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
             pos: 0,
             end: 0,
+            budget: None,
+            charged: 0,
         }
+    }
+
+    /// Counts this connection's partial requests against `budget`.
+    pub fn with_budget(mut self, budget: Arc<PendingBudget>) -> RequestReader<R> {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Bytes of the request now arriving (0 between requests).
+    pub fn pending_request_bytes(&self) -> usize {
+        if self.parser.is_idle() { 0 } else { self.parser.request_bytes }
+    }
+
+    /// Settles this connection's share of the budget; an error when the
+    /// node holds too much partial request data and this one holds a lot.
+    fn charge(&mut self) -> Result<(), ReadError> {
+        use std::sync::atomic::Ordering;
+        let Some(b) = &self.budget else { return Ok(()) };
+        let now = self.pending_request_bytes();
+        if now >= self.charged {
+            b.used.fetch_add(now - self.charged, Ordering::Relaxed);
+        } else {
+            b.used.fetch_sub(self.charged - now, Ordering::Relaxed);
+        }
+        self.charged = now;
+        if now > b.per_connection_floor && b.used.load(Ordering::Relaxed) > b.max {
+            return Err(ReadError::Io(io::Error::other(format!(
+                "the node holds more than {} bytes of requests still arriving; this one had {now}",
+                b.max
+            ))));
+        }
+        Ok(())
     }
 
     /// The next request, or `None` when the peer closed the connection
@@ -563,6 +621,7 @@ impl<R: Read> RequestReader<R> {
                 let input = &self.buf[self.pos..self.end];
                 let (parsed, used) = self.parser.parse(input).map_err(ReadError::Protocol)?;
                 self.pos += used;
+                self.charge()?;
                 if let Parsed::Request(args) = parsed {
                     return Ok(Some(args));
                 }
@@ -605,7 +664,7 @@ impl<R: Read> RequestReader<R> {
 // Replies
 
 /// A RESP2 reply.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Reply {
     /// `+text`. The text must be one line; a CR or LF is sent as a space.
     Simple(String),
@@ -616,7 +675,27 @@ pub enum Reply {
     Bulk(Option<Vec<u8>>),
     /// `*count` and the elements; `None` is the null array `*-1`.
     Array(Option<Vec<Reply>>),
+    /// A bulk string shared with the store, so that reading a value (or
+    /// five hundred) copies no byte on the core thread; sent as `Bulk`.
+    Value(Arc<[u8]>),
 }
+
+impl PartialEq for Reply {
+    /// A shared value equals the bulk string of the same bytes.
+    fn eq(&self, other: &Reply) -> bool {
+        match (self, other) {
+            (Reply::Simple(a), Reply::Simple(b)) | (Reply::Error(a), Reply::Error(b)) => a == b,
+            (Reply::Integer(a), Reply::Integer(b)) => a == b,
+            (Reply::Array(a), Reply::Array(b)) => a == b,
+            (Reply::Value(a), Reply::Value(b)) => a == b,
+            (Reply::Bulk(a), Reply::Bulk(b)) => a == b,
+            (Reply::Value(a), Reply::Bulk(Some(b))) | (Reply::Bulk(Some(b)), Reply::Value(a)) => a[..] == b[..],
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Reply {}
 
 impl Reply {
     pub fn ok() -> Reply {
@@ -662,6 +741,13 @@ impl Reply {
                 out.extend_from_slice(bytes);
                 out.extend_from_slice(b"\r\n");
             }
+            Reply::Value(bytes) => {
+                out.push(b'$');
+                out.extend_from_slice(bytes.len().to_string().as_bytes());
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(bytes);
+                out.extend_from_slice(b"\r\n");
+            }
             Reply::Array(None) => out.extend_from_slice(b"*-1\r\n"),
             Reply::Array(Some(items)) => {
                 out.push(b'*');
@@ -671,6 +757,19 @@ impl Reply {
                     item.encode(out);
                 }
             }
+        }
+    }
+
+    /// The bytes `encode` would write, without writing them.
+    pub fn encoded_len(&self) -> usize {
+        let digits = |n: usize| n.to_string().len();
+        match self {
+            Reply::Simple(s) | Reply::Error(s) => 3 + s.len(),
+            Reply::Integer(n) => 3 + n.to_string().len(),
+            Reply::Bulk(None) | Reply::Array(None) => 5,
+            Reply::Bulk(Some(b)) => 5 + digits(b.len()) + b.len(),
+            Reply::Value(b) => 5 + digits(b.len()) + b.len(),
+            Reply::Array(Some(items)) => 3 + digits(items.len()) + items.iter().map(Reply::encoded_len).sum::<usize>(),
         }
     }
 

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use rand::RngExt;
 
@@ -174,9 +174,24 @@ impl Shared {
 
 struct PeerSender {
     addr: String,
-    queue: Sender<Message>,
+    /// Votes, heartbeats and answers: small, and sent before any data
+    /// waiting, so that megabytes of appends never hold up a heartbeat.
+    control: Sender<Message>,
+    /// Appends, snapshot chunks and forwarded proposals, in order.
+    data: Sender<Message>,
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
+}
+
+/// Whether a message goes in the data lane (large, and ordered among its
+/// kind) rather than the control lane.
+fn is_data(m: &Message) -> bool {
+    matches!(
+        m.body,
+        crate::raft::Body::Append { .. }
+            | crate::raft::Body::InstallSnapshot { .. }
+            | crate::raft::Body::Propose { .. }
+    )
 }
 
 pub struct Transport {
@@ -234,7 +249,8 @@ impl Transport {
             self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        match peer.queue.try_send(msg) {
+        let lane = if is_data(&msg) { &peer.data } else { &peer.control };
+        match lane.try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -270,19 +286,21 @@ impl Transport {
     }
 
     fn spawn_sender(&self, id: NodeId, addr: String) -> io::Result<PeerSender> {
-        let (queue, rx) = crossbeam_channel::bounded(self.shared.opts.queue_messages_max);
+        let (control, control_rx) = crossbeam_channel::bounded(self.shared.opts.queue_messages_max);
+        let (data, data_rx) = crossbeam_channel::bounded(self.shared.opts.queue_messages_max);
         let stop = Arc::new(AtomicBool::new(false));
         let sender = PeerWriter {
             peer: id,
             addr: addr.clone(),
-            queue: rx,
+            control: control_rx,
+            data: data_rx,
             stop: stop.clone(),
             shared: self.shared.clone(),
             peer_incarnation: None,
             mismatch_logged: RateLimited::new(1, Duration::from_secs(30)),
         };
         let thread = std::thread::Builder::new().name(format!("peer-send-{id}")).spawn(move || sender.run())?;
-        Ok(PeerSender { addr, queue, stop, thread })
+        Ok(PeerSender { addr, control, data, stop, thread })
     }
 
     pub fn stats(&self) -> TransportStats {
@@ -325,7 +343,8 @@ enum ConnectError {
 struct PeerWriter {
     peer: NodeId,
     addr: String,
-    queue: Receiver<Message>,
+    control: Receiver<Message>,
+    data: Receiver<Message>,
     stop: Arc<AtomicBool>,
     shared: Arc<Shared>,
     /// The process of the peer last connected to.
@@ -383,7 +402,7 @@ impl PeerWriter {
     fn on_connected(&mut self, peer: Peer) {
         if self.peer_incarnation.is_some_and(|i| i != peer.incarnation) {
             let mut dropped = 0;
-            while self.queue.try_recv().is_ok() {
+            while self.control.try_recv().is_ok() || self.data.try_recv().is_ok() {
                 dropped += 1;
             }
             self.shared.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
@@ -400,9 +419,11 @@ impl PeerWriter {
             std::thread::sleep(self.shared.opts.poll_interval.min(until - Instant::now()));
         }
         let keep = self.shared.opts.queue_messages_max / 4;
-        while self.queue.len() > keep {
-            if self.queue.try_recv().is_ok() {
-                self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        for lane in [&self.control, &self.data] {
+            while lane.len() > keep {
+                if lane.try_recv().is_ok() {
+                    self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -428,20 +449,35 @@ impl PeerWriter {
         Ok((stream, peer))
     }
 
-    /// Writes queued messages until the connection fails or stop.
+    /// Writes queued messages until the connection fails or stop: what
+    /// waits in the control lane first, then data, a batch at a time.
     fn pump(&self, mut stream: Stream) -> io::Result<()> {
         let mut buf = Vec::with_capacity(64 * 1024);
         while !self.stopped() {
-            let first = match self.queue.recv_timeout(self.shared.opts.poll_interval) {
-                Ok(m) => m,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            let (first, is_control) = crossbeam_channel::select! {
+                recv(self.control) -> m => (m, true),
+                recv(self.data) -> m => (m, false),
+                default(self.shared.opts.poll_interval) => continue,
             };
+            let Ok(first) = first else { return Ok(()) };
             buf.clear();
-            wire::encode_frame(&first, &mut buf);
-            let mut count = 1;
+            let mut count = 0;
+            if is_control {
+                wire::encode_frame(&first, &mut buf);
+                count += 1;
+            }
+            // Each lane stays in order; control goes ahead of data.
+            while let Ok(m) = self.control.try_recv() {
+                wire::encode_frame(&m, &mut buf);
+                count += 1;
+            }
+            if !is_control {
+                wire::encode_frame(&first, &mut buf);
+                count += 1;
+            }
             while buf.len() < self.shared.opts.batch_bytes_max {
-                match self.queue.try_recv() {
+                let next = self.control.try_recv().or_else(|_| self.data.try_recv());
+                match next {
                     Ok(m) => {
                         wire::encode_frame(&m, &mut buf);
                         count += 1;

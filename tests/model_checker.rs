@@ -75,3 +75,20 @@ fn reads_across_a_restart_finds_read_ids_reused() {
     let trace = o.violation.expect("the stale read is found");
     assert!(trace.last().unwrap().contains("stale read"), "{}", trace.join("\n"));
 }
+
+#[test]
+fn async_writes_correct_core_is_safe() {
+    let o = run("writes under way, correct core", &Bounds::async_writes());
+    assert!(o.violation.is_none());
+    assert!(!o.truncated, "the search must cover its whole depth");
+}
+
+#[test]
+fn async_writes_finds_leader_counting_unwritten_entries() {
+    let o = run(
+        "writes under way, leader counts unwritten entries",
+        &with_bug(Bounds::async_writes(), PlantedBug::LeaderCountsUnwrittenEntries),
+    );
+    let trace = o.violation.expect("the lost write is found");
+    assert!(trace.last().unwrap().contains("violation"), "{}", trace.join("\n"));
+}

@@ -73,6 +73,7 @@ fn format_tty(reply: &Reply, prefix: &str, out: &mut Vec<u8>) {
         }
         Reply::Integer(n) => out.extend_from_slice(format!("(integer) {n}").as_bytes()),
         Reply::Bulk(Some(bytes)) => quote_bytes(bytes, out),
+        Reply::Value(bytes) => quote_bytes(bytes, out),
         Reply::Bulk(None) | Reply::Array(None) => out.extend_from_slice(b"(nil)"),
         Reply::Array(Some(items)) if items.is_empty() => out.extend_from_slice(b"(empty array)"),
         Reply::Array(Some(items)) => {
@@ -117,6 +118,7 @@ fn format_raw(reply: &Reply, out: &mut Vec<u8>) {
         Reply::Simple(text) | Reply::Error(text) => out.extend_from_slice(text.as_bytes()),
         Reply::Integer(n) => out.extend_from_slice(n.to_string().as_bytes()),
         Reply::Bulk(Some(bytes)) => out.extend_from_slice(bytes),
+        Reply::Value(bytes) => out.extend_from_slice(bytes),
         Reply::Bulk(None) | Reply::Array(None) => {}
         Reply::Array(Some(items)) => {
             for item in items {

@@ -13,12 +13,13 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use super::clients::{ClientInfo, Place, Registry};
 use super::mailbox::Mailbox;
 
 use crate::auth::{Role, Users};
@@ -27,12 +28,13 @@ use crate::kv::{ReadOp, WriteOp};
 use crate::limits::accept_failed;
 use crate::net::ratelimit::RateLimited;
 use crate::net::{Stream, TlsSettings};
-use crate::resp::{self, ReadError, Reply, RequestReader};
+use crate::resp::{self, PendingBudget, ReadError, Reply, RequestReader};
 
 /// Requests read from one connection before their replies are written.
 pub const PIPELINE_REQUESTS_MAX: usize = 1024;
 
-/// Connections served at once; one more is told so and closed (as Redis does).
+/// SPEC §6: the default `--maxclients`; one more is told so and closed (as
+/// Redis does).
 pub const CONNECTIONS_MAX: usize = 10_000;
 
 /// What a connection asks of the core thread.
@@ -72,7 +74,21 @@ pub struct ClientOptions {
     pub users: Option<Arc<Users>>,
     /// TLS from the first byte.
     pub tls: Option<TlsSettings>,
+    /// SPEC §6: unsent replies a client may hold before it is disconnected.
+    pub output_limit: usize,
+    /// SPEC §6: a client silent this long is closed (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// The connected clients and what the limits did.
+    pub registry: Arc<Registry>,
+    /// The node's budget for requests still arriving.
+    pub pending: Arc<PendingBudget>,
 }
+
+/// Replies are written to the socket in pieces of about this much.
+const OUT_CHUNK_BYTES: usize = 64 * 1024;
+
+/// How long a write waits before the connection looks at what piles up.
+const WRITE_SLICE: Duration = Duration::from_millis(200);
 
 /// A client must complete the TLS handshake within this.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,7 +106,6 @@ pub fn spawn_listener(
     stop: Arc<AtomicBool>,
     opts: ClientOptions,
 ) -> io::Result<JoinHandle<()>> {
-    let open = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new().name("client-accept".into()).spawn(move || {
         for stream in listener.incoming() {
             if stop.load(Ordering::SeqCst) {
@@ -103,23 +118,25 @@ pub fn spawn_listener(
                     continue;
                 }
             };
-            if open.fetch_add(1, Ordering::SeqCst) >= CONNECTIONS_MAX {
-                open.fetch_sub(1, Ordering::SeqCst);
+            let addr = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+            let Some(place) = opts.registry.admit(addr) else {
+                // SPEC §6; a TLS client cannot read it, but is closed alike.
                 let _ = (&stream).write_all(b"-ERR max number of clients reached\r\n");
+                limit_log().warn(|| format!("refusing a client: --maxclients {} reached", opts.registry.max_clients));
                 continue;
-            }
-            let (to_core, open, opts) = (to_core.clone(), open.clone(), opts.clone());
+            };
+            let (to_core, opts) = (to_core.clone(), opts.clone());
             let spawned = std::thread::Builder::new().name("client".into()).spawn(move || {
                 match open_connection(stream, &opts) {
                     Ok(Some(stream)) => {
-                        if let Err(e) = serve(stream, to_core, &opts) {
+                        if let Err(e) = serve(stream, to_core, &opts, &place) {
                             log::debug!("client connection ended: {e}");
                         }
                     }
                     Ok(None) => {}
                     Err(e) => log::debug!("client connection refused: {e}"),
                 }
-                open.fetch_sub(1, Ordering::SeqCst);
+                drop(place);
             });
             if let Err(e) = spawned {
                 log::warn!("cannot start a thread for a client connection: {e}");
@@ -190,12 +207,16 @@ struct Connection {
     opts: ClientOptions,
     login: Option<Login>,
     peer: String,
+    info: Arc<ClientInfo>,
+    /// Bytes of the answers received and not yet written (in `answers`).
+    answers_bytes: usize,
 }
 
-fn serve(stream: Stream, to_core: Sender<Submission>, opts: &ClientOptions) -> io::Result<()> {
-    let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+fn serve(stream: Stream, to_core: Sender<Submission>, opts: &ClientOptions, place: &Place) -> io::Result<()> {
+    let peer = place.info.addr.clone();
+    stream.set_read_timeout(opts.idle_timeout)?;
     let mut conn = Connection {
-        stream: RequestReader::new(stream),
+        stream: RequestReader::new(stream).with_budget(opts.pending.clone()),
         to_core,
         mailbox: Mailbox::default(),
         answers: HashMap::new(),
@@ -207,6 +228,8 @@ fn serve(stream: Stream, to_core: Sender<Submission>, opts: &ClientOptions) -> i
         opts: opts.clone(),
         login: None,
         peer,
+        info: place.info.clone(),
+        answers_bytes: 0,
     };
     loop {
         // Block for one request, then take every one already buffered.
@@ -233,8 +256,25 @@ fn serve(stream: Stream, to_core: Sender<Submission>, opts: &ClientOptions) -> i
 /// The next request, or `None` at the end of the connection. A protocol
 /// error is answered and ends the connection (SPEC §3).
 fn next(conn: &mut Connection) -> io::Result<Option<Vec<Vec<u8>>>> {
-    match conn.stream.next_request() {
+    let result = conn.stream.next_request();
+    conn.info.input_bytes.store(conn.stream.pending_request_bytes(), Ordering::Relaxed);
+    match result {
         Ok(request) => Ok(request),
+        Err(ReadError::Io(e)) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            // Silent for --client-timeout: closed, as Redis does.
+            conn.opts.registry.counters.idle_disconnects.fetch_add(1, Ordering::Relaxed);
+            log::debug!("closing client {}: idle for {:?}", conn.peer, conn.opts.idle_timeout.unwrap_or_default());
+            Ok(None)
+        }
+        Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::Other && e.to_string().contains("still arriving") => {
+            conn.opts.registry.counters.input_disconnects.fetch_add(1, Ordering::Relaxed);
+            limit_log().warn(|| format!("disconnecting client {}: {e}", conn.peer));
+            let reply = Reply::err(format!("request too large: {e}"));
+            conn.slots.push(Slot::Ready(reply));
+            conn.resolve()?;
+            conn.flush()?;
+            Ok(None)
+        }
         Err(ReadError::Protocol(e)) => {
             conn.resolve()?;
             conn.slots.push(Slot::Ready(e.reply()));
@@ -418,7 +458,9 @@ impl Connection {
         Ok(())
     }
 
-    /// Waits for every outstanding answer and encodes all replies, in order.
+    /// Waits for the outstanding answers and writes the replies, in order,
+    /// each as soon as it is ready (a pipeline of large replies is never
+    /// held whole).
     fn resolve(&mut self) -> io::Result<()> {
         for slot in std::mem::take(&mut self.slots) {
             let reply = match slot {
@@ -432,21 +474,45 @@ impl Connection {
                     }
                 },
             };
-            reply.encode(&mut self.out);
+            self.emit(&reply)?;
         }
         self.in_flight = None;
+        Ok(())
+    }
+
+    /// Encodes a reply into the output, writing out what is there once it
+    /// reaches a chunk; a large value goes straight from the store's copy
+    /// to the socket.
+    fn emit(&mut self, reply: &Reply) -> io::Result<()> {
+        match reply {
+            Reply::Value(bytes) if bytes.len() >= OUT_CHUNK_BYTES => {
+                self.out.extend_from_slice(format!("${}\r\n", bytes.len()).as_bytes());
+                self.flush()?;
+                self.write_all(bytes)?;
+                self.out.extend_from_slice(b"\r\n");
+            }
+            Reply::Array(Some(items)) if reply.encoded_len() >= OUT_CHUNK_BYTES => {
+                self.out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+                for item in items {
+                    self.emit(item)?;
+                }
+            }
+            _ => reply.encode(&mut self.out),
+        }
+        if self.out.len() >= OUT_CHUNK_BYTES {
+            self.flush()?;
+        }
         Ok(())
     }
 
     fn wait_for(&mut self, seq: u64) -> Answer {
         loop {
             if let Some(answer) = self.answers.remove(&seq) {
+                self.answers_bytes -= answer_bytes(&answer);
                 return answer;
             }
             match self.mailbox.wait(self.opts.answer_timeout) {
-                Some((s, answer)) => {
-                    self.answers.insert(s, answer);
-                }
+                Some((s, answer)) => self.keep(s, answer),
                 None => {
                     return Answer::Reply(Reply::Error("TIMEOUT the node did not answer in time".into()));
                 }
@@ -454,13 +520,92 @@ impl Connection {
         }
     }
 
+    fn keep(&mut self, seq: u64, answer: Answer) {
+        self.answers_bytes += answer_bytes(&answer);
+        self.answers.insert(seq, answer);
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
-            self.stream.get_mut().write_all(&self.out)?;
+            let out = std::mem::take(&mut self.out);
+            let result = self.write_all(&out);
+            self.out = out;
             self.out.clear();
+            result?;
         }
         Ok(())
     }
+
+    /// Writes `bytes` whole. While the client does not read, the answers
+    /// that keep arriving are counted with what is unsent; past
+    /// `--client-output-limit` the client is disconnected, as Redis's
+    /// client-output-buffer-limit does (and past `--client-timeout` of not
+    /// reading at all).
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let stream = self.stream.get_mut();
+        stream.set_write_timeout(Some(WRITE_SLICE))?;
+        let mut sent = 0;
+        let mut stalled: Option<Instant> = None;
+        loop {
+            let step = if sent < bytes.len() {
+                self.stream.get_mut().write(&bytes[sent..])
+            } else {
+                self.stream.get_mut().flush().map(|()| 0)
+            };
+            match step {
+                Ok(n) if sent < bytes.len() => {
+                    sent += n;
+                    stalled = None;
+                }
+                Ok(_) => return Ok(()),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    let since = *stalled.get_or_insert_with(Instant::now);
+                    self.stalled_writing(bytes.len() - sent, since)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The client has not read for a while: take in the answers that came
+    /// meanwhile and decide whether it holds too much.
+    fn stalled_writing(&mut self, left: usize, since: Instant) -> io::Result<()> {
+        while let Some((seq, answer)) = self.mailbox.wait(Duration::ZERO) {
+            self.keep(seq, answer);
+        }
+        let unsent = left + self.out.len() + self.answers_bytes;
+        self.info.output_bytes.store(unsent, Ordering::Relaxed);
+        let counters = &self.opts.registry.counters;
+        if unsent > self.opts.output_limit {
+            counters.output_disconnects.fetch_add(1, Ordering::Relaxed);
+            limit_log().warn(|| {
+                format!(
+                    "disconnecting client {}: {unsent} bytes of replies unsent exceed --client-output-limit {}",
+                    self.peer, self.opts.output_limit
+                )
+            });
+            return Err(io::Error::other("client output limit"));
+        }
+        if self.opts.idle_timeout.is_some_and(|t| since.elapsed() > t) {
+            counters.idle_disconnects.fetch_add(1, Ordering::Relaxed);
+            return Err(io::Error::other("client did not read within --client-timeout"));
+        }
+        Ok(())
+    }
+}
+
+fn answer_bytes(answer: &Answer) -> usize {
+    match answer {
+        Answer::Reply(r) => r.encoded_len(),
+        Answer::Forward { .. } => 0,
+    }
+}
+
+/// Clients refused or disconnected by a limit, logged without flooding.
+fn limit_log() -> &'static RateLimited {
+    static LOG: std::sync::OnceLock<RateLimited> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| RateLimited::new(10, Duration::from_secs(60)))
 }
 
 /// Failed logins, logged without flooding.

@@ -1,10 +1,12 @@
-//! The core thread: the only owner of the Raft core, the write-ahead log and
-//! the state machine. It selects over peer messages, client requests and a
-//! ticker, feeds everything waiting into the core, then carries out each
-//! `Ready` in order: send what may go at once, write and sync, send what
-//! waited for the sync, apply, answer clients, serve reads, advance. Every
-//! request that arrived while the previous sync ran is written by the next
-//! one (group commit), and a leader's appends leave before its own sync.
+//! The core thread: the only owner of the Raft core and the state machine.
+//! It selects over peer messages, client requests, the ticker and the log
+//! writer's completions, feeds everything waiting into the core, then
+//! carries out each `Ready`: send what may go at once, hand the write to the
+//! log writer, apply, answer clients, serve reads. The core goes on while
+//! the writer syncs; what waited for a write (an acknowledgement, a vote)
+//! leaves when the writer says it is durable. Every request that arrived
+//! while a sync ran is written by the next one (group commit), and a
+//! leader's appends leave before its own sync.
 //!
 //! No Raft decision is made here: terms, votes and commit are the core's.
 
@@ -29,7 +31,9 @@ use crate::raft::{
 };
 use crate::resp::Reply;
 use crate::transport::Transport;
-use crate::wal::{Wal, WalError};
+use crate::wal::{SnapshotFile, WalError};
+
+use super::log_writer::{Completions, Done, LogWriter, Write, writer_gone};
 
 /// Messages and requests handled before the core's work is carried out:
 /// the batch one sync covers.
@@ -47,7 +51,6 @@ pub struct CoreSettings {
     pub request_timeout: Duration,
     /// How long a request waits for a leader to be known before `-TRYAGAIN`.
     pub leader_wait: Duration,
-    pub fsync: bool,
     pub peers: Peers,
     /// Entries applied since the last snapshot that trigger the next; 0: never.
     pub snapshot_entries: u64,
@@ -60,6 +63,11 @@ pub struct CoreSettings {
     pub identity: Arc<ClusterIdentity>,
     /// The data directory, where the cluster id is kept.
     pub data_dir: std::path::PathBuf,
+    /// The connected clients, for INFO.
+    pub clients: Arc<super::clients::Registry>,
+    /// Bytes of log applied since the last snapshot that trigger the next;
+    /// 0: never by size.
+    pub snapshot_bytes: u64,
 }
 
 /// A request that needs a leader and waits for one.
@@ -72,11 +80,13 @@ struct Parked {
 pub struct Core {
     settings: CoreSettings,
     raft: Raft,
-    wal: Wal,
+    writer: LogWriter,
     kv: KvStore,
     snapshots: Snapshots,
     /// Operators waiting for `RAFT SNAPSHOT`.
     snapshot_waiters: Vec<Waiter>,
+    /// A snapshot taken, whose marker the log writer is making durable.
+    marking: Option<SnapshotFile>,
     transport: Transport,
     log_context: Arc<LogContext>,
     incarnation: u64,
@@ -96,6 +106,10 @@ pub struct Core {
     /// The term in which this node, leading a cluster without an id yet,
     /// proposed one.
     cluster_id_proposed: Option<Term>,
+    /// Bytes of the entries applied since the last snapshot began (so the
+    /// log a restart replays, and the core keeps in memory, stays bounded
+    /// by `--snapshot-bytes` whatever the write pattern).
+    applied_bytes_since_snapshot: u64,
 }
 
 /// A request answered from this node's own state (see `Core::local`).
@@ -115,7 +129,7 @@ impl Core {
     pub fn new(
         settings: CoreSettings,
         raft: Raft,
-        wal: Wal,
+        writer: LogWriter,
         kv: KvStore,
         snapshots: Snapshots,
         transport: Transport,
@@ -125,10 +139,11 @@ impl Core {
         Core {
             settings,
             raft,
-            wal,
+            writer,
             kv,
             snapshots,
             snapshot_waiters: Vec::new(),
+            marking: None,
             transport,
             log_context,
             incarnation,
@@ -140,6 +155,7 @@ impl Core {
             last_tick: Instant::now(),
             membership_seen: Membership::default(),
             cluster_id_proposed: None,
+            applied_bytes_since_snapshot: 0,
         }
     }
 
@@ -157,13 +173,26 @@ impl Core {
         self.update_transport_peers();
         let ticker = crossbeam_channel::tick(self.settings.tick);
         let snapshots_taken = self.snapshots.done.clone();
+        let written = self.writer.completions();
         loop {
             let mut taken = None;
+            let mut done = None;
             select! {
                 recv(inbound) -> m => if let Ok(m) = m { self.step(m) },
                 recv(requests) -> r => if let Ok(r) = r { self.on_request(r) },
-                recv(ticker) -> _ => self.on_tick(),
+                recv(ticker) -> _ => {
+                    // What peers said while this thread was held up (a
+                    // long sync) comes before the time that passed: a
+                    // leader must not count its followers silent because
+                    // it had not read their answers yet.
+                    for _ in 0..BATCH_INPUTS_MAX {
+                        let Ok(m) = inbound.try_recv() else { break };
+                        self.step(m);
+                    }
+                    self.on_tick()
+                }
                 recv(snapshots_taken) -> t => taken = t.ok(),
+                recv(written) -> d => done = Some(d.unwrap_or_else(|_| Err(writer_gone()))),
             }
             for _ in 0..BATCH_INPUTS_MAX {
                 let mut idle = true;
@@ -179,10 +208,14 @@ impl Core {
                     break;
                 }
             }
-            let result = match taken {
-                Some(t) => self.on_snapshot_taken(t),
+            let result = match done {
+                Some(d) => self.on_written(d),
                 None => Ok(()),
             };
+            let result = result.and_then(|()| match taken {
+                Some(t) => self.on_snapshot_taken(t),
+                None => Ok(()),
+            });
             if let Err(e) = result.and_then(|()| self.work()) {
                 log::error!("storage failed: {e}; no further write will be acknowledged");
                 self.pending.abandon("the node's storage failed");
@@ -261,10 +294,16 @@ impl Core {
         for (request, waiter) in std::mem::take(&mut self.local) {
             match request {
                 Local::Info { sections } => {
-                    let storage = super::info::Storage { wal: &self.wal, snapshot_bytes: self.snapshots.disk_bytes() };
+                    let storage = super::info::Storage {
+                        log: self.writer.stats(),
+                        writes_queued: self.writer.in_flight(),
+                        snapshot_bytes: self.snapshots.disk_bytes(),
+                    };
                     let cluster = super::info::Cluster { id: self.settings.identity.get(), refused: self.refused() };
-                    let text =
-                        super::info::render(&self.raft, &self.kv, storage, &self.settings.peers, cluster, &sections);
+                    let log_bytes = self.raft.log_bytes();
+                    let usage = super::info::Usage { clients: &self.settings.clients, log_bytes };
+                    let peers = &self.settings.peers;
+                    let text = super::info::render(&self.raft, &self.kv, storage, peers, cluster, usage, &sections);
                     waiter.reply(Reply::bulk(text));
                 }
                 Local::Read(op) => waiter.reply(self.kv.read(&op)),
@@ -357,28 +396,40 @@ impl Core {
         for m in std::mem::take(&mut rd.messages) {
             self.send(m);
         }
+        // A snapshot replaces the state machine and the log under
+        // everything written before it: it waits for those writes, and
+        // nothing more is fed in until it is durable.
+        let whole = rd.snapshot.is_some() || !rd.snapshot_chunks.is_empty();
+        if whole {
+            self.wait_written()?;
+        }
         let received = match rd.snapshot_chunks.is_empty() {
             true => None,
             false => self.snapshots.receive(std::mem::take(&mut rd.snapshot_chunks))?,
         };
-        if let Some(meta) = rd.snapshot.clone() {
-            self.install_snapshot(&meta)?;
+        let installed = match rd.snapshot.clone() {
+            Some(meta) => Some(self.install_snapshot(&meta)?),
+            None => None,
+        };
+        let write = Write {
+            entries: std::mem::take(&mut rd.entries),
+            hard_state: rd.hard_state.take(),
+            must_sync: rd.must_sync,
+            messages: std::mem::take(&mut rd.persisted_messages),
+            persist: rd.take_persist(),
+        };
+        let nothing = write.entries.is_empty()
+            && write.hard_state.is_none()
+            && write.messages.is_empty()
+            && write.persist.is_empty();
+        if !nothing {
+            self.writer.write(write);
         }
-        if !rd.entries.is_empty() {
-            self.wal.append(&rd.entries)?;
+        if whole {
+            self.wait_written()?;
         }
-        if let Some(hs) = rd.hard_state {
-            self.wal.set_hard_state(&hs)?;
-        }
-        if rd.must_sync {
-            if self.settings.fsync {
-                self.wal.sync()?;
-            } else {
-                self.wal.flush()?;
-            }
-        }
-        for m in std::mem::take(&mut rd.persisted_messages) {
-            self.send(m);
+        if let Some(file) = installed {
+            self.snapshots.adopt(file);
         }
         for e in std::mem::take(&mut rd.committed_entries) {
             self.apply(e)?;
@@ -389,15 +440,37 @@ impl Core {
         for command in std::mem::take(&mut rd.forward_failures) {
             self.forward_failed(&command);
         }
-        let failed_reads = std::mem::take(&mut rd.read_failures);
-        self.raft.advance(rd);
-        // Feeding the core must wait for `advance`: the verdict on a
-        // received snapshot first, then reads asked again.
         if let Some(ok) = received {
             self.raft.snapshot_received(ok);
         }
-        for ctx in failed_reads {
+        for ctx in std::mem::take(&mut rd.read_failures) {
             self.reread(ctx);
+        }
+        Ok(())
+    }
+
+    /// Writes the log writer finished, in the order they were handed over.
+    fn on_written(&mut self, done: Completions) -> Result<(), WalError> {
+        self.writer.finished(&done);
+        for d in done? {
+            match d {
+                Done::Written { messages, persist } => {
+                    for m in messages {
+                        self.send(m);
+                    }
+                    self.raft.persisted(persist);
+                }
+                Done::Marked { index } => self.on_marked(index),
+            }
+        }
+        Ok(())
+    }
+
+    /// Until every write handed to the log writer is durable.
+    fn wait_written(&mut self) -> Result<(), WalError> {
+        while !self.writer.is_idle() {
+            let done = self.writer.wait();
+            self.on_written(done)?;
         }
         Ok(())
     }
@@ -463,12 +536,13 @@ impl Core {
     /// Starts a snapshot when enough was applied since the last one, or an
     /// operator asked for one.
     fn maybe_snapshot(&mut self) {
-        if self.snapshots.is_taking() {
+        if self.snapshots.is_taking() || self.marking.is_some() {
             return;
         }
         let applied = self.raft.applied();
         let since = applied.0.saturating_sub(self.snapshots.index().0);
-        let due = self.settings.snapshot_entries > 0 && since >= self.settings.snapshot_entries;
+        let due = (self.settings.snapshot_entries > 0 && since >= self.settings.snapshot_entries)
+            || (self.settings.snapshot_bytes > 0 && self.applied_bytes_since_snapshot >= self.settings.snapshot_bytes);
         if !due && self.snapshot_waiters.is_empty() {
             return;
         }
@@ -481,49 +555,65 @@ impl Core {
         }
         if let Some(meta) = self.raft.snapshot_meta_at(applied) {
             self.snapshots.start(meta, self.kv.view(), self.settings.identity.get());
+            self.applied_bytes_since_snapshot = 0;
         }
     }
 
-    /// A snapshot is durable: mark it in the log (deleting the segments it
-    /// covers), cut the in-memory log, answer the operators waiting.
+    /// A snapshot is durable: have the log writer mark it (deleting the
+    /// segments it covers) after everything written before it; the
+    /// in-memory log is cut and the operators waiting are answered when
+    /// the marker is durable.
     fn on_snapshot_taken(&mut self, taken: Taken) -> Result<(), WalError> {
-        let reply = match self.snapshots.finished(taken) {
+        match self.snapshots.finished(taken) {
             Ok(Some(file)) => {
-                let (index, term) = (file.meta.index, file.meta.term);
-                self.wal.mark_snapshot(index, term)?;
-                if index > self.raft.snapshot_index() {
-                    self.raft.compact(index);
-                }
-                self.snapshots.adopt(file);
-                Reply::ok()
+                self.writer.mark_snapshot(file.meta.index, file.meta.term);
+                self.marking = Some(file);
+                return Ok(());
             }
-            Ok(None) => Reply::ok(),
+            Ok(None) => self.answer_snapshot_waiters(Reply::ok()),
             Err(e) => {
                 log::error!("taking a snapshot failed: {e}");
-                Reply::err(format!("taking a snapshot failed: {e}"))
+                self.answer_snapshot_waiters(Reply::err(format!("taking a snapshot failed: {e}")));
             }
+        }
+        Ok(())
+    }
+
+    /// The marker of a snapshot is durable.
+    fn on_marked(&mut self, index: crate::raft::Index) {
+        let Some(file) = self.marking.take_if(|f| f.meta.index == index) else {
+            // The marker of a snapshot installed from the leader.
+            return;
         };
+        if index > self.raft.snapshot_index() {
+            self.raft.compact(index);
+        }
+        self.snapshots.adopt(file);
+        self.answer_snapshot_waiters(Reply::ok());
+    }
+
+    fn answer_snapshot_waiters(&mut self, reply: Reply) {
         for w in self.snapshot_waiters.drain(..) {
             w.reply(reply.clone());
         }
-        Ok(())
     }
 
     /// Follower: the leader's snapshot arrived whole; the state machine
-    /// becomes what it holds.
-    fn install_snapshot(&mut self, meta: &crate::raft::SnapshotMeta) -> Result<(), WalError> {
+    /// becomes what it holds. The log writer marks it next; the file is
+    /// adopted once that is durable.
+    fn install_snapshot(&mut self, meta: &crate::raft::SnapshotMeta) -> Result<SnapshotFile, WalError> {
         let (file, state) = self.snapshots.install(meta)?;
         log::info!("installed snapshot {}/{} from the leader: {} keys", meta.index, meta.term, state.kv.len());
         self.kv = state.kv;
+        self.applied_bytes_since_snapshot = 0;
         if let Some(id) = state.cluster {
             self.learn_cluster_id(id)?;
         }
-        self.wal.mark_snapshot(meta.index, meta.term)?;
-        self.snapshots.adopt(file);
+        self.writer.mark_snapshot(meta.index, meta.term);
         // Writes this node appended as leader at covered indexes: whether
         // they were applied is unknown; their clients get -TIMEOUT.
         self.pending.appended.retain(|&index, _| index > meta.index);
-        Ok(())
+        Ok(file)
     }
 
     fn apply(&mut self, e: Entry) -> Result<(), WalError> {
@@ -544,6 +634,7 @@ impl Core {
             self.pending.appended.pop_first();
         }
         let Payload::Command(data) = &e.payload else { return Ok(()) };
+        self.applied_bytes_since_snapshot += data.len() as u64;
         match envelope::decode(data) {
             Ok(Decoded::Write(id, op)) => {
                 let reply = self.kv.apply(&op);

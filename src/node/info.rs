@@ -2,11 +2,13 @@
 //! `# Section` headers (SPEC §3 lists the fields that must be there).
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::kv::KvStore;
 use crate::peers::Peers;
 use crate::raft::{Membership, NodeId, Raft, Role};
-use crate::wal::Wal;
+
+use super::log_writer::StorageStats;
 
 /// A member's client address: from this node's peers file if it lists the
 /// member, else from the configuration in the log.
@@ -38,9 +40,38 @@ pub struct Cluster {
     pub refused: Option<String>,
 }
 
+/// The node's clients and memory, for the `clients`, `memory` and `stats`
+/// sections.
+pub struct Usage<'a> {
+    pub clients: &'a super::clients::Registry,
+    /// Bytes of the log entries the core holds in memory.
+    pub log_bytes: u64,
+}
+
+/// The process's resident memory, from /proc (0 where it cannot be read).
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.2}G", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.2}M", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.2}K", b as f64 / 1024.0),
+        b => format!("{b}B"),
+    }
+}
+
 /// What is on disk.
 pub struct Storage<'a> {
-    pub wal: &'a Wal,
+    pub log: &'a StorageStats,
+    /// Writes handed to the log writer and not yet durable.
+    pub writes_queued: usize,
     pub snapshot_bytes: u64,
 }
 
@@ -52,6 +83,7 @@ pub fn render(
     storage: Storage<'_>,
     peers: &Peers,
     cluster: Cluster,
+    usage: Usage<'_>,
     sections: &[String],
 ) -> Vec<u8> {
     let wanted = |name: &str| {
@@ -88,12 +120,18 @@ pub fn render(
         if !out.is_empty() {
             out.push_str("\r\n");
         }
+        let log = storage.log;
         let _ = write!(
             out,
-            "# Storage\r\nlog_disk_bytes:{}\r\nlog_segments:{}\r\nsnapshot_disk_bytes:{}\r\n",
-            storage.wal.disk_bytes(),
-            storage.wal.segment_count(),
-            storage.snapshot_bytes
+            "# Storage\r\nlog_disk_bytes:{}\r\nlog_segments:{}\r\nsnapshot_disk_bytes:{}\r\n\
+             log_writes_queued:{}\r\nlog_syncs:{}\r\nlog_sync_last_us:{}\r\nlog_sync_max_us:{}\r\n",
+            log.log_disk_bytes.load(Relaxed),
+            log.log_segments.load(Relaxed),
+            storage.snapshot_bytes,
+            storage.writes_queued,
+            log.syncs.load(Relaxed),
+            log.sync_micros_last.load(Relaxed),
+            log.sync_micros_max.load(Relaxed),
         );
     }
     if wanted("keyspace") {
@@ -101,6 +139,59 @@ pub fn render(
             out.push_str("\r\n");
         }
         let _ = write!(out, "# Keyspace\r\nkeys:{}\r\n", kv.len());
+    }
+    let c = usage.clients;
+    let (largest_in, largest_out) = c.largest_buffers();
+    if wanted("clients") {
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        let _ = write!(
+            out,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nclient_recent_max_input_buffer:{largest_in}\r\n\
+             client_recent_max_output_buffer:{largest_out}\r\nblocked_clients:0\r\n",
+            c.connected(),
+            c.max_clients
+        );
+    }
+    if wanted("memory") {
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        let rss = rss_bytes();
+        let clients: u64 = c
+            .list()
+            .iter()
+            .map(|i| {
+                let load = |a: &std::sync::atomic::AtomicUsize| a.load(std::sync::atomic::Ordering::Relaxed) as u64;
+                load(&i.input_bytes) + load(&i.output_bytes)
+            })
+            .sum();
+        let _ = write!(
+            out,
+            "# Memory\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_dataset:{}\r\n\
+             used_memory_dataset_human:{}\r\nlog_memory_bytes:{}\r\nclient_buffers_bytes:{clients}\r\n",
+            human(rss),
+            kv.data_bytes(),
+            human(kv.data_bytes() as u64),
+            usage.log_bytes,
+        );
+    }
+    if wanted("stats") {
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let k = &c.counters;
+        let _ = write!(
+            out,
+            "# Stats\r\nrejected_connections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\n\
+             client_query_buffer_limit_disconnections:{}\r\nclient_idle_disconnections:{}\r\n",
+            load(&k.rejected),
+            load(&k.output_disconnects),
+            load(&k.input_disconnects),
+            load(&k.idle_disconnects)
+        );
     }
     out.into_bytes()
 }

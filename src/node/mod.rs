@@ -11,9 +11,11 @@
 //! ```
 
 pub mod client;
+pub mod clients;
 mod core;
 mod envelope;
 mod info;
+mod log_writer;
 pub mod logging;
 mod mailbox;
 mod pending;
@@ -44,6 +46,41 @@ pub const CORE_QUEUE_REQUESTS_MAX: usize = 16 * 1024;
 
 /// Peer messages queued for the core thread.
 pub const CORE_QUEUE_MESSAGES_MAX: usize = 16 * 1024;
+
+/// Requests still arriving, over all clients, before a client holding more
+/// than a MiB of one is disconnected (SPEC §6): a hundred half-sent 16 MiB
+/// requests hold at most this.
+pub const PENDING_REQUEST_BYTES_MAX: usize = 256 << 20;
+
+/// File descriptors kept for everything but clients: the log, snapshots,
+/// the listeners, handshakes under way and a few connections per peer.
+fn descriptors_reserved(peer_count: usize) -> u64 {
+    64 + crate::transport::TransportOptions::default().pending_max as u64 + 6 * peer_count as u64
+}
+
+/// `--maxclients`, lowered to what the open-file limit (raised to its hard
+/// limit first) leaves after the node's own descriptors; logged.
+fn fit_max_clients(wanted: usize, peer_count: usize) -> usize {
+    let reserved = descriptors_reserved(peer_count);
+    match crate::limits::raise_open_files() {
+        Some(limit) => {
+            let room = limit.saturating_sub(reserved).max(1) as usize;
+            if room < wanted {
+                log::warn!(
+                    "--maxclients {wanted} lowered to {room}: the open-file limit is {limit} and the node keeps \
+                     {reserved} descriptors for itself"
+                );
+                return room;
+            }
+            log::info!("up to {wanted} clients (open-file limit {limit})");
+            wanted
+        }
+        None => {
+            log::warn!("cannot read the open-file limit; --maxclients stays {wanted}");
+            wanted
+        }
+    }
+}
 
 /// Why the node did not run, and the exit code that says so (SPEC §1).
 #[derive(Debug)]
@@ -193,11 +230,7 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
             opts.election_timeout_ms_min
         );
     }
-    match crate::limits::raise_open_files() {
-        Some(n) if n < 4096 => log::warn!("only {n} open files allowed: at most about {n} clients at once"),
-        Some(_) => {}
-        None => log::warn!("cannot read the open-file limit"),
-    }
+    let max_clients = fit_max_clients(opts.max_clients, peers.peers.len());
     let dir = DataDir::open(&opts.data, opts.id).map_err(|e| NodeError::Fatal(e.to_string()))?;
     let loaded = snapshots::Snapshots::load(dir.path()).map_err(|e| NodeError::Fatal(e.to_string()))?;
     let (wal, recovered) = Wal::open(&dir, WalOptions::default()).map_err(|e| NodeError::Fatal(e.to_string()))?;
@@ -239,10 +272,19 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
     )
     .map_err(|e| NodeError::Fatal(format!("cannot start the peer transport: {e}")))?;
     let stop_clients = Arc::new(AtomicBool::new(false));
+    let registry = clients::Registry::new(max_clients);
     let client_opts = client::ClientOptions {
         answer_timeout: REQUEST_TIMEOUT + Duration::from_secs(2),
         users: security.users.clone(),
         tls: security.tls.clone(),
+        output_limit: usize::try_from(opts.client_output_limit).unwrap_or(usize::MAX),
+        idle_timeout: (opts.client_timeout_s > 0).then(|| Duration::from_secs(opts.client_timeout_s)),
+        registry: registry.clone(),
+        pending: Arc::new(crate::resp::PendingBudget {
+            used: std::sync::atomic::AtomicUsize::new(0),
+            max: PENDING_REQUEST_BYTES_MAX,
+            per_connection_floor: 1 << 20,
+        }),
     };
     let client_thread = client::spawn_listener(client_listener, requests_tx, stop_clients.clone(), client_opts)
         .map_err(|e| NodeError::Fatal(format!("cannot start the client listener: {e}")))?;
@@ -274,15 +316,18 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
         request_timeout: REQUEST_TIMEOUT,
         leader_wait: Duration::from_millis(2 * opts.election_timeout_ms_max)
             .clamp(Duration::from_secs(1), REQUEST_TIMEOUT),
-        fsync: opts.fsync == Fsync::Always,
         peers,
         snapshot_entries: opts.snapshot_entries,
         planted_local_reads: planted_local_reads(),
         incarnation,
         identity,
         data_dir: dir.path().to_path_buf(),
+        clients: registry,
+        snapshot_bytes: opts.snapshot_bytes,
     };
-    let mut core = core::Core::new(settings, raft, wal, loaded.kv, loaded.snapshots, transport, log_context);
+    let writer = log_writer::LogWriter::spawn(wal, opts.fsync == Fsync::Always)
+        .map_err(|e| NodeError::Fatal(format!("cannot start the log writer thread: {e}")))?;
+    let mut core = core::Core::new(settings, raft, writer, loaded.kv, loaded.snapshots, transport, log_context);
     let exit = core.run(&inbound, &requests, signals::stop_requested);
 
     stop_clients.store(true, Ordering::SeqCst);

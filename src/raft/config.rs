@@ -20,6 +20,8 @@ pub struct Config {
     pub append_entries_max: usize,
     pub append_bytes_soft_max: usize,
     pub inflight_appends_max: usize,
+    /// Bytes of entries in flight to one follower before the leader waits.
+    pub inflight_bytes_max: usize,
     /// Committed entries handed out in one `Ready`.
     pub apply_entries_max: usize,
     /// Commands a follower forwards to the leader in one message.
@@ -57,6 +59,12 @@ pub enum PlantedBug {
     /// leader, and send them whenever this node next follows someone: a
     /// write whose client long gave up is applied after newer writes.
     ForwardQueueKept,
+    /// With writes made durable behind the core's back (a log writer
+    /// thread), count a leader's own new entries as matched when they are
+    /// handed out rather than when they are durable: an entry can commit
+    /// with the leader's copy still in its page cache, and a crash then
+    /// leaves it on fewer than a majority.
+    LeaderCountsUnwrittenEntries,
 }
 
 impl Config {
@@ -73,6 +81,7 @@ impl Config {
             append_entries_max: crate::config::APPEND_ENTRIES_MAX,
             append_bytes_soft_max: crate::config::APPEND_BYTES_SOFT_MAX,
             inflight_appends_max: crate::config::INFLIGHT_APPENDS_MAX,
+            inflight_bytes_max: crate::config::INFLIGHT_BYTES_MAX,
             apply_entries_max: 4096,
             propose_commands_max: crate::config::PROPOSE_COMMANDS_MAX,
             seed: 0,
@@ -97,6 +106,7 @@ impl Config {
             ("append_entries_max", self.append_entries_max),
             ("append_bytes_soft_max", self.append_bytes_soft_max),
             ("inflight_appends_max", self.inflight_appends_max),
+            ("inflight_bytes_max", self.inflight_bytes_max),
             ("apply_entries_max", self.apply_entries_max),
             ("propose_commands_max", self.propose_commands_max),
         ];

@@ -145,13 +145,13 @@ pub struct Raft {
     pub(super) next_read_seq: u64,
 
     pub(super) out: Outbox,
-    /// The hard state last handed out in a `Ready`.
+    /// The hard state last handed out in a `Ready` (to be written, or
+    /// written).
     pub(super) hard_state_sent: HardState,
     /// A snapshot from the leader, to be installed by the caller.
     pub(super) pending_snapshot: Option<SnapshotMeta>,
     /// Follower: the snapshot whose chunks are arriving.
     pub(super) snapshot_receive: Option<super::snapshot::SnapshotReceive>,
-    pub(super) ready_outstanding: bool,
     pub(super) stats: Stats,
 }
 
@@ -208,7 +208,6 @@ impl Raft {
             hard_state_sent: init.hard_state,
             pending_snapshot: None,
             snapshot_receive: None,
-            ready_outstanding: false,
             stats: Stats::default(),
             cfg,
         };
@@ -328,14 +327,14 @@ impl Raft {
     pub(super) fn rebuild_progress(&mut self) {
         let members = self.membership().members();
         let next = self.log.last_index().next();
-        let inflight_max = self.cfg.inflight_appends_max;
+        let (inflight_max, inflight_bytes_max) = (self.cfg.inflight_appends_max, self.cfg.inflight_bytes_max);
         self.progress.retain(|id, _| members.contains(id));
         let now = self.ticks;
         for id in members {
             self.progress.entry(id).or_insert_with(|| {
                 // A new leader (or member) gets a full election timeout of
                 // grace before check-quorum counts it silent.
-                let mut p = Progress::new(next, inflight_max);
+                let mut p = Progress::new(next, inflight_max, inflight_bytes_max);
                 p.last_heard_tick = now;
                 p
             });
@@ -351,7 +350,6 @@ impl Raft {
     // ---- the one way in ----
 
     pub fn step(&mut self, m: Message) -> Result<(), Dropped> {
-        assert!(!self.ready_outstanding, "step between ready() and advance()");
         if m.to != self.id || m.from == self.id || m.from.0 == 0 {
             return self.drop_message(&m, Dropped::Misaddressed);
         }

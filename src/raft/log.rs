@@ -31,6 +31,10 @@ pub struct RaftLog {
     /// Entries through here are on stable storage. May be below
     /// `snapshot_index` only transiently, never above `last_index()`.
     stable: Index,
+    /// Entries through here were handed out to be written (`stable <=
+    /// handed <= last_index()`); the write of those after `stable` may still
+    /// be under way.
+    handed: Index,
 }
 
 impl RaftLog {
@@ -51,8 +55,10 @@ impl RaftLog {
             committed: snapshot_index,
             applied: snapshot_index,
             stable: Index::ZERO,
+            handed: Index::ZERO,
         };
         log.stable = log.last_index();
+        log.handed = log.stable;
         // A commit index persisted ahead of the entries (it cannot be, but the
         // disk is not the place to trust) is clamped.
         log.committed = committed.clamp(snapshot_index, log.last_index());
@@ -85,6 +91,10 @@ impl RaftLog {
 
     pub fn stable(&self) -> Index {
         self.stable
+    }
+
+    pub fn handed(&self) -> Index {
+        self.handed
     }
 
     /// The term of the entry at `index`: known for the snapshot's last entry
@@ -160,6 +170,7 @@ impl RaftLog {
         let keep = (index.0 - self.snapshot_index.0 - 1) as usize;
         self.entries.truncate(keep);
         self.stable = self.stable.min(index.prev());
+        self.handed = self.handed.min(index.prev());
     }
 
     /// Appends entries that follow the last one directly.
@@ -181,15 +192,22 @@ impl RaftLog {
         }
     }
 
-    /// Entries not yet reported durable.
+    /// Entries not yet handed out to be written.
     pub fn unstable_entries(&self) -> Vec<Entry> {
-        self.slice_from(self.stable.max(self.snapshot_index).next(), usize::MAX, usize::MAX)
+        self.slice_from(self.handed.max(self.snapshot_index).next(), usize::MAX, usize::MAX)
+    }
+
+    /// Entries through `index` were handed out to be written.
+    pub fn handed_to(&mut self, index: Index) {
+        assert!(index <= self.last_index(), "handed {index} beyond last {}", self.last_index());
+        self.handed = self.handed.max(index);
     }
 
     /// The caller made entries through `index` durable.
     pub fn stable_to(&mut self, index: Index) {
         assert!(index <= self.last_index(), "stable {index} beyond last {}", self.last_index());
         self.stable = self.stable.max(index);
+        self.handed = self.handed.max(self.stable);
     }
 
     /// Committed entries not yet handed out for application, at most
@@ -253,12 +271,14 @@ impl RaftLog {
         } else {
             self.entries.clear();
             self.stable = index;
+            self.handed = index;
         }
         self.snapshot_index = index;
         self.snapshot_term = term;
         self.committed = index;
         self.applied = index;
         self.stable = self.stable.max(index);
+        self.handed = self.handed.max(index);
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {

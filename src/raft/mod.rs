@@ -21,7 +21,13 @@
 //! }
 //! ```
 //!
-//! Nothing may be stepped between `ready` and `advance`.
+//! The write may also happen later, on another thread, while the core is
+//! fed on (etcd's asynchronous storage writes): apply the committed entries
+//! at once, take the `Persist` out of the Ready (`take_persist`), and when
+//! the write is durable send its `persisted_messages` and give it back with
+//! `persisted`. Writes are made durable in the order their Readys were
+//! handed out. A Ready with a snapshot is carried out whole before anything
+//! else is fed in.
 
 mod bounds;
 mod config;
@@ -107,14 +113,19 @@ pub struct Ready {
     /// leader or term changed first. No node ever appends them; their
     /// clients may be told so.
     pub forward_failures: Vec<Vec<u8>>,
-    /// Messages to ourselves that wait for persistence (our own vote).
+    /// What becomes true once the write is durable.
+    persist: Persist,
+}
+
+/// What a write makes true once durable: its entries are stable, its hard
+/// state (our own vote among it) is on disk. Given back with `persisted`.
+#[derive(Clone, Debug, Default)]
+#[must_use = "a Persist must be given back with persisted() once the write is durable"]
+pub struct Persist {
+    /// The last entry the write holds.
+    through: Option<(Index, Term)>,
+    /// Messages to ourselves that wait for it (our own vote).
     self_messages: Vec<Message>,
-    /// What `advance` records, kept apart so that the caller may move the
-    /// public fields out: the last entry handed out to persist, and the last
-    /// handed out to apply.
-    persist_through: Option<(Index, Term)>,
-    apply_through: Option<Index>,
-    hard_state_through: HardState,
 }
 
 /// A read-only view of one node, for `INFO`, the simulator and tests.
@@ -139,10 +150,24 @@ pub struct Status {
     pub reads_pending: usize,
 }
 
+impl Persist {
+    /// Whether nothing becomes true by it: no entries, no vote of our own.
+    pub fn is_empty(&self) -> bool {
+        self.through.is_none() && self.self_messages.is_empty()
+    }
+}
+
+impl Ready {
+    /// What becomes true when this Ready's write is durable, for `persisted`
+    /// (`advance` takes it itself).
+    pub fn take_persist(&mut self) -> Persist {
+        std::mem::take(&mut self.persist)
+    }
+}
+
 impl Raft {
     /// One unit of time passed.
     pub fn tick(&mut self) {
-        assert!(!self.ready_outstanding, "tick between ready() and advance()");
         self.ticks += 1;
         match self.role {
             Role::Leader => self.tick_leader(),
@@ -153,7 +178,6 @@ impl Raft {
     /// Starts an election now, as if the election timeout had expired (tests
     /// and the model checker use it to explore elections without ticking).
     pub fn campaign_now(&mut self) {
-        assert!(!self.ready_outstanding, "campaign between ready() and advance()");
         if self.role != Role::Leader && self.promotable() {
             self.campaign(false);
         }
@@ -161,7 +185,6 @@ impl Raft {
 
     /// Proposes a state-machine command.
     pub fn propose(&mut self, command: Vec<u8>) -> Result<Proposed, ProposeError> {
-        assert!(!self.ready_outstanding, "propose between ready() and advance()");
         match (self.role, self.leader) {
             (Role::Leader, _) if self.transfer.is_some() => Err(ProposeError::TransferInProgress),
             (Role::Leader, _) => {
@@ -185,19 +208,16 @@ impl Raft {
     /// Asks for a linearizable read; the answer for `ctx` comes in a later
     /// `Ready` (`read_states` or `read_failures`).
     pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadError> {
-        assert!(!self.ready_outstanding, "read_index between ready() and advance()");
         self.request_read(ctx)
     }
 
     /// Leader: begins a membership change; watch `status()` for the result.
     pub fn change_membership(&mut self, change: MembershipChange) -> Result<(), MembershipError> {
-        assert!(!self.ready_outstanding, "change between ready() and advance()");
         self.start_membership_change(change)
     }
 
     /// Leader: hands leadership to `target`; watch `status()` for the result.
     pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), TransferError> {
-        assert!(!self.ready_outstanding, "transfer between ready() and advance()");
         self.start_transfer(target)
     }
 
@@ -206,14 +226,12 @@ impl Raft {
     /// after `advance` of the `Ready` that handed out that chunk, before
     /// anything else is fed in.
     pub fn snapshot_received(&mut self, ok: bool) {
-        assert!(!self.ready_outstanding, "snapshot_received between ready() and advance()");
         self.finish_snapshot_receive(ok);
     }
 
     /// The caller durably saved a snapshot of its state machine through
     /// `index` (at most the applied index): the log before it can go.
     pub fn compact(&mut self, index: Index) {
-        assert!(!self.ready_outstanding, "compact between ready() and advance()");
         self.compact_through(index);
     }
 
@@ -236,10 +254,9 @@ impl Raft {
 
     /// Whether `ready()` would hand out anything.
     pub fn has_ready(&mut self) -> bool {
-        assert!(!self.ready_outstanding, "has_ready between ready() and advance()");
         self.flush();
         self.hard_state() != self.hard_state_sent
-            || self.log.stable() < self.log.last_index()
+            || self.log.handed() < self.log.last_index()
             || self.pending_snapshot.is_some()
             || self.log.committed() > self.log.applied()
             || !self.out.msgs.is_empty()
@@ -250,8 +267,9 @@ impl Raft {
             || !self.out.forward_failures.is_empty()
     }
 
+    /// Everything to do now. Its entries, hard state and committed entries
+    /// count as handed out: the next Ready holds only what comes after.
     pub fn ready(&mut self) -> Ready {
-        assert!(!self.ready_outstanding, "ready() twice without advance()");
         self.flush();
         let hs = self.hard_state();
         let hard_state = (hs != self.hard_state_sent).then_some(hs);
@@ -262,11 +280,24 @@ impl Raft {
         let (self_messages, persisted_messages) = out.msgs_after_persist.into_iter().partition(|m| m.to == self.id);
         let must_sync = vote_changed || !entries.is_empty() || snapshot.is_some() || !out.snapshot_chunks.is_empty();
         let committed_entries = self.log.next_committed(self.cfg.apply_entries_max);
-        self.ready_outstanding = true;
+        let through = entries.last().map(|e| (e.index, e.term));
+        if let Some((index, _)) = through {
+            self.log.handed_to(index);
+            if self.cfg.planted_bug == Some(PlantedBug::LeaderCountsUnwrittenEntries) && self.role == Role::Leader {
+                if let Some(me) = self.progress.get_mut(&self.id) {
+                    me.on_match(index);
+                }
+                if self.maybe_commit() {
+                    self.on_commit_advanced();
+                }
+            }
+        }
+        if let Some(last) = committed_entries.last() {
+            self.log.applied_to(last.index);
+        }
+        self.hard_state_sent = hs;
         Ready {
-            persist_through: entries.last().map(|e| (e.index, e.term)),
-            hard_state_through: hs,
-            apply_through: committed_entries.last().map(|e| e.index),
+            persist: Persist { through, self_messages },
             hard_state,
             entries,
             snapshot_chunks: out.snapshot_chunks,
@@ -278,25 +309,26 @@ impl Raft {
             read_states: out.read_states,
             read_failures: out.read_failures,
             forward_failures: out.forward_failures,
-            self_messages,
         }
     }
 
     /// Everything in `rd` was done: written, synced, sent, applied.
-    pub fn advance(&mut self, rd: Ready) {
-        assert!(self.ready_outstanding, "advance() without ready()");
-        self.ready_outstanding = false;
-        self.hard_state_sent = rd.hard_state_through;
-        if let Some((index, term)) = rd.persist_through {
-            // The entries may have been cut meanwhile only if something was
-            // stepped in between, which `ready_outstanding` forbids.
-            assert_eq!(self.log.term(index), Some(term), "persisted entry vanished");
-            self.log.stable_to(index);
+    pub fn advance(&mut self, mut rd: Ready) {
+        let persist = rd.take_persist();
+        self.persisted(persist);
+    }
+
+    /// A write handed out in a Ready is durable (and its persisted messages
+    /// sent): its entries are stable, our own vote in it counts.
+    pub fn persisted(&mut self, p: Persist) {
+        if let Some((index, term)) = p.through {
+            // Entries cut meanwhile by a newer leader's were not what this
+            // write held: only a matching term makes them stable.
+            if self.log.term(index) == Some(term) {
+                self.log.stable_to(index);
+            }
         }
-        if let Some(index) = rd.apply_through {
-            self.log.applied_to(index);
-        }
-        for m in rd.self_messages {
+        for m in p.self_messages {
             if let Body::VoteResp { granted: true } = m.body {
                 self.on_own_vote_persisted(m.term);
             }
@@ -337,11 +369,6 @@ impl Raft {
         self.id
     }
 
-    /// Between `ready()` and `advance()`: nothing may be fed in.
-    pub fn has_pending_ready(&self) -> bool {
-        self.ready_outstanding
-    }
-
     pub fn role(&self) -> Role {
         self.role
     }
@@ -373,6 +400,17 @@ impl Raft {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Bytes of the commands in the entries held in memory.
+    pub fn log_bytes(&self) -> u64 {
+        self.log
+            .entries()
+            .map(|e| match &e.payload {
+                Payload::Command(c) => c.len() as u64,
+                _ => 0,
+            })
+            .sum()
     }
 
     /// The entries in memory (after the snapshot), for checkers.

@@ -21,51 +21,68 @@ pub enum ProgressState {
     Snapshot { pending: Index },
 }
 
-/// The last index of each Append in flight to a follower, oldest first.
-/// Bounded: when full, the leader waits for acknowledgements.
+/// The last index and the payload bytes of each Append in flight to a
+/// follower, oldest first. Bounded in messages and in bytes: when full, the
+/// leader waits for acknowledgements, so that no more than `bytes_max` of
+/// entries queue ahead of a heartbeat on a slow link.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Inflights {
-    last_indexes: VecDeque<Index>,
+    sent: VecDeque<(Index, usize)>,
     capacity: usize,
+    bytes: usize,
+    bytes_max: usize,
 }
 
 impl Inflights {
-    pub fn new(capacity: usize) -> Inflights {
-        assert!(capacity > 0, "inflight capacity must be positive");
-        Inflights { last_indexes: VecDeque::with_capacity(capacity), capacity }
+    pub fn new(capacity: usize, bytes_max: usize) -> Inflights {
+        assert!(capacity > 0 && bytes_max > 0, "inflight bounds must be positive");
+        Inflights { sent: VecDeque::with_capacity(capacity), capacity, bytes: 0, bytes_max }
     }
 
+    /// One Append (of however many bytes) may always be in flight.
     pub fn is_full(&self) -> bool {
-        self.last_indexes.len() >= self.capacity
+        self.sent.len() >= self.capacity || self.bytes >= self.bytes_max
     }
 
     pub fn len(&self) -> usize {
-        self.last_indexes.len()
+        self.sent.len()
     }
 
-    pub fn add(&mut self, last: Index) {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn add(&mut self, last: Index, bytes: usize) {
         assert!(!self.is_full(), "inflight window overflow at {last}");
-        if let Some(&prev) = self.last_indexes.back() {
+        if let Some(&(prev, _)) = self.sent.back() {
             assert!(last >= prev, "inflight indexes go back: {prev} then {last}");
         }
-        self.last_indexes.push_back(last);
+        self.sent.push_back((last, bytes));
+        self.bytes += bytes;
     }
 
     /// Forgets every Append acknowledged by a match at `index`.
     pub fn free_through(&mut self, index: Index) {
-        while self.last_indexes.front().is_some_and(|&i| i <= index) {
-            self.last_indexes.pop_front();
+        while let Some(&(i, bytes)) = self.sent.front() {
+            if i > index {
+                break;
+            }
+            self.sent.pop_front();
+            self.bytes -= bytes;
         }
     }
 
     /// Frees one slot: when only heartbeats get through, a follower whose
     /// window filled with lost appends would otherwise never hear from us.
     pub fn free_first(&mut self) {
-        self.last_indexes.pop_front();
+        if let Some((_, bytes)) = self.sent.pop_front() {
+            self.bytes -= bytes;
+        }
     }
 
     pub fn reset(&mut self) {
-        self.last_indexes.clear();
+        self.sent.clear();
+        self.bytes = 0;
     }
 }
 
@@ -101,14 +118,14 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(next: Index, inflight_max: usize) -> Progress {
+    pub fn new(next: Index, inflight_max: usize, inflight_bytes_max: usize) -> Progress {
         assert!(next >= Index(1), "next index {next} must be at least 1");
         Progress {
             matched: Index::ZERO,
             next,
             state: ProgressState::Probe,
             probe_sent: false,
-            inflights: Inflights::new(inflight_max),
+            inflights: Inflights::new(inflight_max, inflight_bytes_max),
             last_heard_tick: 0,
             read_round_acked: 0,
             snapshot_elapsed_ticks: 0,
@@ -202,14 +219,14 @@ impl Progress {
     }
 
     /// Records that an Append ending at `last` (equal to `next - 1` when it
-    /// carried no entries) was just sent.
-    pub fn on_sent(&mut self, last: Index, entry_count: usize) {
+    /// carried no entries), with `bytes` of payload, was just sent.
+    pub fn on_sent(&mut self, last: Index, entry_count: usize, bytes: usize) {
         match self.state {
             ProgressState::Replicate => {
                 if entry_count > 0 {
                     self.next = last.next();
                 }
-                self.inflights.add(last);
+                self.inflights.add(last, bytes);
             }
             ProgressState::Probe => self.probe_sent = true,
             ProgressState::Snapshot { .. } => {
@@ -241,11 +258,11 @@ mod tests {
 
     #[test]
     fn replicate_pipelines_until_the_window_is_full() {
-        let mut p = Progress::new(Index(1), 2);
+        let mut p = Progress::new(Index(1), 2, 1 << 20);
         p.become_replicate();
-        p.on_sent(Index(3), 3);
+        p.on_sent(Index(3), 3, 30);
         assert!(!p.is_paused());
-        p.on_sent(Index(5), 2);
+        p.on_sent(Index(5), 2, 20);
         assert!(p.is_paused());
         assert_eq!(p.next, Index(6));
         assert!(p.on_match(Index(3)));
@@ -255,8 +272,8 @@ mod tests {
 
     #[test]
     fn probe_sends_one_at_a_time_and_ignores_stale_rejections() {
-        let mut p = Progress::new(Index(10), 4);
-        p.on_sent(Index(9), 0);
+        let mut p = Progress::new(Index(10), 4, 1 << 20);
+        p.on_sent(Index(9), 0, 0);
         assert!(p.is_paused());
         // A rejection of an older probe (prev 5) says nothing about prev 9.
         assert!(!p.on_reject(Index(5), Index(3)));
@@ -268,10 +285,10 @@ mod tests {
 
     #[test]
     fn replicate_falls_back_to_probe_on_a_fresh_rejection() {
-        let mut p = Progress::new(Index(1), 4);
+        let mut p = Progress::new(Index(1), 4, 1 << 20);
         p.on_match(Index(5));
         p.become_replicate();
-        p.on_sent(Index(8), 3);
+        p.on_sent(Index(8), 3, 30);
         assert!(!p.on_reject(Index(4), Index(1)), "rejection below match is stale");
         assert!(p.on_reject(Index(6), Index(2)));
         assert_eq!(p.state, ProgressState::Probe);
@@ -279,8 +296,21 @@ mod tests {
     }
 
     #[test]
+    fn the_window_is_bounded_in_bytes_too() {
+        let mut p = Progress::new(Index(1), 64, 100);
+        p.become_replicate();
+        p.on_sent(Index(1), 1, 60);
+        assert!(!p.is_paused());
+        p.on_sent(Index(2), 1, 60);
+        assert!(p.is_paused(), "120 bytes in flight, 100 allowed");
+        p.on_match(Index(1));
+        assert!(!p.is_paused());
+        assert_eq!(p.inflights.bytes(), 60);
+    }
+
+    #[test]
     fn snapshot_then_probe_resumes_after_the_snapshot() {
-        let mut p = Progress::new(Index(1), 4);
+        let mut p = Progress::new(Index(1), 4, 1 << 20);
         p.become_snapshot(Index(50));
         assert!(p.is_paused());
         p.become_probe();

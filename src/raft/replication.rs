@@ -103,8 +103,15 @@ impl Raft {
         }
         let commit = self.log.committed();
         let last = prev_index.plus(entries.len() as u64);
+        let bytes: usize = entries
+            .iter()
+            .map(|e| match &e.payload {
+                Payload::Command(c) => c.len(),
+                _ => 0,
+            })
+            .sum();
         let p = self.progress.get_mut(&to).expect("checked above");
-        p.on_sent(last, entries.len());
+        p.on_sent(last, entries.len(), bytes);
         p.commit_sent = commit;
         self.send(to, Body::Append { prev_index, prev_term, entries, commit });
         true

@@ -17,8 +17,8 @@ use super::disk::Disk;
 use super::machine::Machine;
 use super::network::{Faults, InFlight, Network};
 use crate::raft::{
-    Body, Config, Index, Membership, Message, NodeId, Payload, PlantedBug, ProposeError, Proposed, Raft, ReadError,
-    ReadState, Ready, Role, SnapshotMeta,
+    Body, Config, Index, Membership, Message, NodeId, Payload, Persist, PlantedBug, ProposeError, Proposed, Raft,
+    ReadError, ReadState, Ready, Role, SnapshotMeta,
 };
 
 #[derive(Clone, Debug)]
@@ -71,12 +71,22 @@ pub enum Outcome {
     ForwardFailed { node: NodeId, client: u64, seq: u64 },
 }
 
+/// A Ready's write, handed out and not yet durable (the node's log writer
+/// thread has it).
+#[derive(Clone)]
+struct PendingWrite {
+    writes: Vec<super::disk::Write>,
+    persisted_messages: Vec<Message>,
+    persist: Persist,
+}
+
 #[derive(Clone)]
 pub struct SimNode {
     pub raft: Option<Raft>,
     pub disk: Disk,
     pub machine: Machine,
-    pending: Option<Ready>,
+    /// Oldest first; made durable in order.
+    pending: std::collections::VecDeque<PendingWrite>,
     /// Confirmed reads waiting for the state machine to reach their index.
     reads_waiting: Vec<ReadState>,
     /// Key of each read in flight, by context, and the highest index any
@@ -93,7 +103,7 @@ impl SimNode {
     }
 
     pub fn has_pending(&self) -> bool {
-        self.pending.is_some()
+        !self.pending.is_empty()
     }
 
     /// Hashes the reads in flight and waiting (the model checker's state).
@@ -175,7 +185,7 @@ impl Cluster {
             raft: None,
             disk,
             machine: Machine::default(),
-            pending: None,
+            pending: std::collections::VecDeque::new(),
             reads_waiting: Vec::new(),
             read_keys: HashMap::new(),
             restarts: 0,
@@ -249,9 +259,6 @@ impl Cluster {
 
     pub fn tick(&mut self, id: NodeId) -> Result<(), Violation> {
         let Some(raft) = self.raft_mut(id) else { return Ok(()) };
-        if raft.has_pending_ready() {
-            return Ok(());
-        }
         let before = (raft.role(), raft.term());
         raft.tick();
         self.note_role_change(id, before);
@@ -262,9 +269,6 @@ impl Cluster {
     /// change or a leadership transfer; refused changes are simply noted.
     pub fn admin(&mut self, id: NodeId, change: Admin) -> Result<(), Violation> {
         let Some(raft) = self.raft_mut(id) else { return Ok(()) };
-        if raft.has_pending_ready() {
-            return Ok(());
-        }
         let result = match &change {
             Admin::Change(c) => raft.change_membership(c.clone()).map_err(|e| format!("{e:?}")),
             Admin::Transfer(target) => raft.transfer_leader(*target).map_err(|e| format!("{e:?}")),
@@ -284,11 +288,10 @@ impl Cluster {
         self.check(id)
     }
 
-    /// Delivers a message to its node; held back a tick if the node is
-    /// between the phases of a `Ready` (a real node reads it after its
-    /// write). If the node is down the message is lost, or, as a real
-    /// sender's queue keeps it while it reconnects, held for the node's next
-    /// incarnation (`Network::hold`).
+    /// Delivers a message to its node, whatever writes it has under way (a
+    /// real node's core goes on while its log writer syncs). If the node is
+    /// down the message is lost, or, as a real sender's queue keeps it while
+    /// it reconnects, held for the node's next incarnation (`Network::hold`).
     pub fn deliver(&mut self, f: InFlight) -> Result<(), Violation> {
         let to = f.msg.to;
         let Some(node) = self.nodes.get_mut(&to) else { return Ok(()) };
@@ -297,11 +300,6 @@ impl Cluster {
             self.net.hold(f, &mut self.rng);
             return Ok(());
         };
-        if raft.has_pending_ready() {
-            let deliver_at = self.net.now + 1;
-            self.net.in_flight.push(InFlight { deliver_at, ..f });
-            return Ok(());
-        }
         if f.to_incarnation != restarts {
             self.stats.delivered_across_restart += 1;
         }
@@ -330,8 +328,8 @@ impl Cluster {
 
     pub fn propose(&mut self, id: NodeId, command: Vec<u8>) -> Result<Proposed, ProposeError> {
         match self.raft_mut(id) {
-            Some(raft) if !raft.has_pending_ready() => raft.propose(command),
-            _ => Err(ProposeError::NoLeader),
+            Some(raft) => raft.propose(command),
+            None => Err(ProposeError::NoLeader),
         }
     }
 
@@ -339,58 +337,44 @@ impl Cluster {
         let floor = self.checker.applied_max();
         let node = self.nodes.get_mut(&id).ok_or(ReadError::NoLeader)?;
         match node.raft.as_mut() {
-            Some(raft) if !raft.has_pending_ready() => {
+            Some(raft) => {
                 raft.read_index(ctx)?;
                 node.read_keys.insert(ctx, (key.to_string(), floor));
                 Ok(())
             }
-            _ => Err(ReadError::NoLeader),
+            None => Err(ReadError::NoLeader),
         }
     }
 
-    // ---- carrying out Ready, in two phases ----
+    // ---- carrying out Ready: now, and its write later ----
 
-    /// Phase one: take the node's `Ready` and send what may leave at once.
-    pub fn take_ready(&mut self, id: NodeId) -> bool {
-        let Some(node) = self.nodes.get_mut(&id) else { return false };
-        let Some(raft) = node.raft.as_mut() else { return false };
-        if node.pending.is_some() || !raft.has_ready() {
-            return false;
+    /// Takes the node's `Ready`: sends what may leave at once, hands its
+    /// write to the node's writer (queued: `persist` makes the oldest
+    /// durable), applies the committed entries and serves reads. A Ready
+    /// with a snapshot is carried out whole, after every write before it.
+    pub fn take_ready(&mut self, id: NodeId) -> Result<bool, Violation> {
+        let Some(node) = self.nodes.get_mut(&id) else { return Ok(false) };
+        let Some(raft) = node.raft.as_mut() else { return Ok(false) };
+        if !raft.has_ready() {
+            return Ok(false);
         }
         let mut rd = raft.ready();
-        let messages = std::mem::take(&mut rd.messages);
-        node.pending = Some(rd);
-        for m in messages {
-            self.send(m);
-        }
-        true
-    }
-
-    /// Phase two: write, send what waited for the write, apply, serve
-    /// reads, advance.
-    pub fn persist(&mut self, id: NodeId) -> Result<bool, Violation> {
-        let Some(node) = self.nodes.get_mut(&id) else { return Ok(false) };
-        let Some(mut rd) = node.pending.take() else { return Ok(false) };
+        let whole = rd.snapshot.is_some() || !rd.snapshot_chunks.is_empty();
         let received = rd.snapshot_chunks.iter().rev().find(|c| c.done).map(|c| c.meta.index);
-        for w in Disk::writes_for(&rd) {
-            node.disk.write(w);
-        }
-        if let Some(meta) = &rd.snapshot {
-            self.stats.snapshots_installed += 1;
-            let data = &node.disk.snapshot.as_ref().expect("just written").1;
-            node.machine = Machine::restore(data);
-            assert_eq!(node.machine.applied, meta.index, "snapshot data and meta disagree");
-            let text = format!("  {id} installed snapshot {}/{}", meta.index, meta.term);
-            self.note(|| text);
-        }
-        for m in std::mem::take(&mut rd.persisted_messages) {
+        let write = PendingWrite {
+            writes: Disk::writes_for(&rd),
+            persisted_messages: std::mem::take(&mut rd.persisted_messages),
+            persist: rd.take_persist(),
+        };
+        node.pending.push_back(write);
+        for m in std::mem::take(&mut rd.messages) {
             self.send(m);
+        }
+        if whole {
+            while self.persist(id)? {}
         }
         self.apply(id, &mut rd)?;
-        let forward_failures = std::mem::take(&mut rd.forward_failures);
-        let raft = self.raft_mut(id).expect("a node with a pending ready is up");
-        raft.advance(rd);
-        for command in forward_failures {
+        for command in std::mem::take(&mut rd.forward_failures) {
             if let Some((client, seq)) = super::machine::command_id(&command) {
                 self.outcomes.push(Outcome::ForwardFailed { node: id, client, seq });
             }
@@ -398,6 +382,37 @@ impl Cluster {
         if let Some(index) = received {
             self.check_received_snapshot(id, index);
         }
+        self.check(id)?;
+        Ok(true)
+    }
+
+    /// Makes the node's oldest write under way durable, sends what waited
+    /// for it, and tells the core. Returns whether there was one.
+    pub fn persist(&mut self, id: NodeId) -> Result<bool, Violation> {
+        let Some(node) = self.nodes.get_mut(&id) else { return Ok(false) };
+        if node.raft.is_none() {
+            return Ok(false);
+        }
+        let Some(write) = node.pending.pop_front() else { return Ok(false) };
+        let mut installed = None;
+        for w in write.writes {
+            if let super::disk::Write::Snapshot(meta) = &w {
+                installed = Some(meta.clone());
+            }
+            node.disk.write(w);
+        }
+        if let Some(meta) = installed {
+            self.stats.snapshots_installed += 1;
+            let data = &node.disk.snapshot.as_ref().expect("just written").1;
+            node.machine = Machine::restore(data);
+            assert_eq!(node.machine.applied, meta.index, "snapshot data and meta disagree");
+            let text = format!("  {id} installed snapshot {}/{}", meta.index, meta.term);
+            self.note(|| text);
+        }
+        for m in write.persisted_messages {
+            self.send(m);
+        }
+        self.raft_mut(id).expect("up").persisted(write.persist);
         self.check(id)?;
         Ok(true)
     }
@@ -478,11 +493,14 @@ impl Cluster {
         Ok(())
     }
 
-    /// Both phases, until the node has nothing more to do.
+    /// Everything the node has to do, each write made durable at once.
     pub fn process(&mut self, id: NodeId) -> Result<bool, Violation> {
         let mut any = false;
-        while self.take_ready(id) {
-            self.persist(id)?;
+        while self.persist(id)? {
+            any = true;
+        }
+        while self.take_ready(id)? {
+            while self.persist(id)? {}
             any = true;
         }
         Ok(any)
@@ -523,7 +541,7 @@ impl Cluster {
     /// lost except for a prefix of its writes, chosen by `rng`, as on a disk
     /// that had written some of a batch before power went.
     pub fn crash(&mut self, id: NodeId) {
-        let writes = self.nodes.get(&id).and_then(|n| n.pending.as_ref()).map_or(0, |rd| Disk::writes_for(rd).len());
+        let writes = self.nodes.get(&id).map_or(0, |n| n.pending.iter().map(|w| w.writes.len()).sum());
         let kept = self.rng.random_range(0..=writes);
         self.crash_keeping(id, kept);
         // What the dead process had written to its sockets drains later than
@@ -547,10 +565,9 @@ impl Cluster {
         if node.raft.is_none() {
             return;
         }
-        if let Some(rd) = node.pending.take() {
-            for w in Disk::writes_for(&rd).into_iter().take(kept) {
-                node.disk.write(w);
-            }
+        let pending = std::mem::take(&mut node.pending);
+        for w in pending.into_iter().flat_map(|p| p.writes).take(kept) {
+            node.disk.write(w);
         }
         if !node.disk.receiving.is_empty() {
             self.stats.crashes_mid_transfer += 1;
@@ -579,7 +596,8 @@ impl Cluster {
     pub fn compact(&mut self, id: NodeId) -> bool {
         let Some(node) = self.nodes.get_mut(&id) else { return false };
         let Some(raft) = node.raft.as_mut() else { return false };
-        if node.pending.is_some() {
+        if !node.pending.is_empty() {
+            // The node's writer marks a snapshot after the writes before it.
             return false;
         }
         let applied = node.machine.applied;

@@ -38,6 +38,10 @@ pub struct Bounds {
     pub proposals: u8,
     /// Read-index reads asked at any node that knows a leader.
     pub reads: u8,
+    /// Deliveries whose write a node leaves under way (its log writer syncs
+    /// later; `Persist` events make the oldest durable): the core goes on
+    /// stepping in between.
+    pub async_writes: u8,
     pub heartbeats: bool,
     pub states_max: usize,
     pub pre_vote: bool,
@@ -74,6 +78,7 @@ impl Bounds {
             duplicates: 0,
             proposals: 0,
             reads: 0,
+            async_writes: 0,
             heartbeats: false,
             states_max: 5_000_000,
             pre_vote: false,
@@ -98,6 +103,32 @@ impl Bounds {
             duplicates: 0,
             proposals: 1,
             reads: 2,
+            async_writes: 0,
+            heartbeats: false,
+            states_max: 5_000_000,
+            pre_vote: false,
+            append_entries_max: 1,
+            planted_bug: None,
+            start: Start::Stable,
+        }
+    }
+
+    /// A stable three-node cluster whose nodes' writes may stay under way
+    /// while the core goes on (a log writer thread), with a crash and an
+    /// election: deep enough for an entry committed before its leader's
+    /// copy was durable to be lost.
+    pub fn async_writes() -> Bounds {
+        Bounds {
+            nodes: 3,
+            depth_max: 11,
+            term_max: 2,
+            in_flight_max: 5,
+            crashes: 1,
+            drops: 0,
+            duplicates: 0,
+            proposals: 1,
+            reads: 0,
+            async_writes: 2,
             heartbeats: false,
             states_max: 5_000_000,
             pre_vote: false,
@@ -119,6 +150,7 @@ impl Bounds {
             duplicates: 1,
             proposals: 1,
             reads: 0,
+            async_writes: 0,
             heartbeats: true,
             states_max: 5_000_000,
             pre_vote: false,
@@ -135,6 +167,12 @@ enum Event {
     /// Index into the state's in-flight messages, in canonical order.
     Deliver(usize),
     DeliverThenCrash(usize),
+    /// Deliver, carry out the Ready, leave its write under way.
+    DeliverAsync(usize),
+    /// The node's oldest write under way becomes durable.
+    Persist(NodeId),
+    /// A client's write at the leader, whose write is left under way.
+    ProposeAsync(NodeId),
     Drop(usize),
     Duplicate(usize),
     Timeout(NodeId),
@@ -153,6 +191,7 @@ struct State {
     duplicates: u8,
     proposals: u8,
     reads: u8,
+    async_writes: u8,
 }
 
 /// What a search found.
@@ -279,6 +318,7 @@ fn initial_state(bounds: &Bounds) -> State {
         duplicates: bounds.duplicates,
         proposals: bounds.proposals,
         reads: bounds.reads,
+        async_writes: bounds.async_writes,
     }
 }
 
@@ -357,7 +397,7 @@ fn fingerprint(state: &State) -> u64 {
         f.msg.hash(&mut h);
     }
     state.cluster.checker.fingerprint(&mut h);
-    (state.crashes, state.drops, state.duplicates, state.proposals, state.reads).hash(&mut h);
+    (state.crashes, state.drops, state.duplicates, state.proposals, state.reads, state.async_writes).hash(&mut h);
     h.finish()
 }
 
@@ -378,6 +418,9 @@ fn enabled(state: &State, bounds: &Bounds) -> Vec<Event> {
         if state.crashes > 0 {
             events.push(Event::DeliverThenCrash(k));
         }
+        if state.async_writes > 0 {
+            events.push(Event::DeliverAsync(k));
+        }
         if state.drops > 0 {
             events.push(Event::Drop(k));
         }
@@ -390,12 +433,18 @@ fn enabled(state: &State, bounds: &Bounds) -> Vec<Event> {
             events.push(Event::Restart(id));
             continue;
         };
+        if node.has_pending() {
+            events.push(Event::Persist(id));
+        }
         if raft.role() == Role::Leader {
             if bounds.heartbeats {
                 events.push(Event::Heartbeat(id));
             }
             if state.proposals > 0 {
                 events.push(Event::Propose(id));
+                if state.async_writes > 0 {
+                    events.push(Event::ProposeAsync(id));
+                }
             }
         } else if raft.term() < Term(bounds.term_max) {
             events.push(Event::Timeout(id));
@@ -413,6 +462,16 @@ fn enabled(state: &State, bounds: &Bounds) -> Vec<Event> {
 fn apply(state: &mut State, event: Event) -> Result<(), Violation> {
     let c = &mut state.cluster;
     match event {
+        Event::DeliverAsync(k) => {
+            state.async_writes -= 1;
+            let flight = c.net.in_flight.remove(k);
+            let to = flight.msg.to;
+            c.deliver(flight)?;
+            while c.take_ready(to)? {}
+        }
+        Event::Persist(id) => {
+            c.persist(id)?;
+        }
         Event::Deliver(k) | Event::DeliverThenCrash(k) | Event::Duplicate(k) => {
             let flight = if event == Event::Duplicate(k) {
                 state.duplicates -= 1;
@@ -426,7 +485,7 @@ fn apply(state: &mut State, event: Event) -> Result<(), Violation> {
                 // The node's messages leave, then it dies before its write
                 // is durable: exactly the window a persistence bug needs.
                 state.crashes -= 1;
-                c.take_ready(to);
+                c.take_ready(to)?;
                 c.crash_keeping(to, 0);
             } else {
                 c.process(to)?;
@@ -449,6 +508,13 @@ fn apply(state: &mut State, event: Event) -> Result<(), Violation> {
             let seq = state.proposals as u64;
             let _ = c.propose(id, command_set(9, seq, "k", &format!("v{seq}")));
             c.process(id)?;
+        }
+        Event::ProposeAsync(id) => {
+            state.proposals -= 1;
+            state.async_writes -= 1;
+            let seq = state.proposals as u64;
+            let _ = c.propose(id, command_set(9, seq, "k", &format!("v{seq}")));
+            while c.take_ready(id)? {}
         }
         Event::Read(id) => {
             state.reads -= 1;
@@ -477,11 +543,14 @@ fn describe(state: &State, event: Event) -> String {
             msg(k),
             state.cluster.net.in_flight[k].msg.to
         ),
+        Event::DeliverAsync(k) => format!("deliver {}, the write it causes left under way", msg(k)),
+        Event::Persist(id) => format!("node {id}'s oldest write under way becomes durable"),
         Event::Drop(k) => format!("drop {}", msg(k)),
         Event::Duplicate(k) => format!("duplicate {}", msg(k)),
         Event::Timeout(id) => format!("node {id} times out"),
         Event::Heartbeat(id) => format!("leader {id} heartbeats"),
         Event::Propose(id) => format!("client proposes at leader {id}"),
+        Event::ProposeAsync(id) => format!("client proposes at leader {id}, its write left under way"),
         Event::Read(id) => format!("client asks a read at node {id}"),
         Event::Crash(id) => format!("node {id} crashes"),
         Event::Restart(id) => format!("node {id} restarts"),

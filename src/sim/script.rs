@@ -475,9 +475,10 @@ pub fn parse_bug(s: &str) -> Result<PlantedBug, String> {
         "SkipJointConsensus" => Ok(PlantedBug::SkipJointConsensus),
         "ReadIdsReused" => Ok(PlantedBug::ReadIdsReused),
         "ForwardQueueKept" => Ok(PlantedBug::ForwardQueueKept),
+        "LeaderCountsUnwrittenEntries" => Ok(PlantedBug::LeaderCountsUnwrittenEntries),
         _ => Err(format!(
             "unknown bug {s:?} (CommitOlderTerm, VoteWithoutLogCheck, AckBeforePersist, ReadWithoutQuorum, \
-             SkipJointConsensus, ReadIdsReused, ForwardQueueKept)"
+             SkipJointConsensus, ReadIdsReused, ForwardQueueKept, LeaderCountsUnwrittenEntries)"
         )),
     }
 }

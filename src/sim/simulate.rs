@@ -523,16 +523,16 @@ impl Run {
         self.collect_outcomes()
     }
 
+    /// Each node carries out its Ready; its writes become durable later,
+    /// in order, as a node's log writer thread makes them (so a crash may
+    /// fall while several are under way, and messages are stepped meanwhile).
     fn process_nodes(&mut self) -> Result<(), String> {
         for id in self.cluster.up_ids() {
-            if self.cluster.nodes[&id].has_pending() {
-                if self.rng.random_bool(0.7) {
-                    self.cluster.persist(id)?;
-                }
-                continue;
-            }
-            if self.cluster.take_ready(id) && self.rng.random_bool(self.plan.persist_at_once_probability) {
+            if self.cluster.nodes[&id].has_pending() && self.rng.random_bool(0.7) {
                 self.cluster.persist(id)?;
+            }
+            if self.cluster.take_ready(id)? && self.rng.random_bool(self.plan.persist_at_once_probability) {
+                while self.cluster.persist(id)? {}
             }
         }
         Ok(())

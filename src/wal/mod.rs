@@ -143,7 +143,7 @@ impl Wal {
             io.sync(&s.path).map_err(io_error(&s.path, "fdatasync"))?;
         }
         let last_index = scan.entries.last().map_or(scan.snapshot.map_or(Index::ZERO, |(i, _)| i), |e| e.index);
-        let wal = Wal {
+        let mut wal = Wal {
             dir,
             opts,
             io,
@@ -159,6 +159,7 @@ impl Wal {
             dirty: Vec::new(),
             failed: None,
         };
+        wal.prepare_next();
         Ok((wal, Recovered { hard_state: scan.hard_state, snapshot: scan.snapshot, entries: scan.entries }))
     }
 
@@ -281,8 +282,16 @@ impl Wal {
         let newest = manifest::path(&self.dir);
         self.io.replace(&newest, &manifest::encode(seq)).map_err(io_error(&newest, "write"))?;
         self.segments.push(Segment { seq, path, size, max_index: Index::ZERO });
+        self.prepare_next();
         self.offset = segment::HEADER_BYTES as u64;
         Ok(())
+    }
+
+    /// Has the segment after the newest made in the background.
+    fn prepare_next(&mut self) {
+        let seq = self.segments.last().map_or(1, |s| s.seq + 1);
+        let size = self.opts.segment_bytes;
+        self.io.prepare(&segment::path(&self.dir, seq), size, &segment::header(seq, size));
     }
 
     fn sync_dirty(&mut self) -> Result<(), WalError> {
@@ -335,9 +344,10 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, WalError> {
         let name = e.file_name().to_string_lossy().into_owned();
         match segment::seq_of(&name) {
             Some(seq) => seqs.push(seq),
-            None if name.ends_with(".tmp") => {
+            None if name.ends_with(".tmp") || name.ends_with(".spare") => {
                 // A segment or the newest line whose creation a crash cut
-                // short: it never got its name, so nothing refers to it.
+                // short, or a segment made in advance: it never got its
+                // name, so nothing refers to it.
                 let _ = std::fs::remove_file(e.path());
             }
             None if name == "newest" => {}

@@ -504,6 +504,7 @@ pub fn text(reply: &Reply) -> String {
         Reply::Error(e) => format!("-{e}"),
         Reply::Integer(i) => i.to_string(),
         Reply::Bulk(Some(b)) => String::from_utf8_lossy(b).into_owned(),
+        Reply::Value(b) => String::from_utf8_lossy(b).into_owned(),
         Reply::Bulk(None) => "(nil)".to_string(),
         Reply::Array(a) => format!("{a:?}"),
     }

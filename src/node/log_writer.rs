@@ -1,0 +1,230 @@
+//! The log writer: a thread that owns the write-ahead log once the node
+//! runs. The core hands it each Ready's write and goes on stepping
+//! messages, ticking and applying while the disk works (etcd's asynchronous
+//! storage writes). A sync that takes 200 ms on a busy disk then delays
+//! only what waits for it (this node's acknowledgements of new entries, its
+//! vote) instead of freezing the node: heartbeats are still answered, so a
+//! slow disk alone no longer makes a leader look dead to its followers, nor
+//! a follower to its leader's check-quorum.
+//!
+//! Jobs are written in the order they were handed over, and everything
+//! queued while one sync ran is covered by the next (group commit). Each
+//! finished job comes back to the core in order, which then sends the
+//! messages that promised its durability and tells the Raft core.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::raft::{Entry, HardState, Index, Message, Persist, Term};
+use crate::wal::{Wal, WalError};
+
+/// Jobs one sync covers at most, so completions keep flowing under a
+/// steady stream of writes.
+const JOBS_PER_SYNC_MAX: usize = 1024;
+
+/// A sync longer than this is worth a warning: acknowledgements and votes
+/// wait for it.
+const SLOW_SYNC: Duration = Duration::from_millis(100);
+
+/// One Ready's write, and what waits for it.
+pub struct Write {
+    pub entries: Vec<Entry>,
+    pub hard_state: Option<HardState>,
+    pub must_sync: bool,
+    /// Sent once the write is durable.
+    pub messages: Vec<Message>,
+    pub persist: Persist,
+}
+
+enum Job {
+    Write(Write),
+    MarkSnapshot { index: Index, term: Term },
+}
+
+/// A finished job, in the order the jobs were handed over.
+pub enum Done {
+    Written {
+        messages: Vec<Message>,
+        persist: Persist,
+    },
+    /// The snapshot marker is durable and the segments it covers deleted.
+    Marked {
+        index: Index,
+    },
+}
+
+pub type Completions = Result<Vec<Done>, WalError>;
+
+/// What INFO shows of the disk, kept current by the writer.
+#[derive(Default)]
+pub struct StorageStats {
+    pub log_disk_bytes: AtomicU64,
+    pub log_segments: AtomicU64,
+    pub syncs: AtomicU64,
+    pub sync_micros_last: AtomicU64,
+    pub sync_micros_max: AtomicU64,
+}
+
+pub struct LogWriter {
+    jobs: Option<Sender<Job>>,
+    done: Receiver<Completions>,
+    /// Jobs handed over and not yet come back.
+    in_flight: usize,
+    stats: Arc<StorageStats>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LogWriter {
+    /// `fsync`: whether a write is synced, or only handed to the kernel.
+    pub fn spawn(wal: Wal, fsync: bool) -> std::io::Result<LogWriter> {
+        let (jobs, jobs_rx) = crossbeam_channel::unbounded();
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        let stats = Arc::new(StorageStats::default());
+        publish_sizes(&wal, &stats);
+        let shared = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || run(wal, fsync, &jobs_rx, &done_tx, &shared))?;
+        Ok(LogWriter { jobs: Some(jobs), done, in_flight: 0, stats, thread: Some(thread) })
+    }
+
+    pub fn write(&mut self, w: Write) {
+        self.hand_over(Job::Write(w));
+    }
+
+    /// Marks a snapshot at `index` once every write handed over before it
+    /// is durable, and deletes the segments it covers.
+    pub fn mark_snapshot(&mut self, index: Index, term: Term) {
+        self.hand_over(Job::MarkSnapshot { index, term });
+    }
+
+    fn hand_over(&mut self, job: Job) {
+        // A send fails only when the writer stopped on a storage error,
+        // which it reported as a completion the core reads next.
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(job);
+        }
+        self.in_flight += 1;
+    }
+
+    /// Where finished jobs arrive; pass what comes to `finished`.
+    pub fn completions(&self) -> Receiver<Completions> {
+        self.done.clone()
+    }
+
+    /// Counts the jobs that came back.
+    pub fn finished(&mut self, done: &Completions) {
+        if let Ok(batch) = done {
+            self.in_flight = self.in_flight.saturating_sub(batch.len());
+        }
+    }
+
+    /// Waits for the next completions (pass them to `finished`).
+    pub fn wait(&self) -> Completions {
+        self.done.recv().unwrap_or_else(|_| Err(writer_gone()))
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.in_flight == 0
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    pub fn stats(&self) -> &StorageStats {
+        &self.stats
+    }
+}
+
+impl Drop for LogWriter {
+    /// Lets the writer finish what it was given (nothing was promised
+    /// about it, but there is no reason to lose it) and waits for it.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The writer stopped without saying why: it cannot, so this is a bug.
+pub fn writer_gone() -> WalError {
+    WalError::Failed { first: "the log writer thread stopped".into() }
+}
+
+fn run(mut wal: Wal, fsync: bool, jobs: &Receiver<Job>, done: &Sender<Completions>, stats: &StorageStats) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < JOBS_PER_SYNC_MAX {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let result = write_batch(&mut wal, fsync, batch, stats);
+        publish_sizes(&wal, stats);
+        let failed = result.is_err();
+        if done.send(result).is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn write_batch(wal: &mut Wal, fsync: bool, batch: Vec<Job>, stats: &StorageStats) -> Completions {
+    let mut finished = Vec::with_capacity(batch.len());
+    let mut must_sync = false;
+    for job in batch {
+        match job {
+            Job::Write(w) => {
+                if !w.entries.is_empty() {
+                    wal.append(&w.entries)?;
+                }
+                if let Some(hs) = &w.hard_state {
+                    wal.set_hard_state(hs)?;
+                }
+                must_sync |= w.must_sync;
+                finished.push(Done::Written { messages: w.messages, persist: w.persist });
+            }
+            Job::MarkSnapshot { index, term } => {
+                // The marker is synced with everything written before it.
+                timed(stats, || wal.mark_snapshot(index, term))?;
+                must_sync = false;
+                finished.push(Done::Marked { index });
+            }
+        }
+    }
+    if must_sync {
+        timed(stats, || if fsync { wal.sync() } else { wal.flush() })?;
+    }
+    Ok(finished)
+}
+
+fn timed(stats: &StorageStats, f: impl FnOnce() -> Result<(), WalError>) -> Result<(), WalError> {
+    let started = Instant::now();
+    let result = f();
+    let took = started.elapsed();
+    let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    stats.syncs.fetch_add(1, Ordering::Relaxed);
+    stats.sync_micros_last.store(micros, Ordering::Relaxed);
+    stats.sync_micros_max.fetch_max(micros, Ordering::Relaxed);
+    if took >= SLOW_SYNC {
+        slow_sync_log()
+            .warn(|| format!("writing the log took {took:?}: acknowledgements and votes waited for it (a slow disk?)"));
+    }
+    result
+}
+
+fn slow_sync_log() -> &'static crate::net::ratelimit::RateLimited {
+    static LOG: std::sync::OnceLock<crate::net::ratelimit::RateLimited> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| crate::net::ratelimit::RateLimited::new(5, Duration::from_secs(60)))
+}
+
+fn publish_sizes(wal: &Wal, stats: &StorageStats) {
+    stats.log_disk_bytes.store(wal.disk_bytes(), Ordering::Relaxed);
+    stats.log_segments.store(wal.segment_count() as u64, Ordering::Relaxed);
+}
