@@ -4,7 +4,7 @@
 
 BINS := node kv sim lincheck walbench snapbench bench lab
 SEEDS ?= 100000
-EXPERIMENTS := insert mixes sizes election stragglers etcd security
+EXPERIMENTS := insert mixes sizes election stragglers etcd security limits
 
 .PHONY: all build cluster cluster-secure stop clean-data test sim bench jepsen $(addprefix bench-,$(EXPERIMENTS))
 
@@ -41,7 +41,7 @@ sim:
 
 # Every measurement: make bench. One experiment: make bench-election (or
 # bench-insert, bench-mixes, bench-sizes, bench-stragglers, bench-etcd,
-# bench-security).
+# bench-security, bench-limits).
 # Results (CSV, SVG, markdown) go to bench/results/.
 bench: build
 	./scripts/bench.sh

@@ -35,6 +35,13 @@ fn large_values_depose_no_leader_and_leave_bounded_disk_and_memory() {
     let follower = c.nodes.keys().copied().find(|&id| id != leader).unwrap();
     let follower_addr = c.nodes[&follower].client_addr.clone();
 
+    let mut conn = Client::connect(&addr).unwrap();
+    for i in 0..8 {
+        let key = format!("{}-{i}", 1 << 20);
+        assert_eq!(text(&conn.cmd_bytes(&[b"SET", key.as_bytes(), &vec![b'v'; 1 << 20]]).unwrap()), "OK");
+    }
+    drop(conn);
+
     // Phase 1: ten seconds of 1 MiB and 4 MiB writes, and MGETs of eight
     // 1 MiB values, through the leader and a follower.
     let stop = Arc::new(AtomicBool::new(false));
@@ -68,6 +75,34 @@ fn large_values_depose_no_leader_and_leave_bounded_disk_and_memory() {
             }
         }));
     }
+    // And one MGET of 500 large values at a time (500 MiB of reply, read
+    // as it comes), sent to the leader.
+    let big_reads = Arc::new(AtomicU64::new(0));
+    {
+        let (stop, ops, target) = (stop.clone(), big_reads.clone(), addr.clone());
+        threads.push(std::thread::spawn(move || {
+            let keys: Vec<String> = (0..500).map(|i| format!("{}-{}", 1 << 20, i % 8)).collect();
+            let mut args: Vec<&[u8]> = vec![b"MGET"];
+            args.extend(keys.iter().map(|k| k.as_bytes()));
+            let mut request = Vec::new();
+            raftkv::resp::encode_request(&args, &mut request);
+            while !stop.load(Ordering::Relaxed) {
+                let mut s = std::net::TcpStream::connect(&target).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                std::io::Write::write_all(&mut s, &request).unwrap();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut got = 0usize;
+                let expected = b"*500\r\n".len() + 500 * (b"$1048576\r\n".len() + (1 << 20) + 2);
+                while got < expected {
+                    match std::io::Read::read(&mut s, &mut buf) {
+                        Ok(0) | Err(_) => panic!("the big MGET was cut after {got} bytes"),
+                        Ok(n) => got += n,
+                    }
+                }
+                ops.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
     std::thread::sleep(Duration::from_secs(10));
     stop.store(true, Ordering::Relaxed);
     for t in threads {
@@ -75,7 +110,9 @@ fn large_values_depose_no_leader_and_leave_bounded_disk_and_memory() {
             panic!("a client failed\n{}", c.logs());
         }
     }
-    println!("{} large writes and reads in 10 s", ops.load(Ordering::Relaxed));
+    let big = big_reads.load(Ordering::Relaxed);
+    println!("{} large writes and reads, {big} MGETs of 500 MiB, in 10 s", ops.load(Ordering::Relaxed));
+    assert!(big > 0, "no 500-value MGET finished\n{}", c.logs());
     c.assert_none_exited();
     let terms: Vec<u64> = c.nodes.keys().map(|&id| c.info_u64(id, "term")).collect();
     assert!(terms.iter().all(|&t| t == term), "elections happened: terms {terms:?}, was {term}\n{}", c.logs());

@@ -103,6 +103,9 @@ pub struct ClusterOptions {
     pub proxies: bool,
     /// A cluster secret, accounts, TLS on both ports (SPEC §5).
     pub secure: Secure,
+    /// Another build of the node (a baseline to compare with); by default
+    /// `bin/node` beside this program.
+    pub node: Option<PathBuf>,
 }
 
 /// What of SPEC §5 a local cluster turns on.
@@ -125,6 +128,7 @@ impl Default for ClusterOptions {
             fsync: "always",
             proxies: false,
             secure: Secure::default(),
+            node: None,
         }
     }
 }
@@ -227,7 +231,7 @@ impl LocalCluster {
     /// Starts node `id` (again, after a kill: same data directory).
     pub fn restart(&mut self, id: u64) -> Result<(), String> {
         let o = &self.options;
-        let mut cmd = Command::new(sibling("node"));
+        let mut cmd = Command::new(o.node.clone().unwrap_or_else(|| sibling("node")));
         cmd.arg("--id")
             .arg(id.to_string())
             .arg("--peers")

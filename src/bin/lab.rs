@@ -2,15 +2,16 @@
 //! and writing CSV, SVG plots and a markdown summary.
 //!
 //! ```text
-//! lab [--out DIR] [--seconds S] [--rounds N] [--trials N] EXPERIMENT...
+//! lab [--out DIR] [--seconds S] [--rounds N] [--trials N] [--baseline-node PATH] EXPERIMENT...
 //! ```
 //!
 //! Experiments: insert, mixes, sizes, election, stragglers, etcd, security,
-//! or all.
+//! limits, or all.
 //! `--seconds` is the length of each load point (default 3), `--rounds`
 //! how often the side-by-side comparisons (mixes, etcd) repeat each point
 //! (default 3, the median is reported), `--trials` the kills per election
-//! timeout (default 20).
+//! timeout (default 20), `--baseline-node` the older build of the node that
+//! limits compares with (all skips limits without it).
 //! `bin/node` must sit next to `bin/lab` (`make build` puts it there);
 //! mixes needs redis-server, etcd needs etcd and wrk (`scripts/deps.sh
 //! bench` installs them).
@@ -20,9 +21,9 @@ use std::process::ExitCode;
 
 use raftkv::bench::lab::{self, Lab};
 
-const USAGE: &str = "usage: lab [--out DIR] [--seconds S] [--rounds N] [--trials N] EXPERIMENT...\n\
-experiments: insert mixes sizes election stragglers etcd security all";
-const ALL: [&str; 7] = ["insert", "mixes", "sizes", "election", "stragglers", "etcd", "security"];
+const USAGE: &str = "usage: lab [--out DIR] [--seconds S] [--rounds N] [--trials N] [--baseline-node PATH] \
+EXPERIMENT...\nexperiments: insert mixes sizes election stragglers etcd security limits all";
+const ALL: [&str; 8] = ["insert", "mixes", "sizes", "election", "stragglers", "etcd", "security", "limits"];
 
 /// A flag's value as a number above zero.
 fn positive<T: std::str::FromStr + PartialOrd + Default>(flag: &str, v: Option<&String>) -> Result<T, String> {
@@ -34,8 +35,9 @@ fn positive<T: std::str::FromStr + PartialOrd + Default>(flag: &str, v: Option<&
 
 /// `None` for --help.
 fn parse(args: &[String]) -> Result<Option<(Lab, Vec<String>)>, String> {
-    let mut lab = Lab { out: PathBuf::from("bench/results"), seconds: 3.0, trials: 20, rounds: 3 };
+    let mut lab = Lab { out: PathBuf::from("bench/results"), seconds: 3.0, trials: 20, rounds: 3, baseline_node: None };
     let mut chosen = Vec::new();
+    let mut all = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -43,14 +45,24 @@ fn parse(args: &[String]) -> Result<Option<(Lab, Vec<String>)>, String> {
             "--seconds" => lab.seconds = positive(a, it.next())?,
             "--rounds" => lab.rounds = positive(a, it.next())?,
             "--trials" => lab.trials = positive(a, it.next())?,
+            "--baseline-node" => {
+                lab.baseline_node = Some(PathBuf::from(it.next().ok_or("--baseline-node needs a path")?))
+            }
             "-h" | "--help" => return Ok(None),
-            "all" => chosen.extend(ALL.iter().map(|s| s.to_string())),
+            "all" => {
+                all = true;
+                chosen.extend(ALL.iter().map(|s| s.to_string()));
+            }
             name if ALL.contains(&name) => chosen.push(name.to_string()),
             other => return Err(format!("unknown experiment or flag {other:?}")),
         }
     }
     if chosen.is_empty() {
         return Err("name an experiment".to_string());
+    }
+    if all && lab.baseline_node.is_none() {
+        println!("lab: skipping limits (it needs --baseline-node)");
+        chosen.retain(|c| c != "limits");
     }
     Ok(Some((lab, chosen)))
 }
@@ -81,6 +93,7 @@ fn main() -> ExitCode {
             "election" => lab::election::run(&lab),
             "stragglers" => lab::stragglers::run(&lab),
             "security" => lab::security::run(&lab),
+            "limits" => lab::limits::run(&lab),
             _ => lab::versus_etcd::run(&lab),
         };
         if let Err(e) = result {

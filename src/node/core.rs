@@ -39,6 +39,9 @@ use super::log_writer::{Completions, Done, LogWriter, Write, writer_gone};
 /// the batch one sync covers.
 const BATCH_INPUTS_MAX: usize = 4096;
 
+/// How long after a failed snapshot the next is tried unasked.
+const SNAPSHOT_RETRY: Duration = Duration::from_secs(10);
+
 /// Ticks caught up at once after the thread was held up (a long sync, a
 /// SIGSTOP): more than an election timeout's worth changes nothing.
 const CATCH_UP_TICKS_MAX: u64 = 100_000;
@@ -87,6 +90,8 @@ pub struct Core {
     snapshot_waiters: Vec<Waiter>,
     /// A snapshot taken, whose marker the log writer is making durable.
     marking: Option<SnapshotFile>,
+    /// After a failed snapshot (a full disk), when to try again unasked.
+    snapshot_retry_at: Option<Instant>,
     transport: Transport,
     log_context: Arc<LogContext>,
     incarnation: u64,
@@ -144,6 +149,7 @@ impl Core {
             snapshots,
             snapshot_waiters: Vec::new(),
             marking: None,
+            snapshot_retry_at: None,
             transport,
             log_context,
             incarnation,
@@ -543,7 +549,8 @@ impl Core {
         let since = applied.0.saturating_sub(self.snapshots.index().0);
         let due = (self.settings.snapshot_entries > 0 && since >= self.settings.snapshot_entries)
             || (self.settings.snapshot_bytes > 0 && self.applied_bytes_since_snapshot >= self.settings.snapshot_bytes);
-        if !due && self.snapshot_waiters.is_empty() {
+        let backing_off = self.snapshot_retry_at.is_some_and(|at| Instant::now() < at);
+        if (!due || backing_off) && self.snapshot_waiters.is_empty() {
             return;
         }
         if since == 0 {
@@ -572,7 +579,8 @@ impl Core {
             }
             Ok(None) => self.answer_snapshot_waiters(Reply::ok()),
             Err(e) => {
-                log::error!("taking a snapshot failed: {e}");
+                log::error!("taking a snapshot failed: {e}; trying again in {SNAPSHOT_RETRY:?}");
+                self.snapshot_retry_at = Some(Instant::now() + SNAPSHOT_RETRY);
                 self.answer_snapshot_waiters(Reply::err(format!("taking a snapshot failed: {e}")));
             }
         }

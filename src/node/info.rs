@@ -58,7 +58,7 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn human(bytes: u64) -> String {
+pub(super) fn human(bytes: u64) -> String {
     match bytes {
         b if b >= 1 << 30 => format!("{:.2}G", b as f64 / (1u64 << 30) as f64),
         b if b >= 1 << 20 => format!("{:.2}M", b as f64 / (1u64 << 20) as f64),
@@ -124,7 +124,8 @@ pub fn render(
         let _ = write!(
             out,
             "# Storage\r\nlog_disk_bytes:{}\r\nlog_segments:{}\r\nsnapshot_disk_bytes:{}\r\n\
-             log_writes_queued:{}\r\nlog_syncs:{}\r\nlog_sync_last_us:{}\r\nlog_sync_max_us:{}\r\n",
+             log_writes_queued:{}\r\nlog_syncs:{}\r\nlog_sync_last_us:{}\r\nlog_sync_max_us:{}\r\n\
+             disk_free_bytes:{}\r\n",
             log.log_disk_bytes.load(Relaxed),
             log.log_segments.load(Relaxed),
             storage.snapshot_bytes,
@@ -132,6 +133,7 @@ pub fn render(
             log.syncs.load(Relaxed),
             log.sync_micros_last.load(Relaxed),
             log.sync_micros_max.load(Relaxed),
+            log.disk_free_bytes.load(Relaxed),
         );
     }
     if wanted("keyspace") {

@@ -67,6 +67,8 @@ pub struct StorageStats {
     pub syncs: AtomicU64,
     pub sync_micros_last: AtomicU64,
     pub sync_micros_max: AtomicU64,
+    /// Free space on the log's filesystem, checked every few seconds.
+    pub disk_free_bytes: AtomicU64,
 }
 
 pub struct LogWriter {
@@ -85,6 +87,7 @@ impl LogWriter {
         let (done_tx, done) = crossbeam_channel::unbounded();
         let stats = Arc::new(StorageStats::default());
         publish_sizes(&wal, &stats);
+        check_space(&wal, &stats);
         let shared = stats.clone();
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
@@ -157,8 +160,25 @@ pub fn writer_gone() -> WalError {
     WalError::Failed { first: "the log writer thread stopped".into() }
 }
 
+/// How often the writer looks at the free space.
+const SPACE_CHECK: Duration = Duration::from_secs(5);
+
 fn run(mut wal: Wal, fsync: bool, jobs: &Receiver<Job>, done: &Sender<Completions>, stats: &StorageStats) {
-    while let Ok(first) = jobs.recv() {
+    let mut space_checked = Instant::now();
+    loop {
+        let first = match jobs.recv_timeout(SPACE_CHECK) {
+            Ok(job) => job,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                check_space(&wal, stats);
+                space_checked = Instant::now();
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        };
+        if space_checked.elapsed() >= SPACE_CHECK {
+            check_space(&wal, stats);
+            space_checked = Instant::now();
+        }
         let mut batch = vec![first];
         while batch.len() < JOBS_PER_SYNC_MAX {
             match jobs.try_recv() {
@@ -222,6 +242,27 @@ fn timed(stats: &StorageStats, f: impl FnOnce() -> Result<(), WalError>) -> Resu
 fn slow_sync_log() -> &'static crate::net::ratelimit::RateLimited {
     static LOG: std::sync::OnceLock<crate::net::ratelimit::RateLimited> = std::sync::OnceLock::new();
     LOG.get_or_init(|| crate::net::ratelimit::RateLimited::new(5, Duration::from_secs(60)))
+}
+
+/// Records the free space, warning (at most once a minute) when it is low.
+pub fn check_space(wal: &Wal, stats: &StorageStats) {
+    let Ok((free, total)) = crate::wal::space::free_bytes(wal.dir()) else { return };
+    stats.disk_free_bytes.store(free, Ordering::Relaxed);
+    if free < crate::wal::space::LOW_SPACE_BYTES {
+        low_space_log().warn(|| {
+            format!(
+                "only {} free of {} on the disk of {}: the node stops when it cannot make its next log segment",
+                super::info::human(free),
+                super::info::human(total),
+                wal.dir().display()
+            )
+        });
+    }
+}
+
+fn low_space_log() -> &'static crate::net::ratelimit::RateLimited {
+    static LOG: std::sync::OnceLock<crate::net::ratelimit::RateLimited> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| crate::net::ratelimit::RateLimited::new(1, Duration::from_secs(60)))
 }
 
 fn publish_sizes(wal: &Wal, stats: &StorageStats) {

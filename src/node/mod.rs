@@ -232,6 +232,12 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
     }
     let max_clients = fit_max_clients(opts.max_clients, peers.peers.len());
     let dir = DataDir::open(&opts.data, opts.id).map_err(|e| NodeError::Fatal(e.to_string()))?;
+    match crate::wal::space::free_bytes(dir.path()) {
+        Ok((free, total)) => {
+            log::info!("data directory {}: {} free of {}", dir.path().display(), info::human(free), info::human(total))
+        }
+        Err(e) => log::warn!("cannot tell the free space of {}: {e}", dir.path().display()),
+    }
     let loaded = snapshots::Snapshots::load(dir.path()).map_err(|e| NodeError::Fatal(e.to_string()))?;
     let (wal, recovered) = Wal::open(&dir, WalOptions::default()).map_err(|e| NodeError::Fatal(e.to_string()))?;
     // The log marks the snapshots it was compacted to; the newest intact

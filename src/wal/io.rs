@@ -102,7 +102,9 @@ impl WalIo for FileIo {
             Some(ready) => ready,
             None => {
                 let tmp = tmp_path(path);
-                let f = make_segment(&tmp, size, header)?;
+                let f = make_segment(&tmp, size, header).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&tmp);
+                })?;
                 (tmp, f)
             }
         };
@@ -120,8 +122,16 @@ impl WalIo for FileIo {
             let _ = std::fs::remove_file(spare_path(&old.path));
         }
         let (spare, header) = (spare_path(path), header.to_vec());
-        let thread =
-            std::thread::Builder::new().name("wal-spare".into()).spawn(move || make_segment(&spare, size, &header));
+        let thread = std::thread::Builder::new().name("wal-spare".into()).spawn(move || {
+            let made = make_segment(&spare, size, &header);
+            if let Err(e) = &made {
+                // A half-made spare would hold the space the segment needs
+                // when it is made again, in the foreground.
+                let _ = std::fs::remove_file(&spare);
+                log::warn!("cannot make the next log segment ahead of time: {e}");
+            }
+            made
+        });
         match thread {
             Ok(thread) => self.spare = Some(Spare { path: path.to_path_buf(), size, thread }),
             Err(e) => log::warn!("cannot start a thread to make the next log segment: {e}"),

@@ -21,6 +21,7 @@ mod record;
 pub mod recovery;
 pub mod segment;
 pub mod snapshot;
+pub mod space;
 
 use std::path::{Path, PathBuf};
 
@@ -334,6 +335,11 @@ impl Wal {
 
     pub fn last_index(&self) -> Index {
         self.last_index
+    }
+
+    /// The directory of the segments.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 

@@ -319,6 +319,15 @@ impl TestCluster {
         }
     }
 
+    /// The exit status of a node that exited by itself (it then counts as
+    /// stopped), or None while it runs.
+    pub fn exited(&mut self, id: u64) -> Option<ExitStatus> {
+        let node = self.nodes.get_mut(&id)?;
+        let status = node.child.as_mut()?.try_wait().ok()??;
+        node.child = None;
+        Some(status)
+    }
+
     /// Panics, with the logs, if a node the test did not stop has exited.
     pub fn assert_none_exited(&mut self) {
         let mut exited = Vec::new();

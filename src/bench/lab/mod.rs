@@ -2,8 +2,10 @@
 //! the servers it measures, loads them with [`crate::bench::load`], stops
 //! them, and leaves CSV, plots and a markdown summary in the output folder.
 
+pub mod compare;
 pub mod election;
 pub mod insert;
+pub mod limits;
 pub mod mixes;
 pub mod security;
 pub mod sizes;
@@ -25,6 +27,8 @@ pub struct Lab {
     /// Runs of each point in the side-by-side comparisons (mixes, etcd);
     /// the run with the median throughput is reported.
     pub rounds: usize,
+    /// A build of the node to compare with (the limits experiment).
+    pub baseline_node: Option<PathBuf>,
 }
 
 /// The run with the median throughput. The disk of a shared machine has
