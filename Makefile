@@ -50,8 +50,14 @@ $(addprefix bench-,$(EXPERIMENTS)): bench-%: build
 	./scripts/bench.sh $*
 
 # A long Jepsen-style run: make jepsen SECONDS=1800 SEED=42 (SEED optional);
-# history, verdict and timeline.svg go to jepsen/results/<seed>/.
+# history, verdict and timeline.svg go to jepsen/results/<seed>/. NODES=3
+# for three nodes; LOAD=200 adds 200 load connections through every node
+# and bounds each node's resident memory at RSS_MB (rss.csv, rss.svg).
 SECONDS ?= 600
+NODES ?= 5
+LOAD ?= 0
+RSS_MB ?= 256
 jepsen:
-	JEPSEN_SECONDS=$(SECONDS) $(if $(SEED),TEST_SEED=$(SEED)) cargo test --release --test linearizability \
+	JEPSEN_SECONDS=$(SECONDS) JEPSEN_NODES=$(NODES) JEPSEN_LOAD_CONNECTIONS=$(LOAD) JEPSEN_RSS_MAX_MB=$(RSS_MB) \
+		$(if $(SEED),TEST_SEED=$(SEED)) cargo test --release --test linearizability \
 		jepsen_long_run -- --ignored --nocapture

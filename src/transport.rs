@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,11 @@ use crate::wire;
 pub struct TransportOptions {
     /// Messages queued per peer before new ones are dropped.
     pub queue_messages_max: usize,
+    /// Bytes of data (appends, snapshot chunks, forwarded commands) queued
+    /// per peer before new data is dropped: a peer behind a slow link must
+    /// not make this node buffer without bound (Raft sends again what was
+    /// lost).
+    pub queue_bytes_max: usize,
     /// Bytes written to a peer in one write, at most (plus one frame).
     pub batch_bytes_max: usize,
     pub connect_timeout: Duration,
@@ -70,6 +75,7 @@ impl Default for TransportOptions {
     fn default() -> TransportOptions {
         TransportOptions {
             queue_messages_max: 4096,
+            queue_bytes_max: 16 * 1024 * 1024,
             batch_bytes_max: 1024 * 1024,
             connect_timeout: Duration::from_millis(500),
             backoff_min: Duration::from_millis(10),
@@ -102,6 +108,8 @@ impl PeerSecurity {
 pub struct Counters {
     pub sent: AtomicU64,
     pub dropped: AtomicU64,
+    /// Of `dropped`: refused because the peer's queue was full.
+    pub dropped_full: AtomicU64,
     pub reconnects: AtomicU64,
     pub received: AtomicU64,
     pub bad_connections: AtomicU64,
@@ -113,6 +121,9 @@ pub struct Counters {
 pub struct TransportStats {
     pub sent: u64,
     pub dropped: u64,
+    pub dropped_full: u64,
+    /// Data bytes queued for all peers now.
+    pub queued_bytes: u64,
     pub reconnects: u64,
     pub received: u64,
     pub bad_connections: u64,
@@ -175,6 +186,8 @@ impl Shared {
 struct PeerSender {
     addr: String,
     queue: Sender<Message>,
+    /// Data bytes queued for the peer, taken out when written or dropped.
+    queued_bytes: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
@@ -190,6 +203,17 @@ fn is_data(m: &Message) -> bool {
             | crate::raft::Body::InstallSnapshot { .. }
             | crate::raft::Body::Propose { .. }
     )
+}
+
+/// The payload bytes of a data message (what the queue bound counts).
+fn data_bytes(m: &Message) -> usize {
+    use crate::raft::Body;
+    match &m.body {
+        Body::Append { entries, .. } => entries.iter().map(|e| 32 + crate::raft::entry_payload_bytes(e)).sum(),
+        Body::InstallSnapshot { data, .. } => data.len(),
+        Body::Propose { commands } => commands.iter().map(|c| 8 + c.len()).sum(),
+        _ => 0,
+    }
 }
 
 pub struct Transport {
@@ -247,10 +271,20 @@ impl Transport {
             self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        let bytes = data_bytes(&msg);
+        let queued = peer.queued_bytes.load(Ordering::Relaxed);
+        if bytes > 0 && queued > 0 && queued + bytes > self.shared.opts.queue_bytes_max {
+            self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared.counters.dropped_full.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        peer.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         match peer.queue.try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                peer.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.shared.counters.dropped_full.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -285,17 +319,19 @@ impl Transport {
     fn spawn_sender(&self, id: NodeId, addr: String) -> io::Result<PeerSender> {
         let (queue, rx) = crossbeam_channel::bounded(self.shared.opts.queue_messages_max);
         let stop = Arc::new(AtomicBool::new(false));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let sender = PeerWriter {
             peer: id,
             addr: addr.clone(),
             queue: rx,
+            queued_bytes: queued_bytes.clone(),
             stop: stop.clone(),
             shared: self.shared.clone(),
             peer_incarnation: None,
             mismatch_logged: RateLimited::new(1, Duration::from_secs(30)),
         };
         let thread = std::thread::Builder::new().name(format!("peer-send-{id}")).spawn(move || sender.run())?;
-        Ok(PeerSender { addr, queue, stop, thread })
+        Ok(PeerSender { addr, queue, queued_bytes, stop, thread })
     }
 
     pub fn stats(&self) -> TransportStats {
@@ -303,6 +339,8 @@ impl Transport {
         TransportStats {
             sent: c.sent.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
+            dropped_full: c.dropped_full.load(Ordering::Relaxed),
+            queued_bytes: self.peers.lock().values().map(|p| p.queued_bytes.load(Ordering::Relaxed) as u64).sum(),
             reconnects: c.reconnects.load(Ordering::Relaxed),
             received: c.received.load(Ordering::Relaxed),
             bad_connections: c.bad_connections.load(Ordering::Relaxed),
@@ -339,6 +377,7 @@ struct PeerWriter {
     peer: NodeId,
     addr: String,
     queue: Receiver<Message>,
+    queued_bytes: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     shared: Arc<Shared>,
     /// The process of the peer last connected to.
@@ -396,7 +435,8 @@ impl PeerWriter {
     fn on_connected(&mut self, peer: Peer) {
         if self.peer_incarnation.is_some_and(|i| i != peer.incarnation) {
             let mut dropped = 0;
-            while self.queue.try_recv().is_ok() {
+            while let Ok(m) = self.queue.try_recv() {
+                self.forget(&m);
                 dropped += 1;
             }
             self.shared.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
@@ -414,10 +454,16 @@ impl PeerWriter {
         }
         let keep = self.shared.opts.queue_messages_max / 4;
         while self.queue.len() > keep {
-            if self.queue.try_recv().is_ok() {
+            if let Ok(m) = self.queue.try_recv() {
+                self.forget(&m);
                 self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// A message left the queue (written or dropped).
+    fn forget(&self, m: &Message) {
+        self.queued_bytes.fetch_sub(data_bytes(m), Ordering::Relaxed);
     }
 
     fn connect(&self) -> Result<(Stream, Peer), ConnectError> {
@@ -479,12 +525,16 @@ impl PeerWriter {
                 && let Some(m) = data.pop_front()
             {
                 wire::encode_frame(&m, &mut buf);
+                self.forget(&m);
                 count += 1;
             }
             if let Err(e) = stream.write_all(&buf) {
                 // The batch may be partly delivered, and what was taken
                 // out is lost with the connection; nothing is resent.
                 let lost = count + data.len() as u64;
+                for m in data.drain(..) {
+                    self.forget(&m);
+                }
                 self.shared.counters.dropped.fetch_add(lost, Ordering::Relaxed);
                 stream.close();
                 return Err(e);

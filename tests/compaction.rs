@@ -248,3 +248,82 @@ fn kill_9_while_taking_and_while_installing_a_snapshot() {
     check_all(&c, down, keys, 9, false, &uncertain);
     c.assert_none_exited();
 }
+
+/// Issue (heavy load under faults): a leader that snapshots faster than a
+/// slow link carries a snapshot restarted its transfer to a lagging follower
+/// with each new snapshot, and the follower never caught up; it also sent a
+/// chunk again for every copy of an answer, and resent unanswered chunks
+/// faster than the link carried them. The leader now finishes the snapshot
+/// it began, keeps its log until the follower has the entries after it,
+/// answers each request for a chunk once, and backs off its resends.
+#[test]
+fn a_follower_behind_a_slow_link_catches_up_while_the_leader_snapshots_faster() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let _serial = ONE_AT_A_TIME.lock();
+    let mut uncertain = Uncertain::new();
+    let mut c = TestCluster::with_proxies(3);
+    c.flags.extend(["--snapshot-entries".to_string(), "2000".to_string()]);
+    c.start_all();
+    let l = leader(&mut c);
+    let down = (1..=3).find(|&id| id != l).unwrap();
+    c.stop(down);
+    // Past two election timeouts the leader no longer keeps its log for it.
+    std::thread::sleep(Duration::from_secs(1));
+    let keys = 50_000;
+    write_round(&c, l, keys, 0, &mut uncertain);
+    assert!(c.info_u64(l, "snapshot_index") > keys / 2, "the leader did not compact\n{}", c.logs());
+    // At most 1.6 MB/s into and out of the follower: a few seconds for the
+    // snapshot, in which the leader takes one every 2,000 writes.
+    c.slow(down, Duration::from_millis(40));
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (addr, stop, written) = (c.nodes[&l].client_addr.clone(), stop.clone(), written.clone());
+        std::thread::spawn(move || {
+            let mut client = Client::connect(&addr).expect("connect to the leader");
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let cmds: Vec<Vec<Vec<u8>>> = (0..200)
+                    .map(|i| {
+                        let k = (n + i) % keys;
+                        vec![b"SET".to_vec(), format!("busy-{k}").into_bytes(), value(k, n).into_bytes()]
+                    })
+                    .collect();
+                let replies = client.pipeline(&cmds).expect("pipeline to the leader");
+                assert!(replies.iter().all(|r| *r == Reply::Simple("OK".into())), "{replies:?}");
+                n += 200;
+                written.store(n, Ordering::Relaxed);
+                // About 2,000 writes a second: far less than the link
+                // carries, but a snapshot every second.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let taken_before = log_text(&c, l).matches("took snapshot").count();
+    c.start(down);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log_text(&c, down).contains("installed snapshot") {
+        assert!(
+            Instant::now() < deadline,
+            "node {down} installed no snapshot in 60 s ({} snapshots taken by the leader meanwhile)\n{}",
+            log_text(&c, l).matches("took snapshot").count() - taken_before,
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // It goes on with entries while the writes go on.
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    let taken = log_text(&c, l).matches("took snapshot").count() - taken_before;
+    println!(
+        "{} writes while node {down} caught up; the leader took {taken} snapshots",
+        written.load(Ordering::Relaxed)
+    );
+    assert!(taken >= 3, "the leader took {taken} snapshots during the transfer: the test shows nothing");
+    wait_caught_up(&c, down, l);
+    c.heal();
+    check_all(&c, down, keys, 0, true, &uncertain);
+    c.assert_none_exited();
+}

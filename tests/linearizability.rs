@@ -17,7 +17,7 @@ use raftkv::lincheck::{self, Budget, Call, Op, Outcome, Ret, Verdict};
 use raftkv::resp::Reply;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use support::{Client, TestCluster};
+use support::{Client, TestCluster, load};
 
 const KEYS: u64 = 6;
 /// Client threads that pick a random node for each connection.
@@ -138,13 +138,36 @@ impl Timeline {
     }
 }
 
+/// Heavy load beside the checked clients: `connections` more connections
+/// through every node, each setting and getting keys of its own, and every
+/// node's resident memory sampled, the run failing past `rss_max` bytes.
+struct Heavy {
+    connections: usize,
+    keys: u64,
+    rss_max: u64,
+}
+
+/// `JEPSEN_LOAD_CONNECTIONS=N` (and `JEPSEN_LOAD_KEYS`, `JEPSEN_RSS_MAX_MB`)
+/// adds heavy load to `make jepsen`.
+fn heavy_from_env() -> Option<Heavy> {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let connections = var("JEPSEN_LOAD_CONNECTIONS").filter(|&n| n > 0)?;
+    Some(Heavy {
+        connections: connections as usize,
+        keys: var("JEPSEN_LOAD_KEYS").unwrap_or(100_000),
+        rss_max: var("JEPSEN_RSS_MAX_MB").unwrap_or(256) * 1024 * 1024,
+    })
+}
+
 /// Runs clients during `nemesis`, then heals everything, restarts every
 /// node, lets the clients go on a little and checks the history. With
-/// `results`, writes the history, the verdict and a timeline there.
+/// `results`, writes the history, the verdict and a timeline there; with
+/// `heavy`, the memory samples too (rss.csv, rss.svg).
 fn check_under(
     c: &mut TestCluster,
     seed: u64,
     results: Option<&std::path::Path>,
+    heavy: Option<&Heavy>,
     nemesis: impl FnOnce(&mut TestCluster, &mut Xoshiro256PlusPlus, &mut Timeline),
 ) -> (Vec<Op>, Timeline) {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
@@ -153,6 +176,8 @@ fn check_under(
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let addrs: Vec<String> = c.nodes.values().map(|n| n.client_addr.clone()).collect();
+    let sampler = heavy.map(|_| load::RssSampler::start(c.dir.path(), Duration::from_millis(200)));
+    let load = heavy.map(|h| load::Load::start(&addrs, h.connections, h.keys));
     let sticky = (0..addrs.len()).map(Some);
     let clients: Vec<_> = std::iter::repeat_n(None, CLIENTS as usize)
         .chain(sticky)
@@ -176,6 +201,8 @@ fn check_under(
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
     let ops: Vec<Op> = clients.into_iter().flat_map(|h| h.join().expect("client thread")).collect();
+    let load = load.map(|l| l.stop());
+    let samples = sampler.map(|s| s.stop());
     // Healed, every node converges to the same map.
     let keys: Vec<String> = (0..KEYS).map(|k| format!("k{k}")).collect();
     c.assert_converged(&keys);
@@ -194,6 +221,32 @@ fn check_under(
     let path = dir.join("history.txt");
     std::fs::write(&path, lincheck::to_text(&ops)).expect("write history");
     std::fs::write(dir.join("timeline.svg"), timeline_svg(&ops, &timeline)).expect("write timeline");
+    if let (Some(h), Some(samples), Some((ok, failed))) = (heavy, &samples, load) {
+        let faults: Vec<(u64, u64)> = timeline.events.iter().map(|e| (e.0 / 1000, e.1 / 1000)).collect();
+        let title = format!(
+            "resident memory per node: {} nodes, {} load connections on {} keys, every fault (seed {seed})",
+            c.nodes.len(),
+            h.connections,
+            h.keys
+        );
+        std::fs::write(dir.join("rss.csv"), load::csv(samples)).expect("write rss.csv");
+        std::fs::write(dir.join("rss.svg"), load::svg(samples, h.rss_max, &faults, &title)).expect("write rss.svg");
+        let peaks = load::peaks(samples);
+        println!("load: {ok} requests answered, {failed} failed; peak resident memory per node (MB, at s):");
+        for (id, bytes, at) in &peaks {
+            println!("  node {id}: {:.1} MB at {:.1} s", *bytes as f64 / 1048576.0, *at as f64 / 1000.0);
+        }
+        assert!(ok > 1000, "the load got only {ok} answers\n{}", c.logs());
+        if let Some((id, bytes, at)) = peaks.iter().find(|p| p.1 > h.rss_max) {
+            panic!(
+                "node {id} reached {:.1} MB of resident memory at {:.1} s, above the bound of {} MB\n{}",
+                *bytes as f64 / 1048576.0,
+                *at as f64 / 1000.0,
+                h.rss_max / 1048576,
+                c.logs()
+            );
+        }
+    }
     let verdict = lincheck::check(&ops, Budget::default()).expect("well-formed history");
     let verdict_text = match &verdict {
         Verdict::Linearizable => "linearizable".to_string(),
@@ -441,7 +494,7 @@ fn network_fault(c: &mut TestCluster, rng: &mut Xoshiro256PlusPlus, tl: &mut Tim
 fn linearizable_through_kills_and_pauses() {
     let seed = seed();
     let mut c = TestCluster::new(5);
-    check_under(&mut c, seed, None, |c, rng, tl| {
+    check_under(&mut c, seed, None, None, |c, rng, tl| {
         for round in 0..6 {
             pause(rng, 300, 1200);
             process_fault(c, rng, tl, round);
@@ -453,7 +506,7 @@ fn linearizable_through_kills_and_pauses() {
 fn linearizable_through_partitions() {
     let seed = seed();
     let mut c = TestCluster::with_proxies(5);
-    check_under(&mut c, seed, None, |c, rng, tl| {
+    check_under(&mut c, seed, None, None, |c, rng, tl| {
         for round in 0..6 {
             pause(rng, 300, 1200);
             network_fault(c, rng, tl, round);
@@ -467,7 +520,7 @@ fn linearizable_through_partitions() {
 fn linearizable_through_follower_restarts_under_reads() {
     let seed = seed();
     let mut c = TestCluster::with_proxies(3);
-    check_under(&mut c, seed, None, |c, rng, tl| {
+    check_under(&mut c, seed, None, None, |c, rng, tl| {
         for round in 0..6 {
             pause(rng, 200, 600);
             restart_follower_fault(c, rng, tl, round);
@@ -483,7 +536,7 @@ fn linearizable_through_follower_restarts_under_reads() {
 fn stragglers_keep_safety_and_are_measured() {
     let seed = seed();
     let mut c = TestCluster::with_proxies(5);
-    let (ops, timeline) = check_under(&mut c, seed, None, |c, rng, tl| {
+    let (ops, timeline) = check_under(&mut c, seed, None, None, |c, rng, tl| {
         let delay = Duration::from_millis(20);
         let phase = Duration::from_secs(3);
         tl.fault("calm".to_string(), phase, || {}, || {});
@@ -518,6 +571,53 @@ fn stragglers_keep_safety_and_are_measured() {
     }
 }
 
+/// Issue (heavy load under faults): under 200 more connections, slow links
+/// and leader kills, a node's memory jumped to 700 MB-1.6 GB (snapshot
+/// chunks sent again faster than a slow link carried them, queued without
+/// a bound in bytes). Each node must stay under 256 MB with 100,000 small
+/// keys, none may exit on its own, and the history stays linearizable.
+#[test]
+fn heavy_load_with_slow_links_and_leader_kills_stays_within_memory() {
+    let seed = seed();
+    let mut c = TestCluster::with_proxies(3);
+    // Snapshots every 20,000 entries: a follower behind a slow link is
+    // sent them while the load goes on.
+    c.flags.extend(["--snapshot-entries".to_string(), "20000".to_string()]);
+    let heavy = Heavy { connections: 200, keys: 100_000, rss_max: 256 * 1024 * 1024 };
+    check_under(&mut c, seed, None, Some(&heavy), |c, rng, tl| {
+        for round in 0..6 {
+            pause(rng, 1000, 3000);
+            slow_follower_leader_killed(c, rng, tl, round);
+        }
+    });
+}
+
+/// A follower's links slowed, then the leader killed while it may be
+/// sending that follower a snapshot: the next leader sends it one too.
+fn slow_follower_leader_killed(c: &mut TestCluster, rng: &mut Xoshiro256PlusPlus, tl: &mut Timeline, round: usize) {
+    let leader = leader_or_any(c, rng);
+    let Some(follower) = c.running().into_iter().find(|&id| id != leader) else { return };
+    let delay = Duration::from_millis(rng.random_range(20..60));
+    let held = hold(rng, 1500, 4000);
+    let cell = std::cell::RefCell::new(&mut *c);
+    tl.fault(
+        format!("round {round}: links of {follower} slowed by {delay:?}, kill -9 leader {leader}"),
+        held,
+        || {
+            let mut c = cell.borrow_mut();
+            c.slow(follower, delay);
+            std::thread::sleep(Duration::from_millis(500));
+            c.kill(leader);
+        },
+        || {
+            let mut c = cell.borrow_mut();
+            c.start(leader);
+            std::thread::sleep(Duration::from_millis(1000));
+            c.heal();
+        },
+    );
+}
+
 /// `make jepsen SECONDS=600 SEED=...`: every kind of fault, for as long as
 /// asked, with the history, the verdict and a timeline written to
 /// jepsen/results/<seed>/. Not part of `make test` (the two tests above are
@@ -528,16 +628,17 @@ fn jepsen_long_run() {
     let seed = seed();
     let seconds: u64 = std::env::var("JEPSEN_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
     let results = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("jepsen/results/{seed}"));
-    let mut c = TestCluster::with_proxies(5);
-    check_under(&mut c, seed, Some(&results), |c, rng, tl| {
+    let nodes = std::env::var("JEPSEN_NODES").ok().and_then(|n| n.parse().ok()).unwrap_or(5);
+    let mut c = TestCluster::with_proxies(nodes);
+    check_under(&mut c, seed, Some(&results), heavy_from_env().as_ref(), |c, rng, tl| {
         let until = Instant::now() + Duration::from_secs(seconds);
         let mut round = 0;
         while Instant::now() < until {
             pause(rng, 300, 1500);
-            if rng.random_bool(0.5) {
-                process_fault(c, rng, tl, round);
-            } else {
-                network_fault(c, rng, tl, round);
+            match rng.random_range(0..5) {
+                0 | 1 => process_fault(c, rng, tl, round),
+                2 | 3 => network_fault(c, rng, tl, round),
+                _ => slow_follower_leader_killed(c, rng, tl, round),
             }
             round += 1;
         }

@@ -23,6 +23,7 @@ struct Reached {
     admin: AtomicU64,
     across_restart: AtomicU64,
     rejected: AtomicU64,
+    superseded: AtomicU64,
 }
 
 /// Runs seeds `0..count` on every core; returns how many passed, the first
@@ -61,6 +62,7 @@ fn run_seeds_counting(
                             reached.admin.fetch_add(s.admin_accepted, Ordering::Relaxed);
                             reached.across_restart.fetch_add(s.delivered_across_restart, Ordering::Relaxed);
                             reached.rejected.fetch_add(s.snapshots_rejected, Ordering::Relaxed);
+                            reached.superseded.fetch_add(s.transfers_superseded, Ordering::Relaxed);
                         }
                         Err(f) if !counts(&f) => {}
                         Err(f) => {
@@ -90,16 +92,19 @@ fn ten_thousand_seeds_keep_every_invariant() {
     let admin = reached.admin.into_inner();
     let across_restart = reached.across_restart.into_inner();
     let rejected = reached.rejected.into_inner();
+    let superseded = reached.superseded.into_inner();
     println!(
         "{passed} seeds passed; {installed} snapshots installed, {crashed_receiving} crashes mid-transfer, \
-         {rejected} damaged snapshots rejected, {admin} membership changes and transfers, {across_restart} \
-         messages delivered to a later process of their node"
+         {rejected} damaged snapshots rejected, {superseded} transfers superseded by another of the same \
+         snapshot, {admin} membership changes and transfers, {across_restart} messages delivered to a later \
+         process of their node"
     );
     // The fault mix must reach snapshot transfer, crashes in it, damaged
     // snapshots, membership changes, and messages outliving a restart.
     if count >= 10_000 {
         assert!(installed >= 1000 && crashed_receiving >= 20, "{installed} installs, {crashed_receiving} crashes");
         assert!(rejected >= 20, "{rejected} damaged snapshots rejected");
+        assert!(superseded >= 20, "{superseded} transfers superseded by another of the same snapshot");
         assert!(admin >= 1000, "{admin} membership changes and transfers");
         assert!(across_restart >= 1000, "{across_restart} messages delivered across a restart");
     }
@@ -164,4 +169,13 @@ fn catches_an_acknowledgement_before_persistence() {
 #[test]
 fn catches_reads_served_without_a_quorum() {
     hunt(PlantedBug::ReadWithoutQuorum);
+}
+
+/// Issue: a follower receiving a snapshot from a leader that died took the
+/// next leader's chunks of the same snapshot for the rest of the first
+/// transfer; the file it wrote was not the snapshot, and the node stopped.
+#[test]
+fn catches_snapshot_chunks_taken_by_index_alone() {
+    let f = hunt(PlantedBug::SnapshotChunksByIndex);
+    assert!(f.what.contains("storage"), "{}", f.what);
 }

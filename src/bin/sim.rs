@@ -72,12 +72,18 @@ fn main() -> ExitCode {
         }
         return match simulate::run(seed, args.bug, args.trace) {
             Ok(r) => {
+                for line in &r.trace {
+                    println!("{line}");
+                }
                 println!(
-                    "seed {seed:#x}: ok ({} nodes, {} ops, {} entries committed, {} messages)",
+                    "seed {seed:#x}: ok ({} nodes, {} ops, {} entries committed, {} messages, {} snapshots \
+                     installed, {} transfers superseded)",
                     r.plan.size,
                     r.ops.len(),
                     r.committed,
-                    r.messages_sent
+                    r.messages_sent,
+                    r.stats.snapshots_installed,
+                    r.stats.transfers_superseded
                 );
                 ExitCode::SUCCESS
             }

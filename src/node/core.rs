@@ -307,7 +307,12 @@ impl Core {
                     };
                     let cluster = super::info::Cluster { id: self.settings.identity.get(), refused: self.refused() };
                     let log_bytes = self.raft.log_bytes();
-                    let usage = super::info::Usage { clients: &self.settings.clients, log_bytes };
+                    let usage = super::info::Usage {
+                        clients: &self.settings.clients,
+                        log_bytes,
+                        log_held_bytes: self.raft.compaction_held_bytes() as u64,
+                        peers: self.transport.stats(),
+                    };
                     let peers = &self.settings.peers;
                     let text = super::info::render(&self.raft, &self.kv, storage, peers, cluster, usage, &sections);
                     waiter.reply(Reply::bulk(text));
@@ -435,7 +440,7 @@ impl Core {
             self.wait_written()?;
         }
         if let Some(file) = installed {
-            self.snapshots.adopt(file);
+            self.snapshots.adopt(file, self.raft.snapshot_index());
         }
         for e in std::mem::take(&mut rd.committed_entries) {
             self.apply(e)?;
@@ -596,7 +601,7 @@ impl Core {
         if index > self.raft.snapshot_index() {
             self.raft.compact(index);
         }
-        self.snapshots.adopt(file);
+        self.snapshots.adopt(file, self.raft.snapshot_index());
         self.answer_snapshot_waiters(Reply::ok());
     }
 

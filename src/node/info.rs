@@ -46,6 +46,10 @@ pub struct Usage<'a> {
     pub clients: &'a super::clients::Registry,
     /// Bytes of the log entries the core holds in memory.
     pub log_bytes: u64,
+    /// Of those, bytes kept past the newest snapshot for lagging followers.
+    pub log_held_bytes: u64,
+    /// The peer links: data queued, messages dropped on a full queue.
+    pub peers: crate::transport::TransportStats,
 }
 
 /// The process's resident memory, from /proc (0 where it cannot be read).
@@ -172,11 +176,14 @@ pub fn render(
         let _ = write!(
             out,
             "# Memory\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_dataset:{}\r\n\
-             used_memory_dataset_human:{}\r\nlog_memory_bytes:{}\r\nclient_buffers_bytes:{clients}\r\n",
+             used_memory_dataset_human:{}\r\nlog_memory_bytes:{}\r\nlog_held_for_followers_bytes:{}\r\n\
+             peer_queue_bytes:{}\r\nclient_buffers_bytes:{clients}\r\n",
             human(rss),
             kv.data_bytes(),
             human(kv.data_bytes() as u64),
             usage.log_bytes,
+            usage.log_held_bytes,
+            usage.peers.queued_bytes,
         );
     }
     if wanted("stats") {
@@ -188,11 +195,15 @@ pub fn render(
         let _ = write!(
             out,
             "# Stats\r\nrejected_connections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\n\
-             client_query_buffer_limit_disconnections:{}\r\nclient_idle_disconnections:{}\r\n",
+             client_query_buffer_limit_disconnections:{}\r\nclient_idle_disconnections:{}\r\n\
+             peer_messages_sent:{}\r\npeer_messages_dropped:{}\r\npeer_messages_dropped_queue_full:{}\r\n",
             load(&k.rejected),
             load(&k.output_disconnects),
             load(&k.input_disconnects),
-            load(&k.idle_disconnects)
+            load(&k.idle_disconnects),
+            usage.peers.sent,
+            usage.peers.dropped,
+            usage.peers.dropped_full,
         );
     }
     out.into_bytes()

@@ -99,6 +99,8 @@ pub struct Snapshots {
     /// A received snapshot that passed its check, with the state it holds,
     /// waiting for the core to install it.
     verified: Option<(SnapshotFile, State)>,
+    /// An older snapshot the core's log still starts at (`adopt`).
+    held: Option<SnapshotFile>,
     /// The snapshot being taken in the background.
     taking: Option<SnapshotMeta>,
     done_tx: Sender<Taken>,
@@ -140,7 +142,8 @@ impl Snapshots {
         };
         let meta = latest.as_ref().map(|f| f.meta.clone());
         let (done_tx, done) = crossbeam_channel::bounded(1);
-        let snapshots = Snapshots { store, latest, receiving: None, verified: None, taking: None, done_tx, done };
+        let snapshots =
+            Snapshots { store, latest, held: None, receiving: None, verified: None, taking: None, done_tx, done };
         Ok(Loaded { snapshots, meta, kv: state.kv, cluster: state.cluster })
     }
 
@@ -190,9 +193,14 @@ impl Snapshots {
         self.store.file(&path).map(Some).map_err(|e| e.to_string())
     }
 
-    /// Makes `file` the snapshot in use, and removes older ones.
-    pub fn adopt(&mut self, file: SnapshotFile) {
-        if let Err(e) = self.store.remove_older_than(&file.path) {
+    /// Makes `file` the newest snapshot and removes older ones, except the
+    /// one at `core_at` where the core's log still starts (a leader keeping
+    /// its log for a lagging follower goes on sending that one).
+    pub fn adopt(&mut self, file: SnapshotFile, core_at: Index) {
+        let older = [self.latest.take(), self.held.take()];
+        self.held = older.into_iter().flatten().find(|f| f.meta.index == core_at && f.meta.index < file.meta.index);
+        let held = self.held.as_ref().map(|f| f.path.as_path());
+        if let Err(e) = self.store.remove_older_except(&file.path, held) {
             log::warn!("cannot remove old snapshots: {e}");
         }
         self.latest = Some(file);
@@ -202,7 +210,8 @@ impl Snapshots {
     /// false if the snapshot asked for is not the one on disk (the core asks
     /// again after a timeout, or starts over with the newer one).
     pub fn fill(&self, meta: &SnapshotMeta, offset: u64, data: &mut Vec<u8>, done: &mut bool) -> bool {
-        let Some(f) = self.latest.as_ref().filter(|f| f.meta.index == meta.index && offset <= f.data_bytes) else {
+        let mut files = self.latest.iter().chain(self.held.iter());
+        let Some(f) = files.find(|f| f.meta.index == meta.index && offset <= f.data_bytes) else {
             log::debug!("no snapshot {} on disk to send from", meta.index);
             return false;
         };
@@ -384,10 +393,42 @@ mod tests {
         let (file, state) = snaps.install(&meta(9, 2)).unwrap();
         assert_eq!(state.kv.len(), 50);
         assert_eq!(state.cluster.map(|c| c.to_string()).as_deref(), Some("0123456789abcdef0123456789abcdef"));
-        snaps.adopt(file);
+        snaps.adopt(file, Index(9));
         let loaded = Snapshots::load(dir.path()).unwrap();
         assert_eq!(loaded.meta.map(|m| m.index), Some(Index(9)));
         assert!(loaded.cluster.is_some());
+    }
+
+    /// A leader keeping its log for a lagging follower goes on sending the
+    /// snapshot its log starts at: that file outlives a newer snapshot, and
+    /// goes once the core's log has moved past it.
+    #[test]
+    fn the_snapshot_the_core_still_sends_is_kept_until_the_core_moves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut snaps = Snapshots::load(dir.path()).unwrap().snapshots;
+        let adopt = |snaps: &mut Snapshots, index: u64, core_at: u64| {
+            let data = store_bytes(index as usize);
+            assert_eq!(snaps.receive(chunks(1, 2, &meta(index, 2), &data, 4096)).unwrap(), Some(true));
+            let (file, _) = snaps.install(&meta(index, 2)).unwrap();
+            snaps.adopt(file, Index(core_at));
+        };
+        let fill = |snaps: &Snapshots, index: u64| {
+            let (mut data, mut done) = (Vec::new(), false);
+            snaps.fill(&meta(index, 2), 0, &mut data, &mut done) && !data.is_empty()
+        };
+        adopt(&mut snaps, 10, 10);
+        adopt(&mut snaps, 20, 10);
+        assert_eq!(snap_files(dir.path()).len(), 2, "{:?}", snap_files(dir.path()));
+        assert!(fill(&snaps, 10) && fill(&snaps, 20));
+        // Still held at 10 when 30 is taken.
+        adopt(&mut snaps, 30, 10);
+        assert_eq!(snap_files(dir.path()).len(), 2, "{:?}", snap_files(dir.path()));
+        assert!(fill(&snaps, 10) && !fill(&snaps, 20) && fill(&snaps, 30));
+        // The core compacted to 30: only the newest is left.
+        adopt(&mut snaps, 40, 40);
+        assert_eq!(snap_files(dir.path()).len(), 1, "{:?}", snap_files(dir.path()));
+        assert!(!fill(&snaps, 10) && !fill(&snaps, 30) && fill(&snaps, 40));
+        assert_eq!(Snapshots::load(dir.path()).unwrap().meta.map(|m| m.index), Some(Index(40)));
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct Config {
     pub apply_entries_max: usize,
     /// Commands a follower forwards to the leader in one message.
     pub propose_commands_max: usize,
+    /// A leader defers compacting its log while a follower that answered
+    /// within an election timeout is receiving a snapshot, up to this many
+    /// payload bytes of entries past the snapshot asked for.
+    pub compaction_hold_bytes_max: usize,
     /// Seeds the election-timeout randomness: the same seed and inputs give
     /// the same run.
     pub seed: u64,
@@ -65,6 +69,12 @@ pub enum PlantedBug {
     /// with the leader's copy still in its page cache, and a crash then
     /// leaves it on fewer than a majority.
     LeaderCountsUnwrittenEntries,
+    /// Take a snapshot chunk as the next of the transfer under way when it
+    /// is for the same snapshot index, whoever sent it and in which term:
+    /// a new leader's chunks continue the old leader's file at whatever
+    /// offset the core expects, and the file written is not the snapshot
+    /// (the bug behind a follower exiting mid-transfer under load).
+    SnapshotChunksByIndex,
 }
 
 impl Config {
@@ -84,6 +94,7 @@ impl Config {
             inflight_bytes_max: crate::config::INFLIGHT_BYTES_MAX,
             apply_entries_max: 4096,
             propose_commands_max: crate::config::PROPOSE_COMMANDS_MAX,
+            compaction_hold_bytes_max: crate::config::COMPACTION_HOLD_BYTES_MAX,
             seed: 0,
             planted_bug: None,
         }

@@ -152,6 +152,12 @@ pub struct Raft {
     pub(super) pending_snapshot: Option<SnapshotMeta>,
     /// Follower: the snapshot whose chunks are arriving.
     pub(super) snapshot_receive: Option<super::snapshot::SnapshotReceive>,
+    /// The newest snapshot the caller saved; the log is compacted to it once
+    /// no follower is being sent the snapshot the log starts at.
+    pub(super) compact_wanted: super::types::Index,
+    /// Payload bytes of the entries between the log's start and
+    /// `compact_wanted`, kept for such a follower.
+    pub(super) compact_held_bytes: usize,
     pub(super) stats: Stats,
 }
 
@@ -208,6 +214,8 @@ impl Raft {
             hard_state_sent: init.hard_state,
             pending_snapshot: None,
             snapshot_receive: None,
+            compact_wanted: super::types::Index::ZERO,
+            compact_held_bytes: 0,
             stats: Stats::default(),
             cfg,
         };

@@ -47,13 +47,14 @@ mod types;
 pub use bounds::{INDEX_MAX, TERM_MAX};
 pub use config::{Config, PlantedBug};
 pub use core::{Dropped, InitialState, Raft, Role, Stats};
+pub use log::entry_payload_bytes;
 pub use membership::{MembershipChange, MembershipError};
 pub use message::{
     Addrs, AppendResp, Body, Entry, HardState, Membership, Message, Payload, Printable, ReadId, SnapshotMeta,
 };
 pub use progress::{Progress, ProgressState};
 pub use read::ReadError;
-pub use snapshot::SnapshotChunk;
+pub use snapshot::{SnapshotChunk, SnapshotReceive};
 pub use transfer::TransferError;
 pub use types::{Index, NodeId, Term};
 
@@ -173,6 +174,7 @@ impl Raft {
             Role::Leader => self.tick_leader(),
             _ => self.tick_election(),
         }
+        self.compact_if_unheld();
     }
 
     /// Starts an election now, as if the election timeout had expired (tests
@@ -229,8 +231,24 @@ impl Raft {
         self.finish_snapshot_receive(ok);
     }
 
+    /// Payload bytes of the entries kept past the newest snapshot for a
+    /// follower that still needs them (`compact`).
+    pub fn compaction_held_bytes(&self) -> usize {
+        if self.compact_wanted > self.log.snapshot_index() { self.compact_held_bytes } else { 0 }
+    }
+
+    /// Follower: the snapshot transfer under way, if any.
+    pub fn snapshot_receiving(&self) -> Option<&SnapshotReceive> {
+        self.snapshot_receive.as_ref()
+    }
+
     /// The caller durably saved a snapshot of its state machine through
-    /// `index` (at most the applied index): the log before it can go.
+    /// `index` (at most the applied index): the log before it can go. A
+    /// leader sending its current snapshot to a follower keeps the log (and
+    /// goes on sending that snapshot, which the caller must keep readable
+    /// while `snapshot_index()` names it) until the transfer ends, the
+    /// follower falls silent, or the entries kept pass
+    /// `compaction_hold_bytes_max`.
     pub fn compact(&mut self, index: Index) {
         self.compact_through(index);
     }
@@ -434,6 +452,7 @@ impl Raft {
         (&self.forward_queue, &self.forward_to, &self.forwarded_reads, &self.out).hash(h);
         (self.incarnation, self.next_read_seq).hash(h);
         (self.hard_state_sent, &self.pending_snapshot, &self.snapshot_receive).hash(h);
+        (self.compact_wanted, self.compact_held_bytes).hash(h);
     }
 
     /// The leader's view of a member's log.

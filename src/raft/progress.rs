@@ -104,11 +104,21 @@ pub struct Progress {
     /// The leader's tick count when this member was last heard from
     /// (check-quorum).
     pub last_heard_tick: u64,
+    /// The leader's tick count when this member last answered an append.
+    pub append_resp_tick: u64,
+    /// When room was last made for appends that may have been lost (a
+    /// heartbeat answer while appends were unanswered), since the state
+    /// last changed.
+    pub room_made_tick: Option<u64>,
     /// Highest read-index round the member acknowledged.
     pub read_round_acked: u64,
     /// Ticks since the snapshot in flight was sent; a lost snapshot is retried
     /// after an election timeout.
     pub snapshot_elapsed_ticks: u64,
+    /// Chunks sent again without an answer since the last one: each waits
+    /// twice as long as the one before, so that a follower behind a slow
+    /// link is not sent copies of a chunk faster than the link carries one.
+    pub snapshot_resends: u32,
     /// The commit index carried by the last Append sent.
     pub commit_sent: Index,
     /// In `Snapshot`: the byte offset of the next chunk the member asked for.
@@ -127,8 +137,11 @@ impl Progress {
             probe_sent: false,
             inflights: Inflights::new(inflight_max, inflight_bytes_max),
             last_heard_tick: 0,
+            append_resp_tick: 0,
+            room_made_tick: None,
             read_round_acked: 0,
             snapshot_elapsed_ticks: 0,
+            snapshot_resends: 0,
             commit_sent: Index::ZERO,
             snapshot_offset_next: 0,
             incarnation: 0,
@@ -140,7 +153,9 @@ impl Progress {
         self.probe_sent = false;
         self.inflights.reset();
         self.snapshot_elapsed_ticks = 0;
+        self.snapshot_resends = 0;
         self.snapshot_offset_next = 0;
+        self.room_made_tick = None;
     }
 
     pub fn become_probe(&mut self) {

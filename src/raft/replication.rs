@@ -203,6 +203,8 @@ impl Raft {
         if !p.on_match(r.index) {
             return Ok(());
         }
+        // Answers that moved nothing (copies, stale ones) do not count.
+        p.append_resp_tick = self.ticks;
         match p.state {
             ProgressState::Probe => p.become_replicate(),
             ProgressState::Snapshot { pending } if p.matched >= pending => {
@@ -236,6 +238,7 @@ impl Raft {
             return Err(Dropped::UnknownPeer);
         };
         if p.on_reject(r.index, next_guess) {
+            p.append_resp_tick = self.ticks;
             log::debug!("{} t{}: {from} rejected {}; next {}", self.id, self.term, r.index, p.next);
             self.send_append(from, true);
             Ok(())
@@ -271,19 +274,30 @@ impl Raft {
             return Err(Dropped::Invalid);
         }
         let last_index = self.log.last_index();
+        let (now, interval) = (self.ticks, self.cfg.heartbeat_ticks);
         let Some(p) = self.progress.get_mut(&from) else {
             return Err(Dropped::UnknownPeer);
         };
         p.read_round_acked = p.read_round_acked.max(read_round);
-        if p.matched < last_index {
+        // Room is made once, then again only after a heartbeat interval in
+        // which no append was answered: heartbeats (sent for every
+        // read-index round too) overtake appends on the link, and making
+        // room at each answer sent a lagging follower a new append per
+        // answer, hundreds of MB a second under read load (issue: heavy
+        // load under faults).
+        let stalled = p.room_made_tick.is_none_or(|t| now.saturating_sub(t.max(p.append_resp_tick)) >= interval);
+        if p.matched < last_index && stalled {
             // Appends may have been lost: make room for one more, so that a
             // follower that only hears heartbeats still catches up.
+            p.room_made_tick = Some(now);
             match p.state {
                 ProgressState::Replicate if p.inflights.is_full() => p.inflights.free_first(),
                 ProgressState::Probe => p.probe_sent = false,
                 _ => {}
             }
             self.send_append(from, true);
+        } else if p.matched < last_index {
+            self.send_append(from, false);
         }
         self.check_reads();
         Ok(())

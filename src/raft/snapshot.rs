@@ -14,7 +14,8 @@
 //! the same snapshot need not hold the same bytes, so a chunk of another
 //! transfer never continues a partial one; it starts over.
 
-use super::core::{Dropped, Raft};
+use super::core::{Dropped, Raft, Role};
+use super::log::entry_payload_bytes;
 use super::message::{Body, SnapshotMeta};
 use super::progress::ProgressState;
 use super::types::{Index, NodeId, Term};
@@ -81,15 +82,18 @@ impl Raft {
         self.send(to, Body::InstallSnapshot { meta, offset, data: Vec::new(), done: false });
     }
 
-    /// Resends the chunk a silent follower last asked for.
+    /// Resends the chunk a silent follower last asked for, after an
+    /// election timeout that doubles with each resend left unanswered (up
+    /// to eight of them).
     pub(super) fn tick_snapshot_sends(&mut self) {
         let timeout = self.cfg.election_ticks_min;
         let mut resend = Vec::new();
         for (id, p) in self.progress.iter_mut() {
             if let ProgressState::Snapshot { .. } = p.state {
                 p.snapshot_elapsed_ticks += 1;
-                if p.snapshot_elapsed_ticks >= timeout {
+                if p.snapshot_elapsed_ticks >= timeout << p.snapshot_resends.min(3) {
                     p.snapshot_elapsed_ticks = 0;
+                    p.snapshot_resends += 1;
                     resend.push((*id, p.snapshot_offset_next));
                 }
             }
@@ -131,8 +135,18 @@ impl Raft {
         if p.state != (ProgressState::Snapshot { pending: index }) {
             return Err(Dropped::StaleResponse);
         }
+        if offset_next == p.snapshot_offset_next && offset_next != 0 {
+            // The chunk asked for was sent already; this answer was drawn
+            // by a copy of an earlier one. Sending it again for each would
+            // keep as many copies in flight as ever were, and behind a slow
+            // link the transfer would crawl; a lost chunk is resent by the
+            // timer. (A request for the first byte is always answered: the
+            // follower restarted, or the whole failed its check.)
+            return Err(Dropped::StaleResponse);
+        }
         p.snapshot_offset_next = offset_next;
         p.snapshot_elapsed_ticks = 0;
+        p.snapshot_resends = 0;
         let meta = self.own_snapshot_meta();
         if meta.index != index {
             self.start_snapshot_send(from);
@@ -162,12 +176,14 @@ impl Raft {
             self.send_snapshot_ack(from, index, 0, true);
             return Ok(());
         }
+        let by_index = self.cfg.planted_bug == Some(super::config::PlantedBug::SnapshotChunksByIndex);
+        let same = |r: &SnapshotReceive| r.is(from, leader_term, &meta) || (by_index && r.meta.index == meta.index);
         let expected = match &self.snapshot_receive {
-            Some(r) if r.is(from, leader_term, &meta) && r.complete => {
+            Some(r) if same(r) && r.complete => {
                 // A repeat of the last chunk while the whole is being checked.
                 return Err(Dropped::StaleResponse);
             }
-            Some(r) if r.is(from, leader_term, &meta) => r.offset_next,
+            Some(r) if same(r) => r.offset_next,
             _ => 0,
         };
         if offset != expected {
@@ -236,8 +252,45 @@ impl Raft {
     /// (durably): entries it covers can go.
     pub(super) fn compact_through(&mut self, index: Index) {
         let index = index.min(self.log.applied());
+        let from = self.compact_wanted.max(self.log.snapshot_index());
+        if index <= from {
+            return;
+        }
+        let added: usize =
+            self.log.entries().filter(|e| e.index > from && e.index <= index).map(entry_payload_bytes).sum();
+        self.compact_held_bytes += added;
+        self.compact_wanted = index;
+        self.compact_if_unheld();
+    }
+
+    /// Compacts to `compact_wanted` unless a live follower still needs
+    /// entries before it: a leader that compacts while a slow follower
+    /// catches up (or installs the snapshot the log starts at) would send it
+    /// a snapshot again the moment it got there, and with snapshots taken
+    /// faster than its link carries one, forever. "Live": heard within two
+    /// election timeouts, or ten while it receives a snapshot (behind a slow
+    /// link it answers a chunk only once the chunk has crossed). Dead
+    /// followers do not hold the log, and neither does a backlog past
+    /// `compaction_hold_bytes_max`.
+    pub(super) fn compact_if_unheld(&mut self) {
+        let index = self.compact_wanted;
+        if index <= self.log.snapshot_index() {
+            return;
+        }
+        let (me, now, timeout) = (self.id, self.ticks, self.cfg.election_ticks_max);
+        let live = |p: &super::progress::Progress| {
+            let window = if matches!(p.state, ProgressState::Snapshot { .. }) { 10 * timeout } else { 2 * timeout };
+            now.saturating_sub(p.last_heard_tick) < window
+        };
+        let held = self.role == Role::Leader
+            && self.compact_held_bytes <= self.cfg.compaction_hold_bytes_max
+            && self.progress.iter().any(|(id, p)| *id != me && p.matched < index && live(p));
+        if held {
+            return;
+        }
         self.memberships.on_compact(index);
         self.log.compact(index);
+        self.compact_held_bytes = 0;
     }
 }
 

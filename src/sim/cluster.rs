@@ -32,6 +32,13 @@ pub struct SimOptions {
     pub append_entries_max: usize,
     pub inflight_appends_max: usize,
     pub snapshot_chunk_bytes: usize,
+    /// `Config::compaction_hold_bytes_max`.
+    pub compaction_hold_bytes_max: usize,
+    /// Every node also snapshots at each multiple of this index (0: never),
+    /// as `--snapshot-entries` does: nodes then hold snapshots of the same
+    /// index, and a new leader may send one a follower was getting from the
+    /// old leader.
+    pub compact_every: u64,
     pub planted_bug: Option<PlantedBug>,
     pub faults: Faults,
     pub seed: u64,
@@ -49,6 +56,8 @@ impl SimOptions {
             append_entries_max: 8,
             inflight_appends_max: 4,
             snapshot_chunk_bytes: 64,
+            compaction_hold_bytes_max: crate::config::COMPACTION_HOLD_BYTES_MAX,
+            compact_every: 0,
             planted_bug: None,
             faults: Faults::NONE,
             seed,
@@ -95,6 +104,9 @@ pub struct SimNode {
     /// before it began).
     read_keys: HashMap<u64, (String, Index)>,
     pub restarts: u64,
+    /// A snapshot of the state machine at a multiple of `compact_every`,
+    /// taken as it was applied, to compact to once no write is under way.
+    snapshot_due: Option<(Index, Vec<u8>)>,
 }
 
 impl SimNode {
@@ -151,6 +163,9 @@ pub struct Stats {
     pub delivered_across_restart: u64,
     /// Membership changes and transfers a leader accepted.
     pub admin_accepted: u64,
+    /// Chunks of a snapshot delivered to a node that was receiving the
+    /// same snapshot in another transfer (another sender or term).
+    pub transfers_superseded: u64,
 }
 
 impl Cluster {
@@ -189,6 +204,7 @@ impl Cluster {
             reads_waiting: Vec::new(),
             read_keys: HashMap::new(),
             restarts: 0,
+            snapshot_due: None,
         };
         self.nodes.insert(id, node);
         self.boot(id);
@@ -203,6 +219,7 @@ impl Cluster {
         cfg.check_quorum = self.opts.check_quorum;
         cfg.append_entries_max = self.opts.append_entries_max;
         cfg.inflight_appends_max = self.opts.inflight_appends_max;
+        cfg.compaction_hold_bytes_max = self.opts.compaction_hold_bytes_max;
         cfg.planted_bug = self.opts.planted_bug;
         cfg.seed = self.opts.seed ^ (id.0 << 32) ^ restarts.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         cfg
@@ -303,6 +320,12 @@ impl Cluster {
         if f.to_incarnation != restarts {
             self.stats.delivered_across_restart += 1;
         }
+        if let (Body::InstallSnapshot { meta, .. }, Some(r)) = (&f.msg.body, raft.snapshot_receiving())
+            && r.meta.index == meta.index
+            && (r.from, r.leader_term) != (f.msg.from, f.msg.term)
+        {
+            self.stats.transfers_superseded += 1;
+        }
         let m = f.msg;
         let before = (raft.role(), raft.term());
         let text = self.trace.is_some().then(|| m.to_string());
@@ -382,8 +405,30 @@ impl Cluster {
         if let Some(index) = received {
             self.check_received_snapshot(id, index);
         }
+        self.compact_due(id);
         self.check(id)?;
         Ok(true)
+    }
+
+    /// Compacts to the snapshot taken at a multiple of `compact_every`,
+    /// once no write is under way (the node's writer marks a snapshot after
+    /// the writes before it).
+    fn compact_due(&mut self, id: NodeId) {
+        let Some(node) = self.nodes.get_mut(&id) else { return };
+        let Some(raft) = node.raft.as_mut() else { return };
+        if !node.pending.is_empty() {
+            return;
+        }
+        let Some((index, data)) = node.snapshot_due.take() else { return };
+        let Some(meta) = raft.snapshot_meta_at(index) else { return };
+        if index <= raft.snapshot_index() || index <= node.disk.snapshot.as_ref().map_or(Index::ZERO, |(m, _)| m.index)
+        {
+            return;
+        }
+        let core_at = raft.snapshot_index();
+        node.disk.compact(meta, data, core_at);
+        raft.compact(index);
+        self.note(|| format!("  {id} compacted at {index}"));
     }
 
     /// Makes the node's oldest write under way durable, sends what waited
@@ -399,7 +444,7 @@ impl Cluster {
             if let super::disk::Write::Snapshot(meta) = &w {
                 installed = Some(meta.clone());
             }
-            node.disk.write(w);
+            node.disk.write(w).map_err(|e| format!("node {id} would stop: {e}"))?;
         }
         if let Some(meta) = installed {
             self.stats.snapshots_installed += 1;
@@ -413,6 +458,7 @@ impl Cluster {
             self.send(m);
         }
         self.raft_mut(id).expect("up").persisted(write.persist);
+        self.compact_due(id);
         self.check(id)?;
         Ok(true)
     }
@@ -449,6 +495,10 @@ impl Cluster {
                     None
                 }
             };
+            let every = self.opts.compact_every;
+            if every > 0 && e.index.0 % every == 0 {
+                node.snapshot_due = Some((e.index, node.machine.snapshot()));
+            }
             if let Some(a) = applied {
                 self.outcomes.push(Outcome::Applied {
                     node: id,
@@ -522,10 +572,10 @@ impl Cluster {
         let Body::InstallSnapshot { meta, offset, data, done } = &mut m.body else {
             return false;
         };
-        let Some((have, bytes)) = self.nodes.get(&m.from).and_then(|n| n.disk.snapshot.as_ref()) else {
+        let Some(bytes) = self.nodes.get(&m.from).and_then(|n| n.disk.snapshot_at(meta.index)) else {
             return false;
         };
-        if have.index != meta.index || *offset as usize > bytes.len() {
+        if *offset as usize > bytes.len() {
             return false;
         }
         let start = *offset as usize;
@@ -567,7 +617,11 @@ impl Cluster {
         }
         let pending = std::mem::take(&mut node.pending);
         for w in pending.into_iter().flat_map(|p| p.writes).take(kept) {
-            node.disk.write(w);
+            // A disagreement in what a crash keeps would have stopped the
+            // node at its sync anyway; it is checked where writes persist.
+            if node.disk.write(w).is_err() {
+                break;
+            }
         }
         if !node.disk.receiving.is_empty() {
             self.stats.crashes_mid_transfer += 1;
@@ -607,7 +661,8 @@ impl Cluster {
         if meta.index <= node.disk.snapshot.as_ref().map_or(Index::ZERO, |(m, _)| m.index) {
             return false;
         }
-        node.disk.compact(meta.clone(), node.machine.snapshot());
+        let core_at = raft.snapshot_index();
+        node.disk.compact(meta.clone(), node.machine.snapshot(), core_at);
         raft.compact(meta.index);
         true
     }

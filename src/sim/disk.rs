@@ -11,6 +11,9 @@ use crate::raft::{
 pub struct Disk {
     pub hard_state: HardState,
     pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    /// An older snapshot kept while the core's log still starts at it (a
+    /// leader holding its log for a follower sends that one).
+    pub held: Option<(SnapshotMeta, Vec<u8>)>,
     /// Contiguous, all after the snapshot.
     pub entries: Vec<Entry>,
     /// Chunks of a snapshot being received (a real node's temp file), and
@@ -41,7 +44,10 @@ impl Disk {
         writes
     }
 
-    pub fn write(&mut self, w: Write) {
+    /// Writes `w` as the node's storage would; an error where the real node
+    /// would stop on a storage failure (its snapshot writer and its core
+    /// disagree about what was received).
+    pub fn write(&mut self, w: Write) -> Result<(), String> {
         match w {
             Write::Chunk(c) => {
                 // As the node's snapshot writer: offset 0 starts a file; any
@@ -53,20 +59,23 @@ impl Disk {
                     self.receiving.clear();
                     self.receiving_from = Some(key);
                 }
-                assert!(
-                    self.receiving_from == Some(key) && c.offset as usize == self.receiving.len(),
-                    "the core handed out chunk {}@{} of transfer {key:?}, but the file holds {} bytes of {:?}",
-                    c.meta.index,
-                    c.offset,
-                    self.receiving.len(),
-                    self.receiving_from
-                );
+                if self.receiving_from != Some(key) || c.offset as usize != self.receiving.len() {
+                    return Err(format!(
+                        "storage: the core handed out chunk {}@{} of transfer {key:?}, but the snapshot file holds {} \
+                         bytes of {:?}",
+                        c.meta.index,
+                        c.offset,
+                        self.receiving.len(),
+                        self.receiving_from
+                    ));
+                }
                 self.receiving.extend_from_slice(&c.data);
             }
-            Write::Snapshot(meta) => self.install(meta),
+            Write::Snapshot(meta) => self.install(meta)?,
             Write::Entry(e) => self.append(e),
             Write::HardState(hs) => self.hard_state = hs,
         }
+        Ok(())
     }
 
     fn snapshot_index(&self) -> Index {
@@ -83,10 +92,16 @@ impl Disk {
 
     /// A snapshot received from the leader replaces the log unless the log
     /// goes on past it consistently (paper §7).
-    fn install(&mut self, meta: SnapshotMeta) {
+    fn install(&mut self, meta: SnapshotMeta) -> Result<(), String> {
         let data = match self.verified.take() {
             Some((index, data)) if index == meta.index => data,
-            other => panic!("installing snapshot {} but the checked one is {:?}", meta.index, other.map(|v| v.0)),
+            other => {
+                return Err(format!(
+                    "storage: the core installs snapshot {} but the one received and checked is {:?}",
+                    meta.index,
+                    other.map(|v| v.0)
+                ));
+            }
         };
         let keep_from = self.entries.iter().position(|e| e.index == meta.index && e.term == meta.term).map(|k| k + 1);
         self.entries = match keep_from {
@@ -94,6 +109,7 @@ impl Disk {
             None => Vec::new(),
         };
         self.snapshot = Some((meta, data));
+        Ok(())
     }
 
     /// The snapshot being received is complete and checked: set it aside.
@@ -102,11 +118,19 @@ impl Disk {
         self.receiving_from = None;
     }
 
-    /// The node snapshotted its own state machine through `meta.index`.
-    pub fn compact(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
+    /// The node snapshotted its own state machine through `meta.index`;
+    /// `core_at`: the index the core's log starts after, whose snapshot is
+    /// kept as long as the core may send it.
+    pub fn compact(&mut self, meta: SnapshotMeta, data: Vec<u8>, core_at: Index) {
         let drop = self.entries.iter().take_while(|e| e.index <= meta.index).count();
         self.entries.drain(..drop);
-        self.snapshot = Some((meta, data));
+        let old = self.snapshot.replace((meta, data));
+        self.held = [old, self.held.take()].into_iter().flatten().find(|(m, _)| m.index == core_at);
+    }
+
+    /// The snapshot at `index`, the newest or the one held.
+    pub fn snapshot_at(&self, index: Index) -> Option<&[u8]> {
+        [&self.snapshot, &self.held].into_iter().flatten().find(|(m, _)| m.index == index).map(|(_, d)| d.as_slice())
     }
 
     pub fn initial_state(&self, bootstrap: &Membership) -> InitialState {

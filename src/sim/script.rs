@@ -14,7 +14,7 @@
 //!
 //! | command | effect |
 //! | --- | --- |
-//! | `cluster size=N [prevote=B] [checkquorum=B] [election=MIN-MAX] [heartbeat=T] [maxappend=N] [chunk=BYTES] [bug=NAME]` | a fresh cluster |
+//! | `cluster size=N [prevote=B] [checkquorum=B] [election=MIN-MAX] [heartbeat=T] [maxappend=N] [chunk=BYTES] [hold=BYTES] [bug=NAME]` | a fresh cluster (`hold`: `Config::compaction_hold_bytes_max`) |
 //! | `log ID T1 T2 ... [term=T]` | restarts a node with a log of entries of these terms (its term: T, or the last) |
 //! | `campaign ID`, `tick ID\|all [N]` | election timeout now; N ticks |
 //! | `propose ID TEXT`, `read ID CTX KEY` | a command; a read-index read |
@@ -184,6 +184,9 @@ impl Runner {
         }
         if let Some(n) = arg(words, "chunk") {
             opts.snapshot_chunk_bytes = n.parse().map_err(|e| format!("chunk: {e}"))?;
+        }
+        if let Some(n) = arg(words, "hold") {
+            opts.compaction_hold_bytes_max = n.parse().map_err(|e| format!("hold: {e}"))?;
         }
         if let Some(b) = arg(words, "bug") {
             opts.planted_bug = Some(parse_bug(b)?);
@@ -476,9 +479,10 @@ pub fn parse_bug(s: &str) -> Result<PlantedBug, String> {
         "ReadIdsReused" => Ok(PlantedBug::ReadIdsReused),
         "ForwardQueueKept" => Ok(PlantedBug::ForwardQueueKept),
         "LeaderCountsUnwrittenEntries" => Ok(PlantedBug::LeaderCountsUnwrittenEntries),
+        "SnapshotChunksByIndex" => Ok(PlantedBug::SnapshotChunksByIndex),
         _ => Err(format!(
             "unknown bug {s:?} (CommitOlderTerm, VoteWithoutLogCheck, AckBeforePersist, ReadWithoutQuorum, \
-             SkipJointConsensus, ReadIdsReused, ForwardQueueKept, LeaderCountsUnwrittenEntries)"
+             SkipJointConsensus, ReadIdsReused, ForwardQueueKept, LeaderCountsUnwrittenEntries, SnapshotChunksByIndex)"
         )),
     }
 }

@@ -38,6 +38,10 @@ pub struct Plan {
     pub restart_probability: f64,
     pub partition_probability: f64,
     pub compact_probability: f64,
+    /// Every node snapshots at each multiple of this index (0: never).
+    pub compact_every: u64,
+    /// The largest snapshot chunk in bytes.
+    pub snapshot_chunk_bytes: usize,
     /// A taken `Ready` is made durable at once with this probability;
     /// otherwise a crash may fall between its two phases.
     pub persist_at_once_probability: f64,
@@ -120,6 +124,23 @@ impl Plan {
             self.stay_after_timeout = 1.0;
             self.keys = 2;
         }
+        if self.planted_bug == Some(PlantedBug::SnapshotChunksByIndex) {
+            // Followers that fall behind the leaders' snapshots, snapshots of
+            // the same index on every node, and leaders that die while
+            // sending one: the next leader sends the same snapshot.
+            self.size = [3, 5][rng.random_range(0..2)];
+            self.compact_every = [16, 32][rng.random_range(0..2)];
+            // Snapshots of a few keys in several chunks each.
+            self.snapshot_chunk_bytes = 4;
+            self.keys = 3;
+            self.compact_probability = 0.0;
+            self.crash_probability = 0.03;
+            self.restart_probability = 0.1;
+            self.leader_fault_probability = 0.05;
+            self.leader_fault_crash_share = 1.0;
+            self.faults.drop = 0.05;
+            self.faults.delay_ticks_max = 5;
+        }
         if self.planted_bug == Some(PlantedBug::ReadWithoutQuorum) {
             // A stale read needs a leader that is cut off but alive, and
             // histories without crashes keep the check fast.
@@ -156,6 +177,8 @@ impl Plan {
             restart_probability: 0.05,
             partition_probability: [0.0, 0.002, 0.01][rng.random_range(0..3)],
             compact_probability: [0.0, 0.005, 0.05][rng.random_range(0..3)],
+            compact_every: 0,
+            snapshot_chunk_bytes: 64,
             persist_at_once_probability: [1.0, 0.7, 0.3][rng.random_range(0..3)],
             clients: rng.random_range(1..=5),
             keys: rng.random_range(1..=3),
@@ -172,6 +195,7 @@ impl Plan {
         }
         .with_membership_draw(&mut rng)
         .with_incarnation_draw(&mut rng)
+        .with_compaction_draw(&mut rng)
     }
 
     /// Drawn after everything else, so that adding it left the rest of each
@@ -191,6 +215,15 @@ impl Plan {
         self
     }
 
+    /// Compaction by count on every node at once (nodes then hold snapshots
+    /// of the same index) and snapshots sent in many small chunks: drawn
+    /// last as well.
+    fn with_compaction_draw(mut self, rng: &mut Xoshiro256PlusPlus) -> Plan {
+        self.compact_every = [0, 0, 0, 4, 16][rng.random_range(0..5)];
+        self.snapshot_chunk_bytes = [64, 64, 16, 4][rng.random_range(0..4)];
+        self
+    }
+
     fn cluster(&self) -> Cluster {
         let started: Vec<NodeId> = (1..=(self.size + self.spares) as u64).map(NodeId).collect();
         Cluster::with_members(self.options(), &started, &started[..self.size])
@@ -200,7 +233,7 @@ impl Plan {
     pub fn summary(&self) -> String {
         format!(
             "{} nodes (+{} spares), drop {} dup {} delay<={} hold {} corrupt {} crash {} leader-fault {} partition {} \
-             compact {} membership {} persist-at-once {} prevote {} checkquorum {} append<={} inflight<={} clients {} \
+             compact {} every {} chunk {} membership {} persist-at-once {} prevote {} checkquorum {} append<={} inflight<={} clients {} \
              (stay {}) keys {} ticks {}",
             self.size,
             self.spares,
@@ -213,6 +246,8 @@ impl Plan {
             self.leader_fault_probability,
             self.partition_probability,
             self.compact_probability,
+            self.compact_every,
+            self.snapshot_chunk_bytes,
             self.membership_probability,
             self.persist_at_once_probability,
             self.pre_vote,
@@ -233,6 +268,8 @@ impl Plan {
         opts.check_quorum = self.check_quorum;
         opts.planted_bug = self.planted_bug;
         opts.append_entries_max = self.append_entries_max;
+        opts.compact_every = self.compact_every;
+        opts.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
         opts.inflight_appends_max = self.inflight_appends_max;
         // Elections must outlast a round trip even at the longest delay.
         opts.election_ticks_min = 10 + 2 * self.faults.delay_ticks_max;
@@ -279,6 +316,8 @@ pub struct Report {
     pub committed: usize,
     pub messages_sent: u64,
     pub stats: super::cluster::Stats,
+    /// Every event, when the run was traced.
+    pub trace: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -421,6 +460,7 @@ pub fn run(seed: u64, planted_bug: Option<PlantedBug>, trace: bool) -> Result<Re
         committed: run.cluster.checker.committed_count(),
         messages_sent: run.cluster.net.sent,
         stats: run.cluster.stats.clone(),
+        trace: run.cluster.trace.take().unwrap_or_default(),
         ops: run.ops,
         plan: run.plan,
     })

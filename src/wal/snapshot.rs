@@ -199,10 +199,11 @@ impl SnapshotStore {
         })
     }
 
-    /// Removes snapshots older than `keep` (after a newer one is durable).
-    pub fn remove_older_than(&self, keep: &Path) -> Result<(), WalError> {
+    /// Removes snapshots older than `keep` (after a newer one is durable),
+    /// except `also` (an older one still in use).
+    pub fn remove_older_except(&self, keep: &Path, also: Option<&Path>) -> Result<(), WalError> {
         for path in self.candidates()? {
-            if path.as_path() < keep {
+            if path.as_path() < keep && Some(path.as_path()) != also {
                 std::fs::remove_file(&path).map_err(io_error(&path, "remove"))?;
             }
         }
