@@ -51,14 +51,14 @@ pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
 /// anything is allocated and the connection is dropped.
 pub const FRAME_BYTES_MAX: usize = APPEND_BYTES_SOFT_MAX + COMMAND_BYTES_MAX + 64 * 1024;
 
-/// Commands in one forwarded Propose message.
 /// Payload bytes of committed entries a leader keeps past its newest
-/// snapshot while a follower is being sent the previous one, so that the
-/// follower can go on with entries once it has installed it (a leader that
-/// compacts faster than a slow link carries a snapshot would otherwise send
-/// snapshots to it forever).
+/// snapshot for live followers that still need them (catching up, or
+/// installing the snapshot the log starts at), so that they go on with
+/// entries (a leader that compacts faster than a slow link carries a
+/// snapshot would otherwise send snapshots to such a follower forever).
 pub const COMPACTION_HOLD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// Commands in one forwarded Propose message.
 pub const PROPOSE_COMMANDS_MAX: usize = 4096;
 
 /// A WAL record, header included.

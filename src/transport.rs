@@ -281,10 +281,12 @@ impl Transport {
         peer.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         match peer.queue.try_send(msg) {
             Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            Err(e) => {
                 peer.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                self.shared.counters.dropped_full.fetch_add(1, Ordering::Relaxed);
+                if let TrySendError::Full(_) = e {
+                    self.shared.counters.dropped_full.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }

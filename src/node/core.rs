@@ -256,6 +256,8 @@ impl Core {
         for _ in 0..ticks {
             self.raft.tick();
         }
+        // The core compacts a log it held for a follower at a tick.
+        self.snapshots.release_held(self.raft.snapshot_index());
         self.last_tick += self.settings.tick * due.min(u32::MAX as u64) as u32;
         if now.duration_since(self.last_tick) > self.settings.tick * 2 {
             self.last_tick = now;

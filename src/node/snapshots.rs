@@ -206,6 +206,15 @@ impl Snapshots {
         self.latest = Some(file);
     }
 
+    /// Removes the snapshot kept for the core once its log has moved past
+    /// it (`core_at`).
+    pub fn release_held(&mut self, core_at: Index) {
+        let Some(f) = self.held.take_if(|f| f.meta.index < core_at) else { return };
+        if let Err(e) = std::fs::remove_file(&f.path) {
+            log::warn!("{}: cannot remove a snapshot no longer sent: {e}", f.path.display());
+        }
+    }
+
     /// Leader: fills in the data of an InstallSnapshot chunk from the file;
     /// false if the snapshot asked for is not the one on disk (the core asks
     /// again after a timeout, or starts over with the newer one).
@@ -424,7 +433,10 @@ mod tests {
         adopt(&mut snaps, 30, 10);
         assert_eq!(snap_files(dir.path()).len(), 2, "{:?}", snap_files(dir.path()));
         assert!(fill(&snaps, 10) && !fill(&snaps, 20) && fill(&snaps, 30));
-        // The core compacted to 30: only the newest is left.
+        // The core compacted to 30 at a tick: 10 goes; then to 40.
+        snaps.release_held(Index(30));
+        assert_eq!(snap_files(dir.path()).len(), 1, "{:?}", snap_files(dir.path()));
+        assert!(!fill(&snaps, 10) && fill(&snaps, 30));
         adopt(&mut snaps, 40, 40);
         assert_eq!(snap_files(dir.path()).len(), 1, "{:?}", snap_files(dir.path()));
         assert!(!fill(&snaps, 10) && !fill(&snaps, 30) && fill(&snaps, 40));

@@ -26,8 +26,8 @@ pub struct Config {
     pub apply_entries_max: usize,
     /// Commands a follower forwards to the leader in one message.
     pub propose_commands_max: usize,
-    /// A leader defers compacting its log while a follower that answered
-    /// within an election timeout is receiving a snapshot, up to this many
+    /// A leader defers compacting its log while a live follower still needs
+    /// entries the compaction would drop (`Raft::compact`), up to this many
     /// payload bytes of entries past the snapshot asked for.
     pub compaction_hold_bytes_max: usize,
     /// Seeds the election-timeout randomness: the same seed and inputs give

@@ -275,6 +275,8 @@ impl Raft {
     pub(super) fn compact_if_unheld(&mut self) {
         let index = self.compact_wanted;
         if index <= self.log.snapshot_index() {
+            // Nothing held (or a snapshot from a leader went past it).
+            self.compact_held_bytes = 0;
             return;
         }
         let (me, now, timeout) = (self.id, self.ticks, self.cfg.election_ticks_max);

@@ -184,7 +184,7 @@ pub fn csv(samples: &[(u64, u64, u64)]) -> String {
 /// Resident memory of each node over time, as an SVG line chart, with the
 /// bound as a red line and the faults as grey bands (start, end in ms).
 pub fn svg(samples: &[(u64, u64, u64)], bound: u64, faults: &[(u64, u64)], title: &str) -> String {
-    let (w, h, left, right, top, bottom) = (900.0, 380.0, 70.0, 110.0, 40.0, 50.0);
+    let (w, h, left, right, top, bottom) = (900.0, 380.0, 84.0, 110.0, 40.0, 50.0);
     let t_max = samples.iter().map(|s| s.0).max().unwrap_or(1).max(1) as f64;
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
     let top_mb = samples.iter().map(|s| mb(s.2)).fold(0.0, f64::max).max(mb(bound)) * 1.05;
@@ -220,14 +220,20 @@ pub fn svg(samples: &[(u64, u64, u64)], bound: u64, faults: &[(u64, u64)], title
             y(v) + 4.0
         ));
     }
-    for i in 0..=5 {
-        let t = t_max * i as f64 / 5.0;
+    // Time labels at a round number of seconds, five to ten of them.
+    let seconds = t_max / 1000.0;
+    let t_step = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0]
+        .into_iter()
+        .find(|s| seconds / s <= 10.0)
+        .unwrap_or(7200.0);
+    let mut t = 0.0;
+    while t <= seconds {
         out.push_str(&format!(
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{:.0} s</text>\n",
-            x(t),
-            h - bottom + 18.0,
-            t / 1000.0
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{t:.0} s</text>\n",
+            x(t * 1000.0),
+            h - bottom + 18.0
         ));
+        t += t_step;
     }
     out.push_str(&format!(
         "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#c00\" stroke-dasharray=\"6 4\"/>\n\
@@ -235,8 +241,8 @@ pub fn svg(samples: &[(u64, u64, u64)], bound: u64, faults: &[(u64, u64)], title
         w - right,
         y(mb(bound)),
         y(mb(bound)),
-        w - right + 6.0,
-        y(mb(bound)) + 4.0,
+        left + 6.0,
+        y(mb(bound)) - 5.0,
         mb(bound)
     ));
     let colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
