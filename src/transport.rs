@@ -395,12 +395,21 @@ impl PeerWriter {
     fn run(mut self) {
         let mut backoff = self.shared.opts.backoff_min;
         let mut was_connected = false;
+        // What the operator was last told: a line when the peer becomes
+        // reachable or unreachable, not one per attempt.
+        let mut reachable: Option<bool> = None;
         while !self.stopped() {
             match self.connect() {
                 Ok((stream, peer)) => {
                     if was_connected {
                         self.shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                     }
+                    if !was_connected {
+                        log::info!("connected to node {} at {}", self.peer, self.addr);
+                    } else if reachable == Some(false) {
+                        log::info!("node {} at {} is reachable again", self.peer, self.addr);
+                    }
+                    reachable = Some(true);
                     was_connected = true;
                     backoff = self.shared.opts.backoff_min;
                     self.on_connected(peer);
@@ -411,7 +420,13 @@ impl PeerWriter {
                 Err(e) => {
                     match e {
                         ConnectError::Unreachable(e) => {
-                            log::debug!("cannot reach node {} at {}: {e}", self.peer, self.addr)
+                            if reachable != Some(false) {
+                                let what = if was_connected { "is unreachable" } else { "is not reachable yet" };
+                                log::info!("node {} at {} {what}: {e}", self.peer, self.addr);
+                                reachable = Some(false);
+                            } else {
+                                log::debug!("cannot reach node {} at {}: {e}", self.peer, self.addr);
+                            }
                         }
                         ConnectError::Refused(e @ HandshakeError::ClusterMismatch { .. }) => {
                             self.shared.identity.observed(self.peer, cluster_of(&e));
@@ -485,7 +500,6 @@ impl PeerWriter {
                 other => ConnectError::Refused(other),
             })?;
         self.shared.identity.observed(self.peer, peer.cluster);
-        log::debug!("connected to node {} at {}", self.peer, self.addr);
         Ok((stream, peer))
     }
 

@@ -235,3 +235,42 @@ fn pipelined_commands_take_effect_in_the_order_sent() {
     }
     c.assert_none_exited();
 }
+
+/// Waits until node `id`'s log holds `line`.
+fn wait_logged(c: &TestCluster, id: u64, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&c.nodes[&id].log).unwrap_or_default().contains(line) {
+        assert!(Instant::now() < deadline, "node {id} never logged {line:?}\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Operators see a peer going down and coming back, and which leader each
+/// node follows, once per change (not a line per reconnection attempt).
+#[test]
+fn peers_going_down_and_coming_back_and_new_leaders_are_logged() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    let l = leader(&mut c);
+    let f = (1..=3).find(|&id| id != l).unwrap();
+    let other = (1..=3).find(|&id| id != l && id != f).unwrap();
+    let f_addr = c.nodes[&f].raft_addr.clone();
+    wait_logged(&c, other, &format!("following leader {l}"));
+    c.kill(f);
+    wait_logged(&c, l, &format!("node {f} at {f_addr} is unreachable"));
+    // Reconnection attempts go on (backing off up to 1 s) without a line
+    // each.
+    std::thread::sleep(Duration::from_secs(3));
+    let unreachable = format!("node {f} at {f_addr} is unreachable");
+    let log = std::fs::read_to_string(&c.nodes[&l].log).unwrap();
+    assert_eq!(log.matches(&unreachable).count(), 1, "{log}");
+    c.start(f);
+    wait_logged(&c, l, &format!("node {f} at {f_addr} is reachable again"));
+    wait_logged(&c, f, &format!("following leader {l}"));
+    // A new leader is logged by the nodes that follow it.
+    c.kill(l);
+    let new = leader(&mut c);
+    let follower = (1..=3).find(|&id| id != l && id != new).unwrap();
+    wait_logged(&c, follower, &format!("following leader {new}"));
+    c.assert_none_exited();
+}

@@ -152,6 +152,8 @@ pub struct Raft {
     pub(super) pending_snapshot: Option<SnapshotMeta>,
     /// Follower: the snapshot whose chunks are arriving.
     pub(super) snapshot_receive: Option<super::snapshot::SnapshotReceive>,
+    /// The leader and term last logged (`note_leader`); for logs only.
+    pub(super) leader_noted: Option<(NodeId, Term)>,
     /// The newest snapshot the caller saved; the log is compacted to it once
     /// no follower is being sent the snapshot the log starts at.
     pub(super) compact_wanted: super::types::Index,
@@ -214,6 +216,7 @@ impl Raft {
             hard_state_sent: init.hard_state,
             pending_snapshot: None,
             snapshot_receive: None,
+            leader_noted: None,
             compact_wanted: super::types::Index::ZERO,
             compact_held_bytes: 0,
             stats: Stats::default(),
@@ -302,6 +305,9 @@ impl Raft {
             self.abandon_leadership();
         }
         self.role = Role::Follower;
+        if let Some(l) = leader {
+            self.note_leader(l);
+        }
         self.leader = leader;
         self.votes.clear();
         self.reset_election_timer();
@@ -438,10 +444,19 @@ impl Raft {
 
     pub(super) fn heard_from_leader(&mut self, leader: NodeId) {
         if self.leader != Some(leader) {
+            self.note_leader(leader);
             self.fail_forwarded_reads();
             self.leader = Some(leader);
         }
         self.election_elapsed_ticks = 0;
+    }
+
+    /// Tells the operator, once per change, which node this one follows.
+    fn note_leader(&mut self, leader: NodeId) {
+        if self.leader_noted != Some((leader, self.term)) && leader != self.id {
+            log::info!("{} t{}: following leader {leader}", self.id, self.term);
+            self.leader_noted = Some((leader, self.term));
+        }
     }
 
     fn handle_leader_message(&mut self, m: Message) -> Result<(), Dropped> {
