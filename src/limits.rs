@@ -1,4 +1,5 @@
-//! The open-file limit. Every client connection is a socket and a thread;
+//! The open-file limit, and the resident memory a process uses (INFO, and
+//! the tests that bound it). Every client connection is a socket and a thread;
 //! a common soft limit of 1024 would refuse the thousand-and-first client
 //! although the hard limit allows far more, so the node raises its soft
 //! limit to the hard one at start, as Redis and etcd do.
@@ -48,6 +49,14 @@ pub fn raise_open_files() -> Option<u64> {
         }
     }
     Some(lim.cur)
+}
+
+/// The resident memory of a process (`"self"` or a pid), from
+/// `/proc/<process>/status`; `None` where it cannot be read.
+pub fn resident_bytes(process: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|kb| kb * 1024)
 }
 
 #[cfg(test)]

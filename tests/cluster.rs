@@ -239,7 +239,7 @@ fn pipelined_commands_take_effect_in_the_order_sent() {
 /// Waits until node `id`'s log holds `line`.
 fn wait_logged(c: &TestCluster, id: u64, line: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !std::fs::read_to_string(&c.nodes[&id].log).unwrap_or_default().contains(line) {
+    while !c.log_of(id).contains(line) {
         assert!(Instant::now() < deadline, "node {id} never logged {line:?}\n{}", c.logs());
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -262,7 +262,7 @@ fn peers_going_down_and_coming_back_and_new_leaders_are_logged() {
     // each.
     std::thread::sleep(Duration::from_secs(3));
     let unreachable = format!("node {f} at {f_addr} is unreachable");
-    let log = std::fs::read_to_string(&c.nodes[&l].log).unwrap();
+    let log = c.log_of(l);
     assert_eq!(log.matches(&unreachable).count(), 1, "{log}");
     c.start(f);
     wait_logged(&c, l, &format!("node {f} at {f_addr} is reachable again"));

@@ -138,10 +138,6 @@ fn wait_caught_up(c: &TestCluster, id: u64, leader: u64) {
     }
 }
 
-fn log_text(c: &TestCluster, id: u64) -> String {
-    std::fs::read_to_string(&c.nodes[&id].log).unwrap_or_default()
-}
-
 #[test]
 fn a_node_that_was_down_catches_up_through_install_snapshot() {
     let _serial = ONE_AT_A_TIME.lock();
@@ -164,11 +160,7 @@ fn a_node_that_was_down_catches_up_through_install_snapshot() {
     }
     c.start(down);
     wait_caught_up(&c, down, l);
-    assert!(
-        log_text(&c, down).contains("installed snapshot"),
-        "node {down} caught up without a snapshot\n{}",
-        c.logs()
-    );
+    assert!(c.log_of(down).contains("installed snapshot"), "node {down} caught up without a snapshot\n{}", c.logs());
     check_all(&c, down, keys, 3, true, &uncertain);
     check_all(&c, down, keys, 3, false, &uncertain);
     for id in 1..=3 {
@@ -209,12 +201,12 @@ fn kill_9_while_taking_and_while_installing_a_snapshot() {
     for round in 0..3 {
         let victim = if round == 1 { leader(&mut c) } else { (1..=3).find(|&id| id != leader(&mut c)).unwrap() };
         let mut client = c.client(victim).unwrap();
-        let taken_before = log_text(&c, victim).matches("took snapshot").count();
+        let taken_before = c.log_of(victim).matches("took snapshot").count();
         client.send_raw(b"RAFT SNAPSHOT\r\n").unwrap();
         let wait = rng.random_range(0..60);
         std::thread::sleep(Duration::from_millis(wait));
         c.kill(victim);
-        let finished = log_text(&c, victim).matches("took snapshot").count() > taken_before;
+        let finished = c.log_of(victim).matches("took snapshot").count() > taken_before;
         println!("round {round}: kill -9 node {victim} {wait} ms into a snapshot (it had finished: {finished})");
         c.start(victim);
         let l = leader(&mut c);
@@ -230,17 +222,17 @@ fn kill_9_while_taking_and_while_installing_a_snapshot() {
     write_round(&c, l, keys, 9, &mut uncertain);
     let mut client = c.client(l).unwrap();
     assert_eq!(text(&client.cmd(&["RAFT", "SNAPSHOT"]).unwrap()), "OK");
-    let before = log_text(&c, down).len();
+    let before = c.log_of(down).len();
     c.start(down);
     let deadline = Instant::now() + LEADER_TIMEOUT;
-    while !log_text(&c, down)[before..].contains("receiving snapshot") {
+    while !c.log_of(down)[before..].contains("receiving snapshot") {
         assert!(Instant::now() < deadline, "node {down} never started receiving a snapshot\n{}", c.logs());
         std::thread::sleep(Duration::from_millis(2));
     }
     let wait = rng.random_range(0..40);
     std::thread::sleep(Duration::from_millis(wait));
     c.kill(down);
-    let installed = log_text(&c, down)[before..].contains("installed snapshot");
+    let installed = c.log_of(down)[before..].contains("installed snapshot");
     println!("kill -9 node {down} {wait} ms into receiving a snapshot (it had installed it: {installed})");
     c.start(down);
     wait_caught_up(&c, down, l);
@@ -300,14 +292,14 @@ fn a_follower_behind_a_slow_link_catches_up_while_the_leader_snapshots_faster() 
             }
         })
     };
-    let taken_before = log_text(&c, l).matches("took snapshot").count();
+    let taken_before = c.log_of(l).matches("took snapshot").count();
     c.start(down);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !log_text(&c, down).contains("installed snapshot") {
+    while !c.log_of(down).contains("installed snapshot") {
         assert!(
             Instant::now() < deadline,
             "node {down} installed no snapshot in 60 s ({} snapshots taken by the leader meanwhile)\n{}",
-            log_text(&c, l).matches("took snapshot").count() - taken_before,
+            c.log_of(l).matches("took snapshot").count() - taken_before,
             c.logs()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -316,7 +308,7 @@ fn a_follower_behind_a_slow_link_catches_up_while_the_leader_snapshots_faster() 
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("writer");
-    let taken = log_text(&c, l).matches("took snapshot").count() - taken_before;
+    let taken = c.log_of(l).matches("took snapshot").count() - taken_before;
     println!(
         "{} writes while node {down} caught up; the leader took {taken} snapshots",
         written.load(Ordering::Relaxed)

@@ -16,13 +16,7 @@ use support::{Client, TestCluster, text};
 
 fn rss_mb(c: &TestCluster, id: u64) -> f64 {
     let pid = c.nodes[&id].pid().expect("running");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
+    raftkv::limits::resident_bytes(&pid.to_string()).unwrap_or(0) as f64 / (1024.0 * 1024.0)
 }
 
 #[test]

@@ -25,13 +25,8 @@ fn peak_rss_during(c: &TestCluster, id: u64, f: impl FnOnce()) -> f64 {
         std::thread::spawn(move || {
             let mut peak = 0.0f64;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                let kb: f64 = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                    .unwrap_or(0.0);
-                peak = peak.max(kb / 1024.0);
+                let bytes = raftkv::limits::resident_bytes(&pid.to_string()).unwrap_or(0);
+                peak = peak.max(bytes as f64 / (1024.0 * 1024.0));
                 std::thread::sleep(Duration::from_millis(20));
             }
             peak

@@ -52,16 +52,6 @@ pub struct Usage<'a> {
     pub peers: crate::transport::TransportStats,
 }
 
-/// The process's resident memory, from /proc (0 where it cannot be read).
-pub fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 pub(super) fn human(bytes: u64) -> String {
     match bytes {
         b if b >= 1 << 30 => format!("{:.2}G", b as f64 / (1u64 << 30) as f64),
@@ -164,7 +154,7 @@ pub fn render(
         if !out.is_empty() {
             out.push_str("\r\n");
         }
-        let rss = rss_bytes();
+        let rss = crate::limits::resident_bytes("self").unwrap_or(0);
         let clients: u64 = c
             .list()
             .iter()

@@ -257,7 +257,7 @@ impl Raft {
             return;
         }
         let added: usize =
-            self.log.entries().filter(|e| e.index > from && e.index <= index).map(entry_payload_bytes).sum();
+            (from.0 + 1..=index.0).filter_map(|i| self.log.entry(Index(i))).map(entry_payload_bytes).sum();
         self.compact_held_bytes += added;
         self.compact_wanted = index;
         self.compact_if_unheld();

@@ -18,7 +18,7 @@ use super::machine::Machine;
 use super::network::{Faults, InFlight, Network};
 use crate::raft::{
     Body, Config, Index, Membership, Message, NodeId, Payload, Persist, PlantedBug, ProposeError, Proposed, Raft,
-    ReadError, ReadState, Ready, Role, SnapshotMeta,
+    ReadError, ReadState, Ready, Role,
 };
 
 #[derive(Clone, Debug)]
@@ -414,21 +414,29 @@ impl Cluster {
     /// once no write is under way (the node's writer marks a snapshot after
     /// the writes before it).
     fn compact_due(&mut self, id: NodeId) {
-        let Some(node) = self.nodes.get_mut(&id) else { return };
-        let Some(raft) = node.raft.as_mut() else { return };
-        if !node.pending.is_empty() {
-            return;
-        }
+        let Some(node) = self.nodes.get_mut(&id).filter(|n| n.raft.is_some() && n.pending.is_empty()) else { return };
         let Some((index, data)) = node.snapshot_due.take() else { return };
-        let Some(meta) = raft.snapshot_meta_at(index) else { return };
-        if index <= raft.snapshot_index() || index <= node.disk.snapshot.as_ref().map_or(Index::ZERO, |(m, _)| m.index)
-        {
-            return;
+        if self.save_snapshot(id, index, data) {
+            self.note(|| format!("  {id} compacted at {index}"));
         }
+    }
+
+    /// Saves `data`, the node's state machine at `index`, as its snapshot
+    /// and tells the core, if no write is under way (the node's writer
+    /// marks a snapshot after the writes before it) and it is newer than
+    /// the snapshot on disk. The disk keeps the snapshot the core's log
+    /// still starts at.
+    fn save_snapshot(&mut self, id: NodeId, index: Index, data: Vec<u8>) -> bool {
+        let Some(node) = self.nodes.get_mut(&id) else { return false };
+        let Some(raft) = node.raft.as_mut() else { return false };
+        if !node.pending.is_empty() || index <= node.disk.snapshot.as_ref().map_or(Index::ZERO, |(m, _)| m.index) {
+            return false;
+        }
+        let Some(meta) = raft.snapshot_meta_at(index) else { return false };
         let core_at = raft.snapshot_index();
         node.disk.compact(meta, data, core_at);
         raft.compact(index);
-        self.note(|| format!("  {id} compacted at {index}"));
+        true
     }
 
     /// Makes the node's oldest write under way durable, sends what waited
@@ -648,22 +656,10 @@ impl Cluster {
     /// The node snapshots its state machine at what it applied, and
     /// compacts its log (a real node does this past a size threshold).
     pub fn compact(&mut self, id: NodeId) -> bool {
-        let Some(node) = self.nodes.get_mut(&id) else { return false };
-        let Some(raft) = node.raft.as_mut() else { return false };
-        if !node.pending.is_empty() {
-            // The node's writer marks a snapshot after the writes before it.
-            return false;
-        }
-        let applied = node.machine.applied;
-        let Some(meta): Option<SnapshotMeta> = raft.snapshot_meta_at(applied) else {
+        let Some(node) = self.nodes.get(&id).filter(|n| n.raft.is_some() && n.pending.is_empty()) else {
             return false;
         };
-        if meta.index <= node.disk.snapshot.as_ref().map_or(Index::ZERO, |(m, _)| m.index) {
-            return false;
-        }
-        let core_at = raft.snapshot_index();
-        node.disk.compact(meta.clone(), node.machine.snapshot(), core_at);
-        raft.compact(meta.index);
-        true
+        let (index, data) = (node.machine.applied, node.machine.snapshot());
+        self.save_snapshot(id, index, data)
     }
 }

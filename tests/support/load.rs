@@ -147,13 +147,8 @@ fn node_rss(dir: &Path) -> Vec<(u64, u64)> {
         else {
             continue;
         };
-        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
-        let rss = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
-        if let Some(kb) = rss {
-            out.push((id, kb * 1024));
+        if let Some(bytes) = raftkv::limits::resident_bytes(&pid.to_string_lossy()) {
+            out.push((id, bytes));
         }
     }
     out

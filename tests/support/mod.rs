@@ -10,7 +10,7 @@ pub mod secure;
 pub mod writers;
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -399,14 +399,16 @@ impl TestCluster {
         None
     }
 
+    /// Node `id`'s whole log so far (empty if it has none yet).
+    pub fn log_of(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.nodes[&id].log).unwrap_or_default()
+    }
+
     /// The last lines of every node's log, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for n in self.nodes.values() {
-            let mut text = String::new();
-            if let Ok(mut f) = File::open(&n.log) {
-                let _ = f.read_to_string(&mut text);
-            }
+            let text = self.log_of(n.id);
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(40)..];
             out.push_str(&format!("---- node {} log (last {} lines)\n{}\n", n.id, tail.len(), tail.join("\n")));
