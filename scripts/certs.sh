@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes a private CA and one certificate for the nodes of a cluster, signed
-# by it, for TLS on both ports (SPEC §5):
+# by it, for TLS on both ports (README, Security):
 #   scripts/certs.sh DIR [IP_OR_NAME ...]
 # writes DIR/ca.pem, DIR/ca.key, DIR/node.pem and DIR/node.key. The node
 # certificate names 127.0.0.1 and localhost, and every extra IP address or

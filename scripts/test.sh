@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 ./scripts/deps.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
-export RAFTKV_REQUIRE_REDIS_TOOLS=1 RAFTKV_REQUIRE_PYTHON_REDIS=1 RAFTKV_REQUIRE_NETNS=1 RAFTKV_REQUIRE_ROOT=1
+export RAFTKV_REQUIRE_REDIS_TOOLS=1 RAFTKV_REQUIRE_PYTHON_REDIS=1 RAFTKV_REQUIRE_NODE_CLIENTS=1 RAFTKV_REQUIRE_NETNS=1 RAFTKV_REQUIRE_ROOT=1
 cargo test --quiet

@@ -1,4 +1,4 @@
-//! Client accounts (`--users FILE`, SPEC §5): who may connect and what each
+//! Client accounts (`--users FILE`, README, Security): who may connect and what each
 //! may run. A line is `<name> <sha256 hex of password> <role>`, `#` starts a
 //! comment; roles are `read` (commands that change nothing), `write` (also
 //! writes) and `admin` (everything: `RAFT ...`, `CLIENT KILL`, `CONFIG`). The
@@ -20,7 +20,7 @@ pub enum Role {
 }
 
 /// What a command needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Category {
     /// Changes nothing (reads, INFO, PING, this connection's own settings).
     Read,

@@ -1,4 +1,4 @@
-//! The node's command line (SPEC §1). Parsing is separate from `main` so that
+//! The node's command line (README, Running a node). Parsing is separate from `main` so that
 //! tests can reach every error message.
 
 use std::path::PathBuf;
@@ -28,20 +28,20 @@ pub struct NodeOptions {
     /// Entries applied since the last snapshot that trigger the next one;
     /// 0: only on `RAFT SNAPSHOT`.
     pub snapshot_entries: u64,
-    /// SPEC §5: the cluster secret's file.
+    /// README, Security: the cluster secret's file.
     pub cluster_secret: Option<PathBuf>,
-    /// SPEC §5: the client accounts' file.
+    /// README, Security: the client accounts' file.
     pub users: Option<PathBuf>,
-    /// SPEC §5: TLS on both ports.
+    /// README, Security: TLS on both ports.
     pub tls: Option<TlsFiles>,
-    /// SPEC §6: client connections at once (lowered at start to fit the
+    /// README, Limits: client connections at once (lowered at start to fit the
     /// open-file limit).
     pub max_clients: usize,
-    /// SPEC §6: unsent replies a client may hold, in bytes.
+    /// README, Limits: unsent replies a client may hold, in bytes.
     pub client_output_limit: u64,
-    /// SPEC §6: seconds of silence before a client is closed; 0: never.
+    /// README, Limits: seconds of silence before a client is closed; 0: never.
     pub client_timeout_s: u64,
-    /// SPEC §1: snapshot also when the log since the last one holds this
+    /// README, Running a node: snapshot also when the log since the last one holds this
     /// many bytes; 0: never by size.
     pub snapshot_bytes: u64,
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::net::Stream;
 use crate::resp::{Reply, encode_request, parse_reply};
 
-/// How to reach a node that speaks TLS or wants a login (SPEC §5).
+/// How to reach a node that speaks TLS or wants a login (README, Security).
 #[derive(Clone, Debug, Default)]
 pub struct Security {
     /// TLS, trusting the CA this config holds (`net::tls::client_config`).

@@ -4,10 +4,10 @@
 //! What happens at each bound is said beside it: a client gets an error, a peer
 //! frame is refused and its connection dropped, a WAL record is refused.
 
-/// SPEC §3: a longer key gets `-ERR key too large`.
+/// docs/commands.md: a longer key gets `-ERR key too large`.
 pub const KEY_BYTES_MAX: usize = 64 * 1024;
 
-/// SPEC §3: a longer value gets `-ERR value too large`.
+/// docs/commands.md: a longer value gets `-ERR value too large`.
 pub const VALUE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// A whole client request (all arguments, e.g. a large MSET). A longer one gets
@@ -40,7 +40,7 @@ pub const APPEND_BYTES_SOFT_MAX: usize = 1024 * 1024;
 pub const INFLIGHT_APPENDS_MAX: usize = 64;
 
 /// Bytes of entries in flight to one follower before the leader waits: what
-/// can queue ahead of a heartbeat on a slow link (SPEC §6: large values never
+/// can queue ahead of a heartbeat on a slow link (README, Limits: large values never
 /// delay heartbeats long enough to depose a healthy leader).
 pub const INFLIGHT_BYTES_MAX: usize = 8 * 1024 * 1024;
 

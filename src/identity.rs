@@ -1,4 +1,4 @@
-//! Which cluster a node belongs to (SPEC §5). A cluster gets a random 128-bit
+//! Which cluster a node belongs to (README, Security). A cluster gets a random 128-bit
 //! id when it first forms: its first leader proposes one, and the first such
 //! entry applied wins, on every node alike (the id is replicated state, kept
 //! in snapshots). Each node keeps it in its data directory and shows it in

@@ -17,6 +17,7 @@ pub mod node;
 pub mod peers;
 pub mod proxy;
 pub mod raft;
+pub mod reply;
 pub mod resp;
 pub mod sim;
 pub mod transport;

@@ -1,4 +1,4 @@
-//! The peers file (SPEC §2): the cluster's initial configuration.
+//! The peers file (README, the peers file): the cluster's initial configuration.
 //!
 //! ```text
 //! # comments and blank lines are ignored

@@ -1,6 +1,6 @@
 //! A TCP proxy in front of one node's raft port, for one sending node: the
 //! way the process tests cut a link in one direction, and the way the
-//! benchmarks make a follower slow (SPEC §2 lets each node
+//! benchmarks make a follower slow (README, the peers file lets each node
 //! have its own peers file, so a node can be told to reach a peer through
 //! a proxy). Cutting closes every open connection and refuses new ones
 //! until the link is healed.

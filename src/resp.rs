@@ -1,5 +1,5 @@
 //! The client protocol: RESP2 requests and inline commands in, RESP2 replies
-//! out (SPEC §3).
+//! out (docs/commands.md).
 //!
 //! [`RequestParser`] is a push parser in the style of csv-core: the caller
 //! hands it whatever bytes arrived and it reports how many it used and whether
@@ -20,7 +20,7 @@
 //! than `REQUEST_BYTES_MAX` bytes or `REQUEST_ARGS_MAX` arguments, an inline
 //! line over [`INLINE_BYTES_MAX`], a bulk length that is negative or over
 //! `REQUEST_BYTES_MAX` are protocol errors; after one the server closes the
-//! connection (SPEC), so the parser never resynchronizes. Key and value sizes
+//! connection (docs/commands.md), so the parser never resynchronizes. Key and value sizes
 //! are the command layer's business (`crate::command`), so that an oversized
 //! value gets `-ERR value too large` and the connection stays open.
 //!
@@ -660,134 +660,7 @@ impl<R: Read> RequestReader<R> {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Replies
-
-/// A RESP2 reply.
-#[derive(Clone, Debug)]
-pub enum Reply {
-    /// `+text`. The text must be one line; a CR or LF is sent as a space.
-    Simple(String),
-    /// `-text`, e.g. `ERR unknown command 'x'`; one line, as `Simple`.
-    Error(String),
-    Integer(i64),
-    /// `$len` and the bytes; `None` is the null bulk `$-1`.
-    Bulk(Option<Vec<u8>>),
-    /// `*count` and the elements; `None` is the null array `*-1`.
-    Array(Option<Vec<Reply>>),
-    /// A bulk string shared with the store, so that reading a value (or
-    /// five hundred) copies no byte on the core thread; sent as `Bulk`.
-    Value(Arc<[u8]>),
-}
-
-impl PartialEq for Reply {
-    /// A shared value equals the bulk string of the same bytes.
-    fn eq(&self, other: &Reply) -> bool {
-        match (self, other) {
-            (Reply::Simple(a), Reply::Simple(b)) | (Reply::Error(a), Reply::Error(b)) => a == b,
-            (Reply::Integer(a), Reply::Integer(b)) => a == b,
-            (Reply::Array(a), Reply::Array(b)) => a == b,
-            (Reply::Value(a), Reply::Value(b)) => a == b,
-            (Reply::Bulk(a), Reply::Bulk(b)) => a == b,
-            (Reply::Value(a), Reply::Bulk(Some(b))) | (Reply::Bulk(Some(b)), Reply::Value(a)) => a[..] == b[..],
-            _ => false,
-        }
-    }
-}
-
-impl Eq for Reply {}
-
-impl Reply {
-    pub fn ok() -> Reply {
-        Reply::Simple("OK".to_string())
-    }
-
-    /// `-ERR message`.
-    pub fn err(message: impl fmt::Display) -> Reply {
-        Reply::Error(format!("ERR {message}"))
-    }
-
-    pub fn bulk(bytes: impl Into<Vec<u8>>) -> Reply {
-        Reply::Bulk(Some(bytes.into()))
-    }
-
-    pub fn nil() -> Reply {
-        Reply::Bulk(None)
-    }
-
-    pub fn array(items: Vec<Reply>) -> Reply {
-        Reply::Array(Some(items))
-    }
-
-    pub fn is_error(&self) -> bool {
-        matches!(self, Reply::Error(_))
-    }
-
-    /// Appends the RESP2 encoding to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        match self {
-            Reply::Simple(s) => encode_line(out, b'+', s),
-            Reply::Error(s) => encode_line(out, b'-', s),
-            Reply::Integer(n) => {
-                out.push(b':');
-                out.extend_from_slice(n.to_string().as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-            Reply::Bulk(None) => out.extend_from_slice(b"$-1\r\n"),
-            Reply::Bulk(Some(bytes)) => {
-                out.push(b'$');
-                out.extend_from_slice(bytes.len().to_string().as_bytes());
-                out.extend_from_slice(b"\r\n");
-                out.extend_from_slice(bytes);
-                out.extend_from_slice(b"\r\n");
-            }
-            Reply::Value(bytes) => {
-                out.push(b'$');
-                out.extend_from_slice(bytes.len().to_string().as_bytes());
-                out.extend_from_slice(b"\r\n");
-                out.extend_from_slice(bytes);
-                out.extend_from_slice(b"\r\n");
-            }
-            Reply::Array(None) => out.extend_from_slice(b"*-1\r\n"),
-            Reply::Array(Some(items)) => {
-                out.push(b'*');
-                out.extend_from_slice(items.len().to_string().as_bytes());
-                out.extend_from_slice(b"\r\n");
-                for item in items {
-                    item.encode(out);
-                }
-            }
-        }
-    }
-
-    /// The bytes `encode` would write, without writing them.
-    pub fn encoded_len(&self) -> usize {
-        let digits = |n: usize| n.to_string().len();
-        match self {
-            Reply::Simple(s) | Reply::Error(s) => 3 + s.len(),
-            Reply::Integer(n) => 3 + n.to_string().len(),
-            Reply::Bulk(None) | Reply::Array(None) => 5,
-            Reply::Bulk(Some(b)) => 5 + digits(b.len()) + b.len(),
-            Reply::Value(b) => 5 + digits(b.len()) + b.len(),
-            Reply::Array(Some(items)) => 3 + digits(items.len()) + items.iter().map(Reply::encoded_len).sum::<usize>(),
-        }
-    }
-
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.encode(&mut out);
-        out
-    }
-}
-
-/// A simple string or error line; a CR or LF inside (say, from a command
-/// name echoed back) would end the line early and desynchronize the client,
-/// so it becomes a space, as Redis does.
-fn encode_line(out: &mut Vec<u8>, prefix: u8, text: &str) {
-    out.push(prefix);
-    out.extend(text.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
-    out.extend_from_slice(b"\r\n");
-}
+pub use crate::reply::{Proto, Reply};
 
 /// Appends `args` as a RESP array of bulk strings: how clients send requests.
 pub fn encode_request<A: AsRef<[u8]>>(args: &[A], out: &mut Vec<u8>) {
@@ -872,7 +745,23 @@ fn reply_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Option<Reply>, 
         b'-' => Ok(Some(Reply::Error(text()))),
         b':' => Ok(Some(Reply::Integer(number()?))),
         b'$' => reply_bulk(buf, pos, number()?, start),
-        b'*' => reply_array(buf, pos, number()?, start, depth),
+        b'*' | b'>' => reply_array(buf, pos, number()?, start, depth),
+        // RESP3, for clients that said HELLO 3.
+        b'_' => Ok(Some(Reply::Bulk(None))),
+        b'#' => Ok(Some(Reply::Integer((line == b"t") as i64))),
+        b',' | b'(' => Ok(Some(Reply::Bulk(Some(line.to_vec())))),
+        b'~' => Ok(reply_array(buf, pos, number()?, start, depth)?.map(|r| match r {
+            Reply::Array(Some(items)) => Reply::Set(items),
+            other => other,
+        })),
+        b'%' => reply_map(buf, pos, number()?, start, depth),
+        b'=' => Ok(reply_bulk(buf, pos, number()?, start)?.map(|r| match r {
+            Reply::Bulk(Some(text)) => {
+                let body = text.get(4..).unwrap_or_default();
+                Reply::Verbatim(String::from_utf8_lossy(body).into_owned())
+            }
+            other => other,
+        })),
         other => Err(reply_error(start, format!("unknown reply type '{}'", printable_byte(other)))),
     }
 }
@@ -918,6 +807,19 @@ fn reply_array(
         }
     }
     Ok(Some(Reply::Array(Some(items))))
+}
+
+fn reply_map(buf: &[u8], pos: &mut usize, count: i64, start: usize, depth: usize) -> Result<Option<Reply>, ReplyError> {
+    if count < 0 || count as u64 > REQUEST_ARGS_MAX as u64 / 2 {
+        return Err(reply_error(start, format!("bad map length {count}")));
+    }
+    let mut pairs = Vec::with_capacity((count as usize).min(PREALLOC_ARGS_MAX));
+    for _ in 0..count {
+        let Some(k) = reply_at(buf, pos, depth + 1)? else { return Ok(None) };
+        let Some(v) = reply_at(buf, pos, depth + 1)? else { return Ok(None) };
+        pairs.push((k, v));
+    }
+    Ok(Some(Reply::Map(pairs)))
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ impl Default for TransportOptions {
     }
 }
 
-/// How peers prove who they are (SPEC §5).
+/// How peers prove who they are (README, Security).
 #[derive(Clone, Debug, Default)]
 pub struct PeerSecurity {
     pub secret: Option<Secret>,

@@ -31,7 +31,7 @@ fn garbage_and_oversize_requests_get_errors_and_the_cluster_serves_on() {
     let node = (1..=3).find(|&id| id != l).unwrap();
     let addr = c.nodes[&node].client_addr.clone();
 
-    // Malformed RESP: an error, then the connection is closed (SPEC §3).
+    // Malformed RESP: an error, then the connection is closed (docs/commands.md).
     let mut s = TcpStream::connect(&addr).unwrap();
     s.write_all(b"*2\r\n$3\r\nGET\r\n$-7\r\n").unwrap();
     let reply = String::from_utf8_lossy(&read_all(&mut s)).into_owned();

@@ -1,6 +1,6 @@
-//! The client side of SPEC §3 end to end, without Raft: a one-node server made
+//! The client side of docs/commands.md end to end, without Raft: a one-node server made
 //! of nothing but `resp`, `command` and `kv` answers real clients over
-//! loopback TCP. It checks the SPEC's `nc` example byte for byte, that a
+//! loopback TCP. It checks the the documented `nc` example byte for byte, that a
 //! protocol error closes the connection, that `bin/kv` prints and exits as
 //! documented, and, when they are installed, that `redis-cli` and
 //! `redis-benchmark` run against it without complaint.
@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use raftkv::command::{AdminCommand, ClientCommand, parse};
-use raftkv::kv::KvStore;
+use raftkv::command::{ClientCommand, parse};
+use raftkv::kv::{KvStore, WriteOp};
 use raftkv::resp::{ReadError, Reply, RequestReader};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,15 +66,18 @@ impl Drop for MiniServer {
 fn answer(command: ClientCommand, store: &Mutex<KvStore>) -> (Reply, bool) {
     let mut store = store.lock().unwrap();
     match command {
-        ClientCommand::Write(op) => (store.apply(&op), false),
-        ClientCommand::Read(op) => (store.read(&op), false),
-        ClientCommand::Reply(reply) => (reply, false),
-        ClientCommand::Admin(AdminCommand::Quit) => (Reply::ok(), true),
-        ClientCommand::Admin(AdminCommand::Info { .. }) => {
-            (Reply::bulk(format!("# Raft\r\nkeys:{}\r\n", store.len())), false)
+        ClientCommand::Write(args) => {
+            (store.apply(&WriteOp::command(&args.iter().map(|a| &a[..]).collect::<Vec<_>>()), 1), false)
         }
-        ClientCommand::Admin(AdminCommand::ReadOnly | AdminCommand::ReadWrite) => (Reply::ok(), false),
-        ClientCommand::Admin(AdminCommand::Raft(_)) => (Reply::err("not a cluster"), false),
+        ClientCommand::Read(op) => (store.read(&op, 0), false),
+        ClientCommand::Reply(reply) => (reply, false),
+        ClientCommand::Connection { name: "quit", .. } => (Reply::ok(), true),
+        ClientCommand::Info { .. } => (Reply::bulk(format!("# Raft\r\nkeys:{}\r\n", store.len())), false),
+        ClientCommand::Connection { name: "config", args } => {
+            (Reply::array(args[2..].iter().flat_map(|p| [Reply::bulk(p.clone()), Reply::bulk("")]).collect()), false)
+        }
+        ClientCommand::Connection { .. } => (Reply::ok(), false),
+        ClientCommand::Raft(_) => (Reply::err("not a cluster"), false),
     }
 }
 

@@ -1,4 +1,4 @@
-//! A damaged data directory is never silent (SPEC §1): a truncated or
+//! A damaged data directory is never silent (README, Running a node): a truncated or
 //! deleted newest log segment, or a lost `node_id` file next to a log,
 //! stops the node (exit 1, naming the file) instead of starting without
 //! acknowledged writes.

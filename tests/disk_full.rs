@@ -1,4 +1,4 @@
-//! Disks that fill (SPEC §6): replicas fill their disks at the same rate, so
+//! Disks that fill (README, Limits): replicas fill their disks at the same rate, so
 //! a whole cluster runs out of space at about the same time. Each node
 //! stops acknowledging and exits 1, saying why; once space is back, every
 //! node restarts with every write that was acknowledged.

@@ -1,4 +1,4 @@
-//! Large values on a healthy cluster (SPEC §6): writes of 1 MiB and 4 MiB
+//! Large values on a healthy cluster (README, Limits): writes of 1 MiB and 4 MiB
 //! values and reads of hundreds of megabytes at once never delay heartbeats
 //! long enough to depose the leader, and 600 MiB of overwrites of one key
 //! leave disk and memory bounded by the data plus a constant (the log is
@@ -50,7 +50,7 @@ fn large_values_depose_no_leader_and_leave_bounded_disk_and_memory() {
             while !stop.load(Ordering::Relaxed) {
                 let key = format!("{size}-{}", i % keys);
                 let reply = conn.cmd_bytes(&[b"SET", key.as_bytes(), &value]).unwrap();
-                assert_eq!(text(&reply), "OK");
+                assert_eq!(text(&reply), "OK", "SET of {size} bytes");
                 ops.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }

@@ -1,4 +1,4 @@
-//! A node stays up under heavy and hostile clients (SPEC §6): it refuses or
+//! A node stays up under heavy and hostile clients (README, Limits): it refuses or
 //! disconnects the one client, never crashes, stalls the others or grows
 //! without bound. Each test is one of the attacks that hurt a node before,
 //! with the node's peak memory measured from /proc and bounded.
@@ -99,7 +99,7 @@ fn a_client_that_does_not_read_is_disconnected_at_its_output_limit() {
 }
 
 /// A hundred clients each send half of a 16 MiB MSET and stop: the node
-/// holds a bounded amount of their partial requests (SPEC §6), closing the
+/// holds a bounded amount of their partial requests (README, Limits), closing the
 /// clients past it.
 #[test]
 fn half_sent_requests_hold_a_bounded_amount_of_memory() {

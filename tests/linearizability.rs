@@ -1,5 +1,7 @@
 //! Jepsen-style runs against real processes: clients issue GET, SET, CAS and
-//! DEL on a few keys through random nodes while a nemesis kills (SIGKILL),
+//! DEL on a few keys through random nodes (beside them, bank transfers as
+//! WATCH/MULTI/EXEC transactions and keys that expire, each with its
+//! invariant: tests/support/workloads.rs) while a nemesis kills (SIGKILL),
 //! pauses (SIGSTOP) and restarts nodes and cuts links; every history is then
 //! checked for linearizability with `raftkv::lincheck`. The nemesis draws
 //! its schedule from a seed, printed so that a failing schedule can be run
@@ -17,7 +19,7 @@ use raftkv::lincheck::{self, Budget, Call, Op, Outcome, Ret, Verdict};
 use raftkv::resp::Reply;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use support::{Client, TestCluster, load};
+use support::{Client, TestCluster, load, workloads};
 
 const KEYS: u64 = 6;
 /// Client threads that pick a random node for each connection.
@@ -178,6 +180,7 @@ fn check_under(
     let addrs: Vec<String> = c.nodes.values().map(|n| n.client_addr.clone()).collect();
     let sampler = heavy.map(|_| load::RssSampler::start(c.dir.path(), Duration::from_millis(200)));
     let load = heavy.map(|h| load::Load::start(&addrs, h.connections, h.keys));
+    let side = workloads::start(&addrs, seed, stop.clone());
     let sticky = (0..addrs.len()).map(Some);
     let clients: Vec<_> = std::iter::repeat_n(None, CLIENTS as usize)
         .chain(sticky)
@@ -201,10 +204,12 @@ fn check_under(
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
     let ops: Vec<Op> = clients.into_iter().flat_map(|h| h.join().expect("client thread")).collect();
+    let side = side.stop();
     let load = load.map(|l| l.stop());
     let samples = sampler.map(|s| s.stop());
     // Healed, every node converges to the same map.
-    let keys: Vec<String> = (0..KEYS).map(|k| format!("k{k}")).collect();
+    let mut keys: Vec<String> = (0..KEYS).map(|k| format!("k{k}")).collect();
+    keys.extend((0..workloads::ACCOUNTS).map(|i| format!("bank:{i}")));
     c.assert_converged(&keys);
     let ok = ops.iter().filter(|o| matches!(o.outcome, Outcome::Ok(_))).count();
     let unknown = ops.iter().filter(|o| o.outcome == Outcome::Unknown).count();
@@ -215,6 +220,15 @@ fn check_under(
         timeline.events.len()
     );
     println!("{summary}");
+    println!(
+        "bank: {} transfers applied, {} aborted by WATCH, {} audits; expiry: {} reads checked around deadlines",
+        side.transfers, side.transfers_aborted, side.audits, side.expiry_checks
+    );
+    assert!(side.violations.is_empty(), "seed {seed}: {:#?}\n{}", side.violations, c.logs());
+    assert!(
+        side.transfers > 0 && side.audits > 0 && side.expiry_checks > 0,
+        "the side workloads did not run: {side:?}"
+    );
     assert!(ok > 100, "too few operations succeeded ({ok})\n{}", c.logs());
     let dir = results.map_or_else(|| c.dir.path().to_path_buf(), |p| p.to_path_buf());
     std::fs::create_dir_all(&dir).expect("results directory");

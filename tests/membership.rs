@@ -1,4 +1,4 @@
-//! Membership change with real processes (SPEC §3 `RAFT ADD`, `RAFT REMOVE`,
+//! Membership change with real processes (docs/commands.md `RAFT ADD`, `RAFT REMOVE`,
 //! `RAFT TRANSFER`): growing a cluster with `--join` nodes, removing the
 //! leader, replacing every original member, and handing leadership over,
 //! all under a steady write load that must lose nothing acknowledged.

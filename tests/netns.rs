@@ -1,4 +1,4 @@
-//! A real network (SPEC §5): three nodes in three Linux network namespaces,
+//! A real network (README, Security): three nodes in three Linux network namespaces,
 //! on their own non-loopback addresses behind a bridge, with TLS on both
 //! ports, a cluster secret and accounts; a fourth namespace plays the
 //! attacker on the same network and tries what an attacker would: the old

@@ -1,4 +1,4 @@
-//! The attacks an operator fears, each tried against real nodes (SPEC §5):
+//! The attacks an operator fears, each tried against real nodes (README, Security):
 //! forged and replayed peer frames, a buggy peer that knows the secret, a
 //! data directory of another cluster, a flood of idle connections against
 //! a restarted peer, clients without the right account, and TLS on both
@@ -321,7 +321,7 @@ fn idle_connections_do_not_lock_a_restarted_peer_out() {
     drop(held);
 }
 
-/// Accounts and roles (SPEC §5): nothing before AUTH, wrong passwords
+/// Accounts and roles (README, Security): nothing before AUTH, wrong passwords
 /// refused, each role held to what it may run, administrative commands
 /// forwarded to the leader as the same user, and no password in the logs.
 #[test]

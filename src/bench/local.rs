@@ -101,14 +101,14 @@ pub struct ClusterOptions {
     pub fsync: &'static str,
     /// Every link through a proxy that can delay it.
     pub proxies: bool,
-    /// A cluster secret, accounts, TLS on both ports (SPEC §5).
+    /// A cluster secret, accounts, TLS on both ports (README, Security).
     pub secure: Secure,
     /// Another build of the node (a baseline to compare with); by default
     /// `bin/node` beside this program.
     pub node: Option<PathBuf>,
 }
 
-/// What of SPEC §5 a local cluster turns on.
+/// What of README, Security a local cluster turns on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Secure {
     pub secret: bool,

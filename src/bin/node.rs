@@ -1,4 +1,4 @@
-//! `node`: one member of a raftkv cluster (SPEC §1).
+//! `node`: one member of a raftkv cluster (README, Running a node).
 //!
 //! Exit codes: 0 after SIGTERM or SIGINT; 1 when the node cannot run (data
 //! directory in use or of another node, a corrupt log, a failed disk, an
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     match node::run(opts, context) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, on stderr (SPEC §1); the logger writes there too, so
+            // One line, on stderr (README, Running a node); the logger writes there too, so
             // the error is not also logged.
             eprintln!("node: {e}");
             ExitCode::from(e.exit_code())

@@ -21,7 +21,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 fn set(k: u64, v: u64) -> WriteOp {
-    WriteOp::Set { key: format!("key-{k:07}").into_bytes(), value: format!("{v:0100}").into_bytes() }
+    WriteOp::command(&[b"SET", format!("key-{k:07}").as_bytes(), format!("{v:0100}").as_bytes()])
 }
 
 struct Latencies {
@@ -59,7 +59,7 @@ fn write_while(
         n += 1;
         let op = set(rng.random_range(0..keys), n);
         let t = Instant::now();
-        kv.apply(&op);
+        kv.apply(&op, n);
         micros.push(t.elapsed().as_secs_f64() * 1e6);
     }
     Latencies { micros, elapsed: start.elapsed() }
@@ -95,7 +95,7 @@ fn main() -> ExitCode {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
     let mut kv = KvStore::new();
     for k in 0..keys {
-        kv.apply(&set(k, 0));
+        kv.apply(&set(k, 0), k + 1);
     }
     let mut baseline = write_while(&mut kv, &mut rng, keys, |n| n >= 500_000);
 

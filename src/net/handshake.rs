@@ -1,4 +1,4 @@
-//! The peer handshake (SPEC §5): before the first Raft frame, each side
+//! The peer handshake (README, Security): before the first Raft frame, each side
 //! proves it knows the cluster secret, on fresh nonces from both, with
 //! HMAC-SHA256; the secret itself never crosses the wire. The acceptor then
 //! compares cluster ids and says whether the connection is accepted.

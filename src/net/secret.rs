@@ -1,4 +1,4 @@
-//! The cluster secret (`--cluster-secret FILE`, SPEC §5): the file's bytes
+//! The cluster secret (`--cluster-secret FILE`, README, Security): the file's bytes
 //! with surrounding whitespace trimmed, at least 16 of them. It only ever
 //! keys HMACs; it is never sent, logged or shown.
 

@@ -1,4 +1,4 @@
-//! TLS on both ports (SPEC §5), with rustls: TLS 1.3 and 1.2 only, the
+//! TLS on both ports (README, Security), with rustls: TLS 1.3 and 1.2 only, the
 //! certificate and key of this node, and the CA that signs every node's
 //! certificate. The peer port asks for a client certificate chained to the
 //! CA (mutual TLS) and a node dialing a peer checks the peer's certificate

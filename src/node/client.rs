@@ -22,9 +22,10 @@ use crossbeam_channel::Sender;
 use super::clients::{ClientInfo, Place, Registry};
 use super::mailbox::Mailbox;
 
+use super::session::{self, Multi, Queued, Session};
 use crate::auth::{Role, Users};
-use crate::command::{self, AdminCommand, ClientCommand, RaftCommand};
-use crate::kv::{ReadOp, WriteOp};
+use crate::command::{self, ClientCommand, RaftCommand};
+use crate::kv::{Cmd, Watch};
 use crate::limits::accept_failed;
 use crate::net::ratelimit::RateLimited;
 use crate::net::{Stream, TlsSettings};
@@ -33,17 +34,36 @@ use crate::resp::{self, PendingBudget, ReadError, Reply, RequestReader};
 /// Requests read from one connection before their replies are written.
 pub const PIPELINE_REQUESTS_MAX: usize = 1024;
 
-/// SPEC §6: the default `--maxclients`; one more is told so and closed (as
+/// README, Limits: the default `--maxclients`; one more is told so and closed (as
 /// Redis does).
 pub const CONNECTIONS_MAX: usize = 10_000;
 
 /// What a connection asks of the core thread.
 #[derive(Debug)]
 pub enum Request {
-    Write(WriteOp),
-    Read { op: ReadOp, local: bool },
-    Info { sections: Vec<String> },
+    /// A valid write command, by its arguments.
+    Write(Vec<Vec<u8>>),
+    /// EXEC: the queued commands and the watched keys' marks.
+    Exec {
+        watches: Vec<Watch>,
+        commands: Vec<Vec<Vec<u8>>>,
+    },
+    Read {
+        op: ReadRequest,
+        local: bool,
+    },
+    Info {
+        sections: Vec<String>,
+    },
     Raft(RaftCommand),
+}
+
+/// A read of the store.
+#[derive(Debug)]
+pub enum ReadRequest {
+    Cmd(Cmd),
+    /// WATCH: the keys' marks, as an array of integers.
+    Watch(Vec<Vec<u8>>),
 }
 
 /// The core's answer to one request.
@@ -70,19 +90,25 @@ pub struct ClientOptions {
     /// on it; the core answers `-TIMEOUT` itself well before this.
     pub answer_timeout: Duration,
     /// `--users`: every connection must authenticate. Without it, only
-    /// loopback clients are served (protected mode, SPEC §5).
+    /// loopback clients are served (protected mode, README, Security).
     pub users: Option<Arc<Users>>,
     /// TLS from the first byte.
     pub tls: Option<TlsSettings>,
-    /// SPEC §6: unsent replies a client may hold before it is disconnected.
+    /// README, Limits: unsent replies a client may hold before it is disconnected.
     pub output_limit: usize,
-    /// SPEC §6: a client silent this long is closed (`None`: never).
+    /// README, Limits: a client silent this long is closed (`None`: never).
     pub idle_timeout: Option<Duration>,
     /// The connected clients and what the limits did.
     pub registry: Arc<Registry>,
     /// The node's budget for requests still arriving.
     pub pending: Arc<PendingBudget>,
+    /// What CONFIG GET shows: the node's settings by Redis-style name.
+    pub settings: Arc<Vec<(String, String)>>,
 }
+
+/// The Redis version HELLO and INFO report: the one whose commands and
+/// replies raftkv follows (client libraries choose features by it).
+pub const REDIS_VERSION: &str = "7.2.0";
 
 /// Replies are written to the socket in pieces of about this much.
 const OUT_CHUNK_BYTES: usize = 64 * 1024;
@@ -93,7 +119,7 @@ const WRITE_SLICE: Duration = Duration::from_millis(200);
 /// A client must complete the TLS handshake within this.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// SPEC §5: what a client off loopback is told without `--users`.
+/// README, Security: what a client off loopback is told without `--users`.
 const DENIED: &str = "-DENIED raftkv is in protected mode: without --users it serves clients on loopback addresses \
 only. Start the node with --users FILE (lines `<name> <sha256 hex of password> <role>`, role read, write or admin) \
 to serve clients from other hosts, who then authenticate with AUTH.\r\n";
@@ -120,7 +146,7 @@ pub fn spawn_listener(
             };
             let addr = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
             let Some(place) = opts.registry.admit(addr) else {
-                // SPEC §6; a TLS client cannot read it, but is closed alike.
+                // README, Limits; a TLS client cannot read it, but is closed alike.
                 let _ = (&stream).write_all(b"-ERR max number of clients reached\r\n");
                 limit_log().warn(|| format!("refusing a client: --maxclients {} reached", opts.registry.max_clients));
                 continue;
@@ -156,7 +182,16 @@ enum Kind {
 /// Where each reply of a pipelined batch comes from.
 enum Slot {
     Ready(Reply),
-    Waiting { seq: u64, args: Vec<Vec<u8>> },
+    Waiting { seq: u64, args: Vec<Vec<u8>>, then: Then },
+}
+
+/// What the connection does with an answer before replying.
+enum Then {
+    Reply,
+    /// WATCH: keep the marks, answer +OK.
+    Watch(Vec<Vec<u8>>),
+    /// EXEC: put the immediate replies back among the store's.
+    Exec(Vec<(usize, Reply)>),
 }
 
 /// Says TLS if the node speaks it, and turns away clients off loopback in
@@ -199,7 +234,7 @@ struct Connection {
     mailbox: Mailbox,
     answers: HashMap<u64, Answer>,
     next_seq: u64,
-    readonly: bool,
+    session: Session,
     slots: Vec<Slot>,
     /// The kind of the requests submitted since the last `resolve`.
     in_flight: Option<Kind>,
@@ -215,13 +250,14 @@ struct Connection {
 fn serve(stream: Stream, to_core: Sender<Submission>, opts: &ClientOptions, place: &Place) -> io::Result<()> {
     let peer = place.info.addr.clone();
     stream.set_read_timeout(opts.idle_timeout)?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(stream.tcp());
     let mut conn = Connection {
         stream: RequestReader::new(stream).with_budget(opts.pending.clone()),
         to_core,
         mailbox: Mailbox::default(),
         answers: HashMap::new(),
         next_seq: 0,
-        readonly: false,
+        session: Session::default(),
         slots: Vec::new(),
         in_flight: None,
         out: Vec::new(),
@@ -231,6 +267,7 @@ fn serve(stream: Stream, to_core: Sender<Submission>, opts: &ClientOptions, plac
         info: place.info.clone(),
         answers_bytes: 0,
     };
+    let _killable = super::clients::SocketHandle::new(&place.info, fd);
     loop {
         // Block for one request, then take every one already buffered.
         let mut quit = false;
@@ -254,7 +291,7 @@ fn serve(stream: Stream, to_core: Sender<Submission>, opts: &ClientOptions, plac
 }
 
 /// The next request, or `None` at the end of the connection. A protocol
-/// error is answered and ends the connection (SPEC §3).
+/// error is answered and ends the connection (docs/commands.md).
 fn next(conn: &mut Connection) -> io::Result<Option<Vec<Vec<u8>>>> {
     let result = conn.stream.next_request();
     conn.info.input_bytes.store(conn.stream.pending_request_bytes(), Ordering::Relaxed);
@@ -290,24 +327,121 @@ fn next(conn: &mut Connection) -> io::Result<Option<Vec<Vec<u8>>>> {
 impl Connection {
     /// Handles one request; returns true when the connection must close.
     fn handle(&mut self, args: Vec<Vec<u8>>) -> io::Result<bool> {
+        {
+            let mut meta = self.info.meta.lock();
+            meta.cmd = session::command_name(&args);
+            meta.last_active = Some(Instant::now());
+            meta.multi = self.session.multi.as_ref().map_or(-1, |m| m.len() as i64);
+        }
         if let Some(reply) = self.gate(&args) {
+            if let Some(multi) = &mut self.session.multi
+                && reply.is_error()
+            {
+                // Refused inside MULTI (NOAUTH, NOPERM): EXEC aborts.
+                multi.failed = true;
+            }
             self.slots.push(Slot::Ready(reply));
             return Ok(false);
         }
         let parsed = command::parse(args.clone());
+        if let Some(multi) = &mut self.session.multi
+            && let Queued::Reply(reply) = multi.queue(&parsed, &args)
+        {
+            self.slots.push(Slot::Ready(reply));
+            return Ok(false);
+        }
         match parsed {
             Err(reply) | Ok(ClientCommand::Reply(reply)) => self.slots.push(Slot::Ready(reply)),
-            Ok(ClientCommand::Write(op)) => self.submit(Kind::Write, Request::Write(op), args)?,
-            Ok(ClientCommand::Read(op)) => {
-                let local = self.readonly;
-                self.submit(Kind::Read, Request::Read { op, local }, args)?;
+            Ok(ClientCommand::Write(write)) => self.submit(Kind::Write, Request::Write(write), args, Then::Reply)?,
+            Ok(ClientCommand::Read(cmd)) => {
+                let local = self.session.readonly;
+                self.submit(Kind::Read, Request::Read { op: ReadRequest::Cmd(cmd), local }, args, Then::Reply)?;
             }
-            Ok(ClientCommand::Admin(admin)) => return self.handle_admin(admin, args),
+            Ok(ClientCommand::Info { sections }) => {
+                self.submit(Kind::Other, Request::Info { sections }, args, Then::Reply)?
+            }
+            Ok(ClientCommand::Raft(cmd)) => self.submit(Kind::Other, Request::Raft(cmd), args, Then::Reply)?,
+            Ok(ClientCommand::Connection { name, args }) => return self.connection_command(name, args),
         }
         Ok(false)
     }
 
-    /// Authentication and permissions (SPEC §5): answers AUTH and HELLO,
+    /// Commands about this connection (the table's `Connection` class
+    /// other than AUTH and HELLO, which `gate` answers).
+    fn connection_command(&mut self, name: &str, args: Vec<Vec<u8>>) -> io::Result<bool> {
+        let reply = match name {
+            "quit" => {
+                self.slots.push(Slot::Ready(Reply::ok()));
+                return Ok(true);
+            }
+            "readonly" | "readwrite" => {
+                self.session.readonly = name == "readonly";
+                Reply::ok()
+            }
+            "select" => session::select(&args),
+            "multi" => {
+                self.session.multi = Some(Multi::default());
+                Reply::ok()
+            }
+            "exec" => return self.exec(args).map(|()| false),
+            "discard" => match self.session.multi.take() {
+                Some(_) => {
+                    self.session.watched.clear();
+                    Reply::ok()
+                }
+                None => Reply::err("DISCARD without MULTI"),
+            },
+            "watch" => {
+                let keys: Vec<Vec<u8>> = args[1..].to_vec();
+                if keys.iter().any(|k| k.len() > crate::config::KEY_BYTES_MAX) {
+                    Reply::err("key too large")
+                } else {
+                    let op = ReadRequest::Watch(keys.clone());
+                    let local = self.session.readonly;
+                    return self
+                        .submit(Kind::Read, Request::Read { op, local }, args, Then::Watch(keys))
+                        .map(|()| false);
+                }
+            }
+            "unwatch" => {
+                self.session.watched.clear();
+                Reply::ok()
+            }
+            "reset" => {
+                self.session = Session::default();
+                self.info.meta.lock().resp = 2;
+                Reply::Simple("RESET".into())
+            }
+            "client" => session::client(&args, &self.info, &self.opts.registry),
+            "config" => session::config_get(&args, &self.opts.settings),
+            other => Reply::err(format!("'{other}' is not served here")),
+        };
+        self.slots.push(Slot::Ready(reply));
+        Ok(false)
+    }
+
+    /// EXEC: the queue goes to the log as one entry, with the watches.
+    fn exec(&mut self, args: Vec<Vec<u8>>) -> io::Result<()> {
+        let Some(multi) = self.session.multi.take() else {
+            self.slots.push(Slot::Ready(Reply::err("EXEC without MULTI")));
+            return Ok(());
+        };
+        let watches = std::mem::take(&mut self.session.watched);
+        if multi.failed {
+            let reply = Reply::Error("EXECABORT Transaction discarded because of previous errors.".into());
+            self.slots.push(Slot::Ready(reply));
+            return Ok(());
+        }
+        if multi.commands.is_empty() && watches.is_empty() {
+            let replies = multi.immediate.into_iter().map(|(_, r)| r).collect();
+            self.slots.push(Slot::Ready(Reply::array(replies)));
+            return Ok(());
+        }
+        let request = Request::Exec { watches, commands: multi.commands };
+        self.submit(Kind::Write, request, args, Then::Exec(multi.immediate))
+    }
+
+    /// Authentication and permissions (README, Security): answers AUTH and HELLO,
     /// and refuses what this connection may not run; `None` lets the
     /// request through.
     fn gate(&mut self, args: &[Vec<u8>]) -> Option<Reply> {
@@ -370,21 +504,27 @@ impl Connection {
     /// for now; the reply is Redis's map as a flat array.
     fn hello(&mut self, args: &[Vec<u8>]) -> Reply {
         let mut rest = args.iter().skip(1);
+        let mut proto = self.session.proto;
         if let Some(v) = rest.next() {
             match crate::resp::parse_i64(v) {
-                Some(2) => {}
+                Some(2) => proto = crate::resp::Proto::Resp2,
+                Some(3) => proto = crate::resp::Proto::Resp3,
                 Some(_) => return Reply::Error("NOPROTO unsupported protocol version".into()),
                 None => return Reply::err("Protocol version is not an integer or out of range"),
             }
         }
         let mut credentials = None;
+        let mut name = None;
         while let Some(option) = rest.next() {
             match option.to_ascii_lowercase().as_slice() {
                 b"auth" => match (rest.next(), rest.next()) {
                     (Some(user), Some(password)) => credentials = Some((user.clone(), password.clone())),
                     _ => return Reply::err("Syntax error in HELLO option 'auth'"),
                 },
-                b"setname" if rest.next().is_some() => {}
+                b"setname" => match rest.next() {
+                    Some(n) => name = Some(n.clone()),
+                    None => return Reply::err("Syntax error in HELLO option 'setname'"),
+                },
                 _ => return Reply::err(format!("Syntax error in HELLO option '{}'", command::echo_name(option))),
             }
         }
@@ -410,38 +550,33 @@ impl Connection {
             }
             _ => {}
         }
-        let field = |k: &str, v: Reply| [Reply::bulk(k.as_bytes().to_vec()), v];
-        let mut items = Vec::new();
-        items.extend(field("server", Reply::bulk(b"raftkv".to_vec())));
-        items.extend(field("version", Reply::bulk(env!("CARGO_PKG_VERSION").as_bytes().to_vec())));
-        items.extend(field("proto", Reply::Integer(2)));
-        items.extend(field("mode", Reply::bulk(b"standalone".to_vec())));
-        items.extend(field("role", Reply::bulk(b"master".to_vec())));
-        items.extend(field("modules", Reply::array(Vec::new())));
-        Reply::array(items)
-    }
-
-    fn handle_admin(&mut self, admin: AdminCommand, args: Vec<Vec<u8>>) -> io::Result<bool> {
-        match admin {
-            AdminCommand::ReadOnly => {
-                self.readonly = true;
-                self.slots.push(Slot::Ready(Reply::ok()));
+        if let Some(name) = name {
+            let setname = vec![b"CLIENT".to_vec(), b"SETNAME".to_vec(), name];
+            let reply = session::client(&setname, &self.info, &self.opts.registry);
+            if reply.is_error() {
+                return reply;
             }
-            AdminCommand::ReadWrite => {
-                self.readonly = false;
-                self.slots.push(Slot::Ready(Reply::ok()));
-            }
-            AdminCommand::Quit => {
-                self.slots.push(Slot::Ready(Reply::ok()));
-                return Ok(true);
-            }
-            AdminCommand::Info { sections } => self.submit(Kind::Other, Request::Info { sections }, args)?,
-            AdminCommand::Raft(cmd) => self.submit(Kind::Other, Request::Raft(cmd), args)?,
         }
-        Ok(false)
+        self.session.proto = proto;
+        {
+            let mut meta = self.info.meta.lock();
+            meta.resp = proto.version();
+            if let Some(login) = &self.login {
+                meta.user = login.user.clone();
+            }
+        }
+        Reply::map([
+            ("server", Reply::bulk("redis")),
+            ("version", Reply::bulk(REDIS_VERSION)),
+            ("proto", Reply::Integer(proto.version())),
+            ("id", Reply::Integer(self.info.id as i64)),
+            ("mode", Reply::bulk("standalone")),
+            ("role", Reply::bulk("master")),
+            ("modules", Reply::array(Vec::new())),
+        ])
     }
 
-    fn submit(&mut self, kind: Kind, request: Request, args: Vec<Vec<u8>>) -> io::Result<()> {
+    fn submit(&mut self, kind: Kind, request: Request, args: Vec<Vec<u8>>, then: Then) -> io::Result<()> {
         if self.in_flight.is_some_and(|k| k != kind || k == Kind::Other) {
             // Program order: this request must come after those before it.
             self.resolve()?;
@@ -454,7 +589,7 @@ impl Connection {
             self.slots.push(Slot::Ready(Reply::Error("TRYAGAIN no leader (the node is shutting down)".into())));
             return Ok(());
         }
-        self.slots.push(Slot::Waiting { seq, args });
+        self.slots.push(Slot::Waiting { seq, args, then });
         Ok(())
     }
 
@@ -465,19 +600,39 @@ impl Connection {
         for slot in std::mem::take(&mut self.slots) {
             let reply = match slot {
                 Slot::Ready(reply) => reply,
-                Slot::Waiting { seq, args } => match self.wait_for(seq) {
-                    Answer::Reply(reply) => reply,
-                    Answer::Forward { client_addr } => {
-                        let login = self.login.as_ref().map(|l| (l.user.as_bytes(), &l.password[..]));
-                        let via = Via { tls: self.opts.tls.as_ref(), login, timeout: self.opts.answer_timeout };
-                        forward(&client_addr, &args, &via)
-                    }
-                },
+                Slot::Waiting { seq, args, then } => {
+                    let reply = match self.wait_for(seq) {
+                        Answer::Reply(reply) => reply,
+                        Answer::Forward { client_addr } => {
+                            let login = self.login.as_ref().map(|l| (l.user.as_bytes(), &l.password[..]));
+                            let via = Via { tls: self.opts.tls.as_ref(), login, timeout: self.opts.answer_timeout };
+                            forward(&client_addr, &args, &via)
+                        }
+                    };
+                    self.then(reply, then)
+                }
             };
             self.emit(&reply)?;
         }
         self.in_flight = None;
         Ok(())
+    }
+
+    fn then(&mut self, reply: Reply, then: Then) -> Reply {
+        match (then, reply) {
+            (Then::Reply, reply) => reply,
+            (Then::Watch(keys), Reply::Array(Some(marks))) => {
+                for (key, mark) in keys.into_iter().zip(marks) {
+                    let Reply::Integer(mark) = mark else { continue };
+                    if !self.session.watched.iter().any(|w| w.key == key) {
+                        self.session.watched.push(Watch { key, mark: mark as u64 });
+                    }
+                }
+                Reply::ok()
+            }
+            (Then::Watch(_), other) => other,
+            (Then::Exec(immediate), reply) => session::merge_exec(reply, immediate),
+        }
     }
 
     /// Encodes a reply into the output, writing out what is there once it
@@ -497,7 +652,7 @@ impl Connection {
                     self.emit(item)?;
                 }
             }
-            _ => reply.encode(&mut self.out),
+            _ => reply.encode_as(self.session.proto, &mut self.out),
         }
         if self.out.len() >= OUT_CHUNK_BYTES {
             self.flush()?;

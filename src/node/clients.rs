@@ -1,8 +1,10 @@
 //! The connected clients, as the node knows them: how many, how much each
 //! holds (request bytes still arriving, replies not yet sent), and what the
-//! limits did (SPEC §6). INFO `clients` and `stats` read it.
+//! limits did (README, Limits). INFO `clients` and `stats` read it.
 
 use std::collections::BTreeMap;
+use std::net::TcpStream;
+use std::os::fd::{FromRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -19,6 +21,87 @@ pub struct ClientInfo {
     pub input_bytes: AtomicUsize,
     /// Bytes of replies ready and not yet sent.
     pub output_bytes: AtomicUsize,
+    /// What CLIENT LIST shows beside the figures.
+    pub meta: Mutex<ClientMeta>,
+    /// The socket's descriptor while the connection owns it, for CLIENT
+    /// KILL to shut it down. Not a duplicate: a second descriptor per
+    /// client would halve the clients the open-file limit allows.
+    pub socket: Mutex<Option<RawFd>>,
+    /// CLIENT KILL closed it: no longer listed or killed again while its
+    /// thread winds down.
+    pub killed: std::sync::atomic::AtomicBool,
+}
+
+/// A connection's name and habits (CLIENT SETNAME, SETINFO, HELLO).
+#[derive(Debug, Default, Clone)]
+pub struct ClientMeta {
+    pub name: String,
+    pub lib_name: String,
+    pub lib_ver: String,
+    pub user: String,
+    pub resp: i64,
+    /// The last command, as `name` or `name|sub`.
+    pub cmd: String,
+    pub last_active: Option<Instant>,
+    /// Commands queued in MULTI, or -1 outside one.
+    pub multi: i64,
+}
+
+impl ClientInfo {
+    /// This connection as a line of CLIENT LIST, Redis's fields.
+    pub fn line(&self) -> String {
+        let m = self.meta.lock().clone();
+        let now = Instant::now();
+        let idle = m.last_active.map_or(0, |t| now.duration_since(t).as_secs());
+        format!(
+            "id={} addr={} name={} age={} idle={idle} flags=N db=0 sub=0 psub=0 ssub=0 multi={} qbuf={} \
+             omem={} cmd={} user={} resp={} lib-name={} lib-ver={}",
+            self.id,
+            self.addr,
+            m.name,
+            now.duration_since(self.since).as_secs(),
+            m.multi,
+            self.input_bytes.load(Ordering::Relaxed),
+            self.output_bytes.load(Ordering::Relaxed),
+            if m.cmd.is_empty() { "NULL" } else { &m.cmd },
+            if m.user.is_empty() { "default" } else { &m.user },
+            m.resp.max(2),
+            m.lib_name,
+            m.lib_ver,
+        )
+    }
+
+    /// Closes the connection from another thread (CLIENT KILL): shuts the
+    /// socket down, which wakes its thread from a read.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Relaxed);
+        let socket = self.socket.lock();
+        if let Some(fd) = *socket {
+            // SAFETY: the connection clears `socket` (under this lock)
+            // before it closes the descriptor, so `fd` is still its open
+            // socket here; ManuallyDrop keeps this borrowed handle from
+            // closing it.
+            let stream = std::mem::ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) });
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Clears `ClientInfo::socket` when dropped: declared after the stream it
+/// names, it is dropped before the stream closes.
+pub struct SocketHandle<'a>(pub &'a ClientInfo);
+
+impl<'a> SocketHandle<'a> {
+    pub fn new(info: &'a ClientInfo, fd: RawFd) -> SocketHandle<'a> {
+        *info.socket.lock() = Some(fd);
+        SocketHandle(info)
+    }
+}
+
+impl Drop for SocketHandle<'_> {
+    fn drop(&mut self) {
+        *self.0.socket.lock() = None;
+    }
 }
 
 /// What the limits did, since the node started.
@@ -78,6 +161,9 @@ impl Registry {
             since: Instant::now(),
             input_bytes: AtomicUsize::new(0),
             output_bytes: AtomicUsize::new(0),
+            meta: Mutex::new(ClientMeta { multi: -1, resp: 2, ..ClientMeta::default() }),
+            socket: Mutex::new(None),
+            killed: std::sync::atomic::AtomicBool::new(false),
         });
         entries.insert(id, info.clone());
         Some(Place { registry: self.clone(), info })
@@ -96,9 +182,10 @@ impl Registry {
         (input, output)
     }
 
-    /// Every connected client's figures, oldest first.
+    /// Every connected client's figures, oldest first (not those CLIENT
+    /// KILL closed).
     pub fn list(&self) -> Vec<Arc<ClientInfo>> {
-        self.entries.lock().values().cloned().collect()
+        self.entries.lock().values().filter(|c| !c.killed.load(Ordering::Relaxed)).cloned().collect()
     }
 }
 

@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
 
-use super::client::{Answer, Request, Submission};
+use super::client::{Answer, ReadRequest, Request, Submission};
 use super::envelope::{self, Decoded, RequestId};
 use super::logging::LogContext;
 use super::pending::{AdminGoal, Pending, PendingAdmin, PendingRead, Waiter, try_again};
 use super::snapshots::{Snapshots, Taken};
 use crate::command::RaftCommand;
+use crate::command::now_ms;
 use crate::identity::{ClusterId, ClusterIdentity};
-use crate::kv::{KvStore, ReadOp, WriteOp};
+use crate::kv::{KvStore, Stamp, WriteOp};
 use crate::peers::Peers;
 use crate::raft::{
     Addrs, Body, Entry, Membership, MembershipChange, MembershipError, Message, NodeId, Payload, ProposeError,
@@ -115,13 +116,21 @@ pub struct Core {
     /// log a restart replays, and the core keeps in memory, stays bounded
     /// by `--snapshot-bytes` whatever the write pattern).
     applied_bytes_since_snapshot: u64,
+    /// The leader's last sweep entry: index, term and stamp.
+    sweep_in_flight: Option<(crate::raft::Index, Term, u64)>,
+    /// Scans (KEYS, SCAN, HGETALL, HSCAN) run on their own thread, on a
+    /// copy of the store, so a large one never holds up the core.
+    scanner: crossbeam_channel::Sender<(crate::kv::KvView, crate::kv::Cmd, Waiter)>,
 }
 
 /// A request answered from this node's own state (see `Core::local`).
 enum Local {
     Info { sections: Vec<String> },
-    Read(ReadOp),
+    Read(ReadRequest),
 }
+
+/// Keys the leader's sweep deletes in one entry.
+const SWEEP_KEYS_MAX: usize = 1000;
 
 /// Why the core thread stopped.
 #[derive(Debug)]
@@ -162,6 +171,8 @@ impl Core {
             membership_seen: Membership::default(),
             cluster_id_proposed: None,
             applied_bytes_since_snapshot: 0,
+            sweep_in_flight: None,
+            scanner: spawn_scanner(),
         }
     }
 
@@ -243,6 +254,9 @@ impl Core {
     }
 
     fn step(&mut self, m: Message) {
+        if matches!(m.body, Body::ReadIndex { .. }) {
+            self.sweep_expired();
+        }
         // What was dropped and why is counted and logged by the core.
         let _ = self.raft.step(m);
     }
@@ -263,6 +277,7 @@ impl Core {
             self.last_tick = now;
         }
         self.pending.expire(now);
+        self.sweep_expired();
         self.retry_parked(now);
         if !self.pending.admin.is_empty() {
             self.check_admin();
@@ -273,10 +288,10 @@ impl Core {
 
     fn on_request(&mut self, s: Submission) {
         let waiter = Waiter { reply_to: s.reply_to, seq: s.seq };
-        if matches!(s.request, Request::Read { .. } | Request::Write(_))
+        if !matches!(s.request, Request::Info { .. } | Request::Raft(_))
             && let Some(why) = self.refused()
         {
-            // SPEC §5: a node its peers refuse for its cluster id serves
+            // README, Security: a node its peers refuse for its cluster id serves
             // nothing from its data, not even READONLY reads.
             waiter.reply(try_again(&why));
             return;
@@ -286,7 +301,14 @@ impl Core {
             Request::Read { op, local } if local || self.settings.planted_local_reads => {
                 self.local.push((Local::Read(op), waiter))
             }
-            request => self.submit(request, waiter, Instant::now()),
+            request => {
+                if matches!(request, Request::Read { .. }) {
+                    // What expired by the leader's clock before this read
+                    // arrived is gone for it (docs/commands.md).
+                    self.sweep_expired();
+                }
+                self.submit(request, waiter, Instant::now())
+            }
         }
     }
 
@@ -317,9 +339,9 @@ impl Core {
                     };
                     let peers = &self.settings.peers;
                     let text = super::info::render(&self.raft, &self.kv, storage, peers, cluster, usage, &sections);
-                    waiter.reply(Reply::bulk(text));
+                    waiter.reply(Reply::Verbatim(String::from_utf8_lossy(&text).into_owned()));
                 }
-                Local::Read(op) => waiter.reply(self.kv.read(&op)),
+                Local::Read(op) => self.answer_read(op, waiter),
             }
         }
     }
@@ -327,7 +349,7 @@ impl Core {
     /// Hands a request to the core, or parks it until a leader is known.
     fn submit(&mut self, request: Request, waiter: Waiter, since: Instant) {
         let result = match request {
-            Request::Write(op) => self.propose(op, waiter),
+            Request::Write(_) | Request::Exec { .. } => self.propose(request, waiter),
             Request::Read { op, .. } => self.read(PendingRead { op, waiter }),
             Request::Raft(cmd) => self.admin(cmd, waiter),
             Request::Info { .. } => unreachable!("answered by answer_local"),
@@ -353,7 +375,20 @@ impl Core {
         }
     }
 
-    fn propose(&mut self, op: WriteOp, waiter: Waiter) -> Result<(), (Request, Waiter)> {
+    /// The stamp of an entry proposed now (`crate::kv`: time).
+    fn stamp(&self) -> Stamp {
+        Stamp { ms: now_ms(), leader: self.raft.role() == Role::Leader }
+    }
+
+    fn propose(&mut self, request: Request, waiter: Waiter) -> Result<(), (Request, Waiter)> {
+        let stamp = self.stamp();
+        let op = match &request {
+            Request::Write(args) => WriteOp::Run { stamp, args: args.clone() },
+            Request::Exec { watches, commands } => {
+                WriteOp::Exec { stamp, watches: watches.clone(), commands: commands.clone() }
+            }
+            _ => unreachable!("only writes are proposed"),
+        };
         let seq = self.next_seq;
         let id = RequestId { origin: self.settings.id, incarnation: self.incarnation, seq };
         match self.raft.propose(envelope::encode(id, &op)) {
@@ -366,7 +401,56 @@ impl Core {
                 self.pending.add_write(seq, waiter, deadline);
                 Ok(())
             }
-            Err(ProposeError::NoLeader | ProposeError::TransferInProgress) => Err((Request::Write(op), waiter)),
+            Err(ProposeError::NoLeader | ProposeError::TransferInProgress) => Err((request, waiter)),
+        }
+    }
+
+    /// Leader: deletes, through the log, keys whose deadline has passed by
+    /// this node's clock, in an entry stamped with that clock. Until the
+    /// entry is applied, read indexes handed out include it, so no read
+    /// that arrives after a deadline sees the key (docs/commands.md). While one
+    /// sweep is in flight, another goes out only for keys due after its
+    /// stamp (its stamp is what hides them).
+    fn sweep_expired(&mut self) {
+        if self.raft.role() != Role::Leader || self.raft.transferring() {
+            return;
+        }
+        let now = now_ms();
+        if self.kv.next_deadline().is_none_or(|d| d > now) {
+            return;
+        }
+        let term = self.raft.term();
+        let after = match self.sweep_in_flight {
+            Some((index, t, stamp)) if t == term && index > self.raft.applied() => stamp,
+            _ => 0,
+        };
+        let keys = self.kv.due(after, now, SWEEP_KEYS_MAX);
+        if keys.is_empty() {
+            return;
+        }
+        let op = WriteOp::Expire { stamp: Stamp { ms: now, leader: true }, keys };
+        let id = RequestId { origin: self.settings.id, incarnation: self.incarnation, seq: u64::MAX };
+        if let Ok(Proposed::Appended { index, term }) = self.raft.propose(envelope::encode(id, &op)) {
+            self.sweep_in_flight = Some((index, term, now));
+            self.raft.set_read_floor(index);
+        }
+    }
+
+    /// Serves a read from this node's state: scans from a copy on the
+    /// scanner thread, the rest here.
+    fn answer_read(&mut self, op: ReadRequest, waiter: Waiter) {
+        match op {
+            ReadRequest::Cmd(cmd) if cmd.is_scan() => {
+                let view = self.kv.view();
+                if let Err(e) = self.scanner.send((view, cmd, waiter)) {
+                    let (_, _, waiter) = e.into_inner();
+                    waiter.reply(Reply::err("the scanner thread is gone"));
+                }
+            }
+            ReadRequest::Cmd(cmd) => waiter.reply(self.kv.read(&cmd, now_ms())),
+            ReadRequest::Watch(keys) => {
+                waiter.reply(Reply::array(keys.iter().map(|k| Reply::Integer(self.kv.watch_mark(k) as i64)).collect()))
+            }
         }
     }
 
@@ -489,7 +573,7 @@ impl Core {
     }
 
     /// A write queued for the leader was never sent: the leader changed
-    /// first. No node will ever append it (SPEC §3: `-TRYAGAIN`).
+    /// first. No node will ever append it (docs/commands.md: `-TRYAGAIN`).
     fn forward_failed(&mut self, command: &[u8]) {
         let Ok(id) = envelope::decode_id(command) else { return };
         if id.origin == self.settings.id
@@ -652,7 +736,7 @@ impl Core {
         self.applied_bytes_since_snapshot += data.len() as u64;
         match envelope::decode(data) {
             Ok(Decoded::Write(id, op)) => {
-                let reply = self.kv.apply(&op);
+                let reply = self.kv.apply(&op, e.index.0);
                 if id.origin == self.settings.id
                     && id.incarnation == self.incarnation
                     && let Some(w) = self.pending.writes.remove(&id.seq)
@@ -687,7 +771,7 @@ impl Core {
     fn serve_reads(&mut self) {
         let applied = self.raft.applied();
         while let Some(read) = self.pending.next_servable(applied) {
-            read.waiter.reply(self.kv.read(&read.op));
+            self.answer_read(read.op, read.waiter);
         }
     }
 
@@ -775,7 +859,7 @@ impl Core {
     }
 
     /// Peers are reached at the addresses of this node's own peers file when
-    /// it lists them (SPEC §2: a node trusts its own copy), otherwise at the
+    /// it lists them (README, the peers file: a node trusts its own copy), otherwise at the
     /// addresses the configuration in the log carries. Everyone the file
     /// lists stays reachable: a `--join` node has no configuration yet but
     /// must answer the leader, and a removed member may still be leading.
@@ -798,4 +882,19 @@ impl Core {
         self.transport.set_peers(peers);
         self.membership_seen = membership;
     }
+}
+
+/// The thread that serves scans from copies of the store. It ends when the
+/// core drops its sender.
+fn spawn_scanner() -> crossbeam_channel::Sender<(crate::kv::KvView, crate::kv::Cmd, Waiter)> {
+    let (tx, rx) = crossbeam_channel::unbounded::<(crate::kv::KvView, crate::kv::Cmd, Waiter)>();
+    let spawned = std::thread::Builder::new().name("scanner".into()).spawn(move || {
+        for (view, cmd, waiter) in rx {
+            waiter.reply(view.read(&cmd, now_ms()));
+        }
+    });
+    if let Err(e) = spawned {
+        log::error!("cannot start the scanner thread: {e}; scans will fail");
+    }
+    tx
 }

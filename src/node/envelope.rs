@@ -94,7 +94,7 @@ mod tests {
     #[test]
     fn round_trip_and_truncation() {
         let id = RequestId { origin: NodeId(3), incarnation: 0xdead_beef, seq: 42 };
-        let op = WriteOp::Set { key: b"k".to_vec(), value: b"v".to_vec() };
+        let op = WriteOp::command(&[b"SET", b"k", b"v"]);
         let bytes = encode(id, &op);
         assert_eq!(decode(&bytes).unwrap(), Decoded::Write(id, op));
         for cut in 0..bytes.len() {

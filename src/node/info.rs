@@ -1,5 +1,5 @@
 //! `INFO`: the node's state as Redis-style `name:value` lines under
-//! `# Section` headers (SPEC §3 lists the fields that must be there).
+//! `# Section` headers (docs/commands.md lists the fields that must be there).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -52,6 +52,12 @@ pub struct Usage<'a> {
     pub peers: crate::transport::TransportStats,
 }
 
+/// When this process started serving, for INFO `uptime_in_seconds`.
+pub fn started() -> std::time::Instant {
+    static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(std::time::Instant::now)
+}
+
 pub(super) fn human(bytes: u64) -> String {
     match bytes {
         b if b >= 1 << 30 => format!("{:.2}G", b as f64 / (1u64 << 30) as f64),
@@ -85,7 +91,56 @@ pub fn render(
     };
     let s = raft.status();
     let mut out = String::new();
+    if wanted("server") {
+        let port = peers.get(s.id).and_then(|p| p.client_addr.rsplit_once(':').map(|(_, p)| p.to_string()));
+        let uptime = started().elapsed().as_secs();
+        let _ = write!(
+            out,
+            "# Server\r\nredis_version:{}\r\nraftkv_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\n\
+             arch_bits:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\n",
+            super::client::REDIS_VERSION,
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            usize::BITS,
+            std::process::id(),
+            port.unwrap_or_default(),
+            uptime / 86_400,
+        );
+    }
+    if wanted("replication") {
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        // Redis's words: the leader is the master, the others replicas.
+        let leader_addr = s.leader.and_then(|l| client_addr_of(l, &s.membership, peers)).unwrap_or_default();
+        if s.role == Role::Leader {
+            let followers = s.membership.members().into_iter().filter(|&id| id != s.id).count();
+            let _ = write!(out, "# Replication\r\nrole:master\r\nconnected_slaves:{followers}\r\n");
+        } else {
+            let (host, port) = leader_addr.rsplit_once(':').unwrap_or(("", ""));
+            let link = if s.leader.is_some() { "up" } else { "down" };
+            let _ = write!(
+                out,
+                "# Replication\r\nrole:slave\r\nmaster_host:{host}\r\nmaster_port:{port}\r\nmaster_link_status:{link}\r\n\
+                 connected_slaves:0\r\n"
+            );
+        }
+    }
+    if wanted("persistence") {
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        let _ = write!(
+            out,
+            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nrdb_bgsave_in_progress:0\r\nsnapshot_index:{}\r\n",
+            s.snapshot_index.0
+        );
+    }
     if wanted("raft") {
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
         let leader = s.leader.map_or(0, |l| l.0);
         let leader_client = s.leader.and_then(|l| client_addr_of(l, &s.membership, peers)).unwrap_or_default();
         let _ = write!(
@@ -134,7 +189,10 @@ pub fn render(
         if !out.is_empty() {
             out.push_str("\r\n");
         }
-        let _ = write!(out, "# Keyspace\r\nkeys:{}\r\n", kv.len());
+        let _ = write!(out, "# Keyspace\r\nkeys:{}\r\nexpires:{}\r\n", kv.len(), kv.expiring());
+        if !kv.is_empty() {
+            let _ = write!(out, "db0:keys={},expires={},avg_ttl=0\r\n", kv.len(), kv.expiring());
+        }
     }
     let c = usage.clients;
     let (largest_in, largest_out) = c.largest_buffers();

@@ -19,6 +19,7 @@ mod log_writer;
 pub mod logging;
 mod mailbox;
 mod pending;
+mod session;
 pub mod signals;
 mod snapshots;
 
@@ -37,7 +38,7 @@ use crate::raft::{Config, Index, InitialState, Membership, Raft};
 use crate::transport::{PeerSecurity, Transport, TransportOptions};
 use crate::wal::{DataDir, Wal, WalOptions};
 
-/// SPEC §3: the default time before `-TIMEOUT`.
+/// docs/commands.md: the default time before `-TIMEOUT`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Client requests queued for the core thread; a full queue makes client
@@ -48,7 +49,7 @@ pub const CORE_QUEUE_REQUESTS_MAX: usize = 16 * 1024;
 pub const CORE_QUEUE_MESSAGES_MAX: usize = 16 * 1024;
 
 /// Requests still arriving, over all clients, before a client holding more
-/// than a MiB of one is disconnected (SPEC §6): a hundred half-sent 16 MiB
+/// than a MiB of one is disconnected (README, Limits): a hundred half-sent 16 MiB
 /// requests hold at most this.
 pub const PENDING_REQUEST_BYTES_MAX: usize = 256 << 20;
 
@@ -82,7 +83,7 @@ fn fit_max_clients(wanted: usize, peer_count: usize) -> usize {
     }
 }
 
-/// Why the node did not run, and the exit code that says so (SPEC §1).
+/// Why the node did not run, and the exit code that says so (README, Running a node).
 #[derive(Debug)]
 pub enum NodeError {
     /// Bad flags or peers file: exit 2.
@@ -165,7 +166,7 @@ fn planted_local_reads() -> bool {
     on
 }
 
-/// What `--cluster-secret`, `--users` and `--tls-*` amount to (SPEC §5).
+/// What `--cluster-secret`, `--users` and `--tls-*` amount to (README, Security).
 struct Security {
     peers: PeerSecurity,
     users: Option<Arc<Users>>,
@@ -220,6 +221,7 @@ fn load_cluster_id(dir: &std::path::Path, from_snapshot: Option<ClusterId>) -> R
 
 /// Runs a node until SIGTERM or SIGINT (clean exit) or a fatal error.
 pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(), NodeError> {
+    info::started();
     let peers = Peers::load(&opts.peers).map_err(|e| NodeError::Config(e.to_string()))?;
     let me = own_line(&opts, &peers)?;
     let security = load_security(&opts, &me)?;
@@ -291,6 +293,7 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
             max: PENDING_REQUEST_BYTES_MAX,
             per_connection_floor: 1 << 20,
         }),
+        settings: Arc::new(settings_for_config_get(&opts, &client_addr)),
     };
     let client_thread = client::spawn_listener(client_listener, requests_tx, stop_clients.clone(), client_opts)
         .map_err(|e| NodeError::Fatal(format!("cannot start the client listener: {e}")))?;
@@ -344,4 +347,36 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
         core::CoreExit::Stopped => Ok(()),
         core::CoreExit::Storage(e) => Err(NodeError::Fatal(format!("storage failed: {e}"))),
     }
+}
+
+/// The node's settings under the names CONFIG GET answers: Redis's where
+/// one means the same (tools such as redis-benchmark read them), raftkv's
+/// own prefixed `raftkv-`.
+fn settings_for_config_get(opts: &NodeOptions, client_addr: &std::net::SocketAddr) -> Vec<(String, String)> {
+    let fsync = match opts.fsync {
+        crate::cli::Fsync::Always => "always",
+        crate::cli::Fsync::Never => "no",
+    };
+    let pairs: Vec<(&str, String)> = vec![
+        ("bind", client_addr.ip().to_string()),
+        ("port", client_addr.port().to_string()),
+        ("databases", "1".into()),
+        ("save", String::new()),
+        ("appendonly", "yes".into()),
+        ("appendfsync", fsync.into()),
+        ("maxclients", opts.max_clients.to_string()),
+        ("timeout", opts.client_timeout_s.to_string()),
+        ("maxmemory", "0".into()),
+        ("maxmemory-policy", "noeviction".into()),
+        ("proto-max-bulk-len", crate::config::VALUE_BYTES_MAX.to_string()),
+        ("client-output-buffer-limit", format!("normal {} {} 0", opts.client_output_limit, opts.client_output_limit)),
+        ("raftkv-id", opts.id.0.to_string()),
+        ("raftkv-peers", opts.peers.display().to_string()),
+        ("raftkv-data", opts.data.display().to_string()),
+        ("raftkv-election-timeout", format!("{}-{}", opts.election_timeout_ms_min, opts.election_timeout_ms_max)),
+        ("raftkv-heartbeat", opts.heartbeat_ms.to_string()),
+        ("raftkv-snapshot-entries", opts.snapshot_entries.to_string()),
+        ("raftkv-snapshot-bytes", opts.snapshot_bytes.to_string()),
+    ];
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }

@@ -1,13 +1,12 @@
 //! The clients a node owes an answer to, and by when. Every request gets
 //! exactly one answer: its result, `-TRYAGAIN` when it was certainly not
-//! applied, or `-TIMEOUT` when that is not known (SPEC §3).
+//! applied, or `-TIMEOUT` when that is not known (docs/commands.md).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
-use super::client::Answer;
+use super::client::{Answer, ReadRequest};
 use super::mailbox::Mailbox;
-use crate::kv::ReadOp;
 use crate::raft::{Index, NodeId, Term};
 use crate::resp::Reply;
 
@@ -39,7 +38,7 @@ pub fn timeout() -> Reply {
 
 #[derive(Debug)]
 pub struct PendingRead {
-    pub op: ReadOp,
+    pub op: ReadRequest,
     pub waiter: Waiter,
 }
 
@@ -115,7 +114,7 @@ impl Pending {
 
     /// Answers `-TIMEOUT` to writes past their deadline (they may still be
     /// applied) and to reads past theirs (a read that was not served has no
-    /// effect, so `-TRYAGAIN` would be as true; the SPEC's timeout is used
+    /// effect, so `-TRYAGAIN` would be as true; the the documented timeout is used
     /// for both so clients see one rule).
     pub fn expire(&mut self, now: Instant) {
         while let Some(&(deadline, due)) = self.deadlines.front() {

@@ -1,4 +1,4 @@
-//! SIGTERM and SIGINT ask for a clean shutdown (SPEC §1). The handler only
+//! SIGTERM and SIGINT ask for a clean shutdown (README, Running a node). The handler only
 //! sets an atomic flag, the one thing a signal handler may safely do; the
 //! core loop sees it within a tick. Without the libc crate, the C library's
 //! `signal` (linked into every Rust program on Unix) is declared here.

@@ -369,7 +369,7 @@ mod tests {
     fn store_bytes(keys: usize) -> Vec<u8> {
         let mut kv = KvStore::new();
         for k in 0..keys {
-            kv.apply(&WriteOp::Set { key: format!("k{k}").into_bytes(), value: vec![b'v'; 100] });
+            kv.apply(&WriteOp::command(&[b"SET", format!("k{k}").as_bytes(), &[b'v'; 100]]), k as u64 + 1);
         }
         let mut data = Vec::new();
         write_state(&mut data, Some(ClusterId::parse("0123456789abcdef0123456789abcdef").unwrap()), &kv.view())
@@ -446,7 +446,7 @@ mod tests {
     #[test]
     fn data_from_before_the_header_loads_without_a_cluster_id() {
         let mut kv = KvStore::new();
-        kv.apply(&WriteOp::Set { key: b"k".to_vec(), value: b"v".to_vec() });
+        kv.apply(&WriteOp::command(&[b"SET", b"k", b"v"]), 1);
         let mut old = Vec::new();
         kv.write_snapshot(&mut old).unwrap();
         let state = read_state(&old[..]).unwrap();

@@ -1,4 +1,4 @@
-//! What a peer may say at all (SPEC §5, "peer input is checked"): terms
+//! What a peer may say at all (README, Security, "peer input is checked"): terms
 //! and indexes far below the integer limits, so that no arithmetic on them
 //! can overflow and a buggy peer cannot end the cluster's terms (a term of
 //! 2^64-1 leaves no next one) or name an entry no log will ever hold.

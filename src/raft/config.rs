@@ -79,7 +79,7 @@ pub enum PlantedBug {
 
 impl Config {
     /// Defaults for one tick per millisecond: 150-300 ms elections, 50 ms
-    /// heartbeats (SPEC §1).
+    /// heartbeats (README, Running a node).
     pub fn new(id: NodeId) -> Config {
         Config {
             id,

@@ -34,6 +34,8 @@ pub struct ReadQueue {
     round_sent: u64,
     /// A registered read waits for a round not yet sent.
     round_wanted: bool,
+    /// The smallest read index to hand out (`Raft::set_read_floor`).
+    floor: Index,
 }
 
 impl ReadQueue {
@@ -73,12 +75,24 @@ impl Raft {
         }
     }
 
+    /// Leader: reads registered from now on wait for `index` (an entry of
+    /// this term in its log) to be applied as well as for the commit index.
+    /// Safe, since a later state is still one between the read's arrival
+    /// and its answer; the node uses it so that a deletion it proposed
+    /// (expiry) is seen by every read that arrives after it.
+    pub fn set_read_floor(&mut self, index: Index) {
+        if self.role == Role::Leader && index <= self.log.last_index() {
+            self.reads.floor = self.reads.floor.max(index);
+        }
+    }
+
     fn register_read(&mut self, ctx: ReadCtx) {
         let committed = self.log.committed();
         if self.log.term(committed) != Some(self.term) {
             self.reads.waiting_for_commit.push(ctx);
             return;
         }
+        let committed = committed.max(self.reads.floor);
         if self.cfg.planted_bug == Some(super::config::PlantedBug::ReadWithoutQuorum) {
             self.release_read(ctx, Some(committed));
             return;

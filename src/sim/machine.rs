@@ -52,7 +52,7 @@ impl Machine {
                 "OK".to_string()
             }
             ["cas", key, expected, new] => {
-                // As SPEC §3 and the KV store: an absent key never matches
+                // As docs/commands.md and the KV store: an absent key never matches
                 // (`-` in the command stands for "absent" and so never does).
                 let current = self.map.get(*key).map(String::as_str);
                 if current == Some(*expected) && *expected != "-" {

@@ -756,7 +756,7 @@ impl Run {
 
     /// A node re-applies its log after a restart, at the same indexes; the
     /// same command at two indexes is a duplicate. A connection's commands
-    /// take effect in the order it sent them (SPEC's per-connection order),
+    /// take effect in the order it sent them (the documented per-connection order),
     /// whatever became of the ones it gave up on.
     fn check_applied_once_in_order(
         &mut self,

@@ -1,5 +1,5 @@
 //! The data directory: an exclusive lock for the lifetime of the process, and
-//! the id of the node it belongs to (SPEC §1).
+//! the id of the node it belongs to (README, Running a node).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

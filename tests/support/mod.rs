@@ -7,6 +7,7 @@
 
 pub mod load;
 pub mod secure;
+pub mod workloads;
 pub mod writers;
 
 use std::collections::BTreeMap;
@@ -519,5 +520,7 @@ pub fn text(reply: &Reply) -> String {
         Reply::Value(b) => String::from_utf8_lossy(b).into_owned(),
         Reply::Bulk(None) => "(nil)".to_string(),
         Reply::Array(a) => format!("{a:?}"),
+        Reply::Verbatim(t) => t.clone(),
+        Reply::Map(_) | Reply::Set(_) => format!("{reply:?}"),
     }
 }

@@ -1,4 +1,4 @@
-//! Secrets, accounts and certificates for clusters under test (SPEC §5),
+//! Secrets, accounts and certificates for clusters under test (README, Security),
 //! made with the project's own scripts and written into the cluster's
 //! temporary directory.
 

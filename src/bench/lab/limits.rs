@@ -1,4 +1,4 @@
-//! Experiment 8: what the limits of SPEC §6 cost. The node as built against
+//! Experiment 8: what the limits of README, Limits cost. The node as built against
 //! a baseline build from before them (`--baseline-node`; `make bench`
 //! builds the revision named in `scripts/bench.sh`), the same 3-node
 //! cluster side by side: writes and linearizable reads at 1 and 64

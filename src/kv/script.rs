@@ -1,0 +1,253 @@
+//! Lua scripts (`EVAL`, docs/commands.md), run as Redis runs them: Lua 5.1 with
+//! `redis.call` and `redis.pcall`, `KEYS` and `ARGV`, Redis's conversions
+//! between Lua values and replies.
+//!
+//! A script that writes is one log entry, so every node runs it, on the
+//! same state, at the same place in the order of writes: it must do the
+//! same thing everywhere. The sandbox therefore offers no clock, no file,
+//! no OS: only the base, table, string and math libraries, with
+//! `math.random` drawing from a generator seeded alike on every run, and a
+//! script ends, on every node at the same instruction, once it has run
+//! [`INSTRUCTIONS_MAX`] Lua instructions or holds [`MEMORY_MAX`] bytes.
+//! Each run gets a fresh interpreter: nothing a script leaves in globals
+//! reaches the next.
+
+use std::cell::{Cell, RefCell};
+
+use mlua::{HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
+use sha1::{Digest, Sha1};
+
+use crate::resp::Reply;
+
+/// Lua instructions one run may take: tens of milliseconds of work, for a
+/// script runs on the thread that applies every write and a longer one
+/// would hold up heartbeats; past it the script fails, at the same point on
+/// every node.
+pub const INSTRUCTIONS_MAX: u64 = 20_000_000;
+/// Bytes the interpreter of one run may hold.
+pub const MEMORY_MAX: usize = 64 << 20;
+/// The hook's step, in instructions.
+const HOOK_EVERY: u32 = 10_000;
+
+/// The SHA-1 of a script's body, lowercase hex: its name for EVALSHA.
+pub fn sha1_hex(body: &[u8]) -> String {
+    Sha1::digest(body).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a script's `redis.call` runs: the command's arguments in, its reply
+/// out.
+pub type Call<'a> = dyn FnMut(&[Vec<u8>]) -> Reply + 'a;
+
+/// Whether a body compiles (SCRIPT LOAD refuses one that does not).
+pub fn compiles(body: &[u8]) -> Result<(), Reply> {
+    let lua = sandbox().map_err(|e| Reply::err(format!("Error creating the script interpreter: {e}")))?;
+    lua.load(body).set_name("@user_script").into_function().map(|_| ()).map_err(|e| compile_error(&e))
+}
+
+fn compile_error(e: &mlua::Error) -> Reply {
+    Reply::err(format!("Error compiling script (new function): {}", one_line(&e.to_string())))
+}
+
+fn one_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// A fresh interpreter with only what a deterministic script may use.
+fn sandbox() -> mlua::Result<Lua> {
+    let lua = Lua::new_with(StdLib::TABLE | StdLib::STRING | StdLib::MATH, LuaOptions::default())?;
+    lua.set_memory_limit(MEMORY_MAX)?;
+    let globals = lua.globals();
+    for name in ["dofile", "loadfile", "print", "collectgarbage", "gcinfo", "newproxy"] {
+        globals.set(name, Value::Nil)?;
+    }
+    // The same sequence on every node and every run (Redis does the same).
+    let state = Cell::new(0x2545_f491_4f6c_dd1d_u64);
+    let next = move || {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let random = lua.create_function(move |_, (m, n): (Option<f64>, Option<f64>)| {
+        let r = next();
+        Ok(match (m, n) {
+            (None, _) => r,
+            (Some(m), None) => (r * m).floor() + 1.0,
+            (Some(m), Some(n)) => (r * (n - m + 1.0)).floor() + m,
+        })
+    })?;
+    let math: Table = globals.get("math")?;
+    math.set("random", random)?;
+    math.set("randomseed", lua.create_function(|_, _: MultiValue| Ok(()))?)?;
+    let steps = Cell::new(0u64);
+    lua.set_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), move |_, _| {
+        steps.set(steps.get() + HOOK_EVERY as u64);
+        if steps.get() > INSTRUCTIONS_MAX {
+            return Err(mlua::Error::RuntimeError(format!(
+                "the script ran {INSTRUCTIONS_MAX} instructions, the limit for one script"
+            )));
+        }
+        Ok(VmState::Continue)
+    })?;
+    Ok(lua)
+}
+
+/// Runs `body` with `KEYS` and `ARGV`; `call` carries out each command it
+/// issues. The reply is the script's result, converted as Redis does.
+pub fn run(body: &[u8], keys: &[Vec<u8>], args: &[Vec<u8>], call: &mut Call<'_>) -> Reply {
+    let lua = match sandbox() {
+        Ok(lua) => lua,
+        Err(e) => return Reply::err(format!("Error creating the script interpreter: {e}")),
+    };
+    let function = match lua.load(body).set_name("@user_script").into_function() {
+        Ok(f) => f,
+        Err(e) => return compile_error(&e),
+    };
+    let call = RefCell::new(call);
+    // The error reply a `redis.call` raised, to answer it as it was.
+    let raised: RefCell<Option<String>> = RefCell::new(None);
+    let invoke = |lua: &Lua, values: MultiValue| -> mlua::Result<Reply> {
+        let args = command_args(lua, values)?;
+        Ok((call.borrow_mut())(&args))
+    };
+    let result = lua.scope(|scope| {
+        let globals = lua.globals();
+        globals.set("KEYS", list(&lua, keys)?)?;
+        globals.set("ARGV", list(&lua, args)?)?;
+        let redis = lua.create_table()?;
+        redis.set(
+            "call",
+            scope.create_function(|lua, values: MultiValue| match invoke(lua, values)? {
+                Reply::Error(e) => {
+                    *raised.borrow_mut() = Some(e.clone());
+                    Err(mlua::Error::RuntimeError(e))
+                }
+                reply => to_lua(lua, &reply),
+            })?,
+        )?;
+        redis.set("pcall", scope.create_function(|lua, values: MultiValue| to_lua(lua, &invoke(lua, values)?))?)?;
+        redis.set(
+            "error_reply",
+            lua.create_function(|lua, text: String| {
+                let t = lua.create_table()?;
+                t.set("err", text)?;
+                Ok(t)
+            })?,
+        )?;
+        redis.set(
+            "status_reply",
+            lua.create_function(|lua, text: String| {
+                let t = lua.create_table()?;
+                t.set("ok", text)?;
+                Ok(t)
+            })?,
+        )?;
+        redis.set("sha1hex", lua.create_function(|_, text: mlua::LuaString| Ok(sha1_hex(&text.as_bytes())))?)?;
+        redis.set("log", lua.create_function(|_, _: MultiValue| Ok(()))?)?;
+        for (name, level) in [("LOG_DEBUG", 0), ("LOG_VERBOSE", 1), ("LOG_NOTICE", 2), ("LOG_WARNING", 3)] {
+            redis.set(name, level)?;
+        }
+        globals.set("redis", redis)?;
+        let value: Value = function.call(())?;
+        Ok(from_lua(&value))
+    });
+    match result {
+        Ok(reply) => reply,
+        Err(e) => match raised.take() {
+            Some(text) if e.to_string().contains(&text) => Reply::Error(text),
+            _ => {
+                let text = one_line(&e.to_string());
+                let text = text.strip_prefix("runtime error: ").unwrap_or(&text);
+                Reply::err(format!("Error running script: {text}"))
+            }
+        },
+    }
+}
+
+fn list(lua: &Lua, items: &[Vec<u8>]) -> mlua::Result<Table> {
+    let t = lua.create_table_with_capacity(items.len(), 0)?;
+    for (i, item) in items.iter().enumerate() {
+        t.raw_set(i + 1, lua.create_string(item)?)?;
+    }
+    Ok(t)
+}
+
+/// `redis.call`'s arguments: strings, or numbers written as Lua writes them.
+fn command_args(lua: &Lua, values: MultiValue) -> mlua::Result<Vec<Vec<u8>>> {
+    if values.is_empty() {
+        return Err(mlua::Error::RuntimeError("Please specify at least one argument for this redis lib call".into()));
+    }
+    values
+        .into_iter()
+        .map(|v| match v {
+            Value::String(s) => Ok(s.as_bytes().to_vec()),
+            v @ (Value::Integer(_) | Value::Number(_)) => match lua.coerce_string(v)? {
+                Some(s) => Ok(s.as_bytes().to_vec()),
+                None => Err(bad_argument()),
+            },
+            _ => Err(bad_argument()),
+        })
+        .collect()
+}
+
+fn bad_argument() -> mlua::Error {
+    mlua::Error::RuntimeError("Lua redis lib command arguments must be strings or integers".into())
+}
+
+/// A reply as a script sees it (Redis's RESP2 to Lua conversion).
+fn to_lua(lua: &Lua, reply: &Reply) -> mlua::Result<Value> {
+    let field = |name: &str, text: &str| -> mlua::Result<Value> {
+        let t = lua.create_table()?;
+        t.set(name, text)?;
+        Ok(Value::Table(t))
+    };
+    Ok(match reply.to_resp2() {
+        Reply::Integer(n) => Value::Number(n as f64),
+        Reply::Bulk(Some(b)) => Value::String(lua.create_string(&b)?),
+        Reply::Value(b) => Value::String(lua.create_string(&b[..])?),
+        Reply::Bulk(None) | Reply::Array(None) => Value::Boolean(false),
+        Reply::Simple(s) => field("ok", &s)?,
+        Reply::Error(e) => field("err", &e)?,
+        Reply::Array(Some(items)) => {
+            let t = lua.create_table_with_capacity(items.len(), 0)?;
+            for (i, item) in items.iter().enumerate() {
+                t.raw_set(i + 1, to_lua(lua, item)?)?;
+            }
+            Value::Table(t)
+        }
+        other => Value::String(lua.create_string(other.to_bytes())?),
+    })
+}
+
+/// A script's result as a reply (Redis's Lua to RESP conversion): numbers
+/// truncate to integers, `false` and `nil` are null, a table with `err` or
+/// `ok` is an error or a status, any other table an array up to its first
+/// nil.
+fn from_lua(value: &Value) -> Reply {
+    match value {
+        Value::Nil | Value::Boolean(false) => Reply::nil(),
+        Value::Boolean(true) => Reply::Integer(1),
+        Value::Integer(n) => Reply::Integer(*n),
+        Value::Number(n) => Reply::Integer(*n as i64),
+        Value::String(s) => Reply::bulk(s.as_bytes().to_vec()),
+        Value::Table(t) => {
+            if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
+                return Reply::Error(String::from_utf8_lossy(&e.as_bytes()).into_owned());
+            }
+            if let Ok(Value::String(s)) = t.raw_get::<Value>("ok") {
+                return Reply::Simple(String::from_utf8_lossy(&s.as_bytes()).into_owned());
+            }
+            let mut items = Vec::new();
+            for i in 1.. {
+                match t.raw_get::<Value>(i) {
+                    Ok(Value::Nil) | Err(_) => break,
+                    Ok(v) => items.push(from_lua(&v)),
+                }
+            }
+            Reply::array(items)
+        }
+        _ => Reply::nil(),
+    }
+}
