@@ -77,7 +77,9 @@ fn answer(command: ClientCommand, store: &Mutex<KvStore>) -> (Reply, bool) {
             (Reply::array(args[2..].iter().flat_map(|p| [Reply::bulk(p.clone()), Reply::bulk("")]).collect()), false)
         }
         ClientCommand::Connection { .. } => (Reply::ok(), false),
-        ClientCommand::Raft(_) => (Reply::err("not a cluster"), false),
+        ClientCommand::Raft(_) | ClientCommand::Role | ClientCommand::Sentinel(_) => {
+            (Reply::err("not a cluster"), false)
+        }
     }
 }
 

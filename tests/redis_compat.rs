@@ -230,3 +230,70 @@ fn node_redis_and_ioredis_work_with_their_defaults() {
         c.logs()
     );
 }
+
+/// Every node answers ROLE and the Sentinel commands with the cluster's
+/// view; redis-py's `Sentinel(...).master_for('raftkv')` finds the leader
+/// and follows it through leader kills (the errors that reach the
+/// application are connection errors, which the library retries on).
+#[test]
+fn sentinel_clients_find_and_follow_the_leader() {
+    let (mut c, leader) = started(3);
+    let follower = c.nodes.keys().copied().find(|&id| id != leader).unwrap();
+    let leader_addr = c.nodes[&leader].client_addr.clone();
+    let (host, port) = leader_addr.rsplit_once(':').unwrap();
+    let mut f = c.client(follower).unwrap();
+    let addr = f.cmd(&["SENTINEL", "get-master-addr-by-name", "raftkv"]).unwrap();
+    assert_eq!(addr, Reply::array(vec![Reply::bulk(host), Reply::bulk(port)]));
+    assert_eq!(f.cmd(&["SENTINEL", "get-master-addr-by-name", "other"]).unwrap(), Reply::Array(None));
+    let Reply::Array(Some(role)) = f.cmd(&["ROLE"]).unwrap() else { panic!() };
+    assert_eq!(role[0], Reply::bulk("slave"));
+    assert_eq!(role[1], Reply::bulk(host));
+    let Reply::Array(Some(role)) = c.client(leader).unwrap().cmd(&["ROLE"]).unwrap() else { panic!() };
+    assert_eq!(role[0], Reply::bulk("master"));
+    assert!(matches!(&role[2], Reply::Array(Some(r)) if r.len() == 2), "{role:?}");
+    let Reply::Array(Some(replicas)) = f.cmd(&["SENTINEL", "replicas", "raftkv"]).unwrap() else { panic!() };
+    assert_eq!(replicas.len(), 2);
+    let Reply::Array(Some(sentinels)) = f.cmd(&["SENTINEL", "sentinels", "raftkv"]).unwrap() else { panic!() };
+    assert_eq!(sentinels.len(), 2);
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/redis_py_sentinel.py");
+    let addrs: Vec<String> = c.nodes.values().map(|n| n.client_addr.clone()).collect();
+    let child = Command::new("python3")
+        .arg(script)
+        .arg("12")
+        .args(&addrs)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    // Two leader kills, each node back before the next.
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_secs(3));
+        let leader = c.wait_for_leader(Duration::from_secs(20)).expect("a leader");
+        c.kill(leader);
+        std::thread::sleep(Duration::from_secs(2));
+        c.start(leader);
+    }
+    let out = child.wait_with_output().expect("python3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("No module named 'redis'") {
+        assert!(std::env::var("RAFTKV_REQUIRE_PYTHON_REDIS").is_err(), "redis-py is required but missing");
+        return;
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "sentinel client failed:\n{stdout}\n{stderr}\n{}", c.logs());
+    let line = stdout.lines().last().unwrap_or_default();
+    let field = |name: &str| -> i64 {
+        let at = line.find(&format!("\"{name}\": ")).unwrap_or_else(|| panic!("{line}")) + name.len() + 4;
+        line[at..].split([',', '}']).next().unwrap().trim().parse().unwrap_or(-1)
+    };
+    let (acked, last) = (field("acked"), field("final"));
+    println!("sentinel client: {line}");
+    assert!(acked > 50, "too few writes through the leader kills: {line}");
+    // Retried writes may have been applied twice: exactly-once is later work.
+    assert!(last >= acked, "acknowledged increments lost: {line}\n{}", c.logs());
+    let errors = &line[line.find("\"errors\"").unwrap()..];
+    for name in ["ResponseError", "ReadOnlyError", "NoScriptError", "DataError"] {
+        assert!(!errors.contains(name), "an error the library does not retry on reached the application: {line}");
+    }
+}

@@ -35,6 +35,10 @@ pub enum ClientCommand {
         sections: Vec<String>,
     },
     Raft(RaftCommand),
+    /// `ROLE`.
+    Role,
+    /// `SENTINEL ...`, its subcommand and arity checked.
+    Sentinel(Vec<Vec<u8>>),
     /// A command about the connection itself; its arity is checked.
     Connection {
         name: &'static str,
@@ -130,6 +134,8 @@ pub fn parse(args: Vec<Vec<u8>>) -> Result<ClientCommand, Reply> {
         Class::Node if spec.name == "info" => Ok(ClientCommand::Info {
             sections: args[1..].iter().map(|s| String::from_utf8_lossy(s).to_ascii_lowercase()).collect(),
         }),
+        Class::Node if spec.name == "role" => Ok(ClientCommand::Role),
+        Class::Node if spec.name == "sentinel" => Ok(ClientCommand::Sentinel(args)),
         Class::Node => parse_raft(args).map(ClientCommand::Raft),
         Class::Connection => Ok(ClientCommand::Connection { name: spec.name, args }),
         Class::Immediate => immediate(spec, &args).map(ClientCommand::Reply),

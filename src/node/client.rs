@@ -56,6 +56,8 @@ pub enum Request {
         sections: Vec<String>,
     },
     Raft(RaftCommand),
+    Role,
+    Sentinel(Vec<Vec<u8>>),
 }
 
 /// A read of the store.
@@ -361,6 +363,8 @@ impl Connection {
                 self.submit(Kind::Other, Request::Info { sections }, args, Then::Reply)?
             }
             Ok(ClientCommand::Raft(cmd)) => self.submit(Kind::Other, Request::Raft(cmd), args, Then::Reply)?,
+            Ok(ClientCommand::Role) => self.submit(Kind::Other, Request::Role, args, Then::Reply)?,
+            Ok(ClientCommand::Sentinel(sub)) => self.submit(Kind::Other, Request::Sentinel(sub), args, Then::Reply)?,
             Ok(ClientCommand::Connection { name, args }) => return self.connection_command(name, args),
         }
         Ok(false)

@@ -125,8 +125,13 @@ pub struct Core {
 
 /// A request answered from this node's own state (see `Core::local`).
 enum Local {
-    Info { sections: Vec<String> },
+    Info {
+        sections: Vec<String>,
+    },
     Read(ReadRequest),
+    /// ROLE, or SENTINEL with its arguments.
+    Role,
+    Sentinel(Vec<Vec<u8>>),
 }
 
 /// Keys the leader's sweep deletes in one entry.
@@ -288,7 +293,7 @@ impl Core {
 
     fn on_request(&mut self, s: Submission) {
         let waiter = Waiter { reply_to: s.reply_to, seq: s.seq };
-        if !matches!(s.request, Request::Info { .. } | Request::Raft(_))
+        if !matches!(s.request, Request::Info { .. } | Request::Raft(_) | Request::Role | Request::Sentinel(_))
             && let Some(why) = self.refused()
         {
             // README, Security: a node its peers refuse for its cluster id serves
@@ -298,6 +303,8 @@ impl Core {
         }
         match s.request {
             Request::Info { sections } => self.local.push((Local::Info { sections }, waiter)),
+            Request::Role => self.local.push((Local::Role, waiter)),
+            Request::Sentinel(args) => self.local.push((Local::Sentinel(args), waiter)),
             Request::Read { op, local } if local || self.settings.planted_local_reads => {
                 self.local.push((Local::Read(op), waiter))
             }
@@ -342,7 +349,18 @@ impl Core {
                     waiter.reply(Reply::Verbatim(String::from_utf8_lossy(&text).into_owned()));
                 }
                 Local::Read(op) => self.answer_read(op, waiter),
+                Local::Role => waiter.reply(self.sentinel_view().role()),
+                Local::Sentinel(args) => waiter.reply(self.sentinel_view().sentinel(&args)),
             }
+        }
+    }
+
+    fn sentinel_view(&self) -> super::sentinel::View<'_> {
+        super::sentinel::View {
+            raft: &self.raft,
+            peers: &self.settings.peers,
+            tick: self.settings.tick,
+            election_timeout: self.settings.tick * self.settings.election_ticks_max as u32,
         }
     }
 
@@ -352,7 +370,7 @@ impl Core {
             Request::Write(_) | Request::Exec { .. } => self.propose(request, waiter),
             Request::Read { op, .. } => self.read(PendingRead { op, waiter }),
             Request::Raft(cmd) => self.admin(cmd, waiter),
-            Request::Info { .. } => unreachable!("answered by answer_local"),
+            Request::Info { .. } | Request::Role | Request::Sentinel(_) => unreachable!("answered by answer_local"),
         };
         if let Err((request, waiter)) = result {
             self.parked.push_back(Parked { request, waiter, since });

@@ -456,6 +456,11 @@ impl Raft {
     }
 
     /// The leader's view of a member's log.
+    /// Ticks since this node started (the clock of `Progress`'s ticks).
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
     pub fn progress_of(&self, id: NodeId) -> Option<&Progress> {
         self.progress.get(&id)
     }
