@@ -274,3 +274,39 @@ fn peers_going_down_and_coming_back_and_new_leaders_are_logged() {
     wait_logged(&c, follower, &format!("following leader {new}"));
     c.assert_none_exited();
 }
+
+/// The leader's INFO replication lists every follower as Redis lists
+/// replicas, with its match index, lag in entries and time since last
+/// heard; a follower that stops answering turns `down`.
+#[test]
+fn info_replication_lists_every_follower_with_its_lag() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    let l = leader(&mut c);
+    let others: Vec<u64> = (1..=3).filter(|&id| id != l).collect();
+    c.client(l).unwrap().cmd(&["SET", "k", "v"]).unwrap();
+    let replication = |c: &TestCluster| text(&c.client(l).unwrap().cmd(&["INFO", "replication"]).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = replication(&c);
+        let online = info.lines().filter(|l| l.starts_with("slave") && l.contains("state=online")).count();
+        if online == 2 && info.contains("lag_entries=0") {
+            assert!(info.contains("role:master"), "{info}");
+            for id in &others {
+                assert!(info.contains(&format!("id={id},")), "{info}");
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "{info}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.kill(others[0]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !replication(&c)
+        .lines()
+        .any(|line| line.contains(&format!("id={},", others[0])) && line.contains("state=down"))
+    {
+        assert!(Instant::now() < deadline, "{}", replication(&c));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

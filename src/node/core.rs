@@ -343,6 +343,8 @@ impl Core {
                         log_bytes,
                         log_held_bytes: self.raft.compaction_held_bytes() as u64,
                         peers: self.transport.stats(),
+                        tick: self.settings.tick,
+                        election_timeout: self.settings.tick * self.settings.election_ticks_max as u32,
                     };
                     let peers = &self.settings.peers;
                     let text = super::info::render(&self.raft, &self.kv, storage, peers, cluster, usage, &sections);
@@ -883,6 +885,13 @@ impl Core {
     /// must answer the leader, and a removed member may still be leading.
     fn update_transport_peers(&mut self) {
         let membership = self.raft.membership().clone();
+        let me = self.settings.id;
+        let (was, is) = (self.membership_seen.contains(me), membership.contains(me));
+        if was && !is {
+            log::info!("this node was removed from the cluster: it serves no data and does not campaign");
+        } else if !was && is && !self.membership_seen.members().is_empty() {
+            log::info!("this node was added to the cluster");
+        }
         let mut peers = BTreeMap::new();
         let listed: Vec<NodeId> = self.settings.peers.peers.keys().copied().collect();
         for id in membership.members().into_iter().chain(listed) {

@@ -24,7 +24,11 @@ fn ids(set: impl IntoIterator<Item = NodeId>) -> String {
 }
 
 fn role_name(raft: &Raft) -> &'static str {
-    if !raft.membership().is_voter(raft.id()) {
+    let m = raft.membership();
+    if !m.contains(raft.id()) && !m.members().is_empty() {
+        return "removed";
+    }
+    if !m.is_voter(raft.id()) {
         return "learner";
     }
     match raft.role() {
@@ -50,6 +54,10 @@ pub struct Usage<'a> {
     pub log_held_bytes: u64,
     /// The peer links: data queued, messages dropped on a full queue.
     pub peers: crate::transport::TransportStats,
+    /// The core's tick and election timeout, for the times since followers
+    /// were last heard from.
+    pub tick: std::time::Duration,
+    pub election_timeout: std::time::Duration,
 }
 
 /// When this process started serving, for INFO `uptime_in_seconds`.
@@ -115,8 +123,25 @@ pub fn render(
         // Redis's words: the leader is the master, the others replicas.
         let leader_addr = s.leader.and_then(|l| client_addr_of(l, &s.membership, peers)).unwrap_or_default();
         if s.role == Role::Leader {
-            let followers = s.membership.members().into_iter().filter(|&id| id != s.id).count();
-            let _ = write!(out, "# Replication\r\nrole:master\r\nconnected_slaves:{followers}\r\n");
+            let followers: Vec<NodeId> = s.membership.members().into_iter().filter(|&id| id != s.id).collect();
+            let _ = write!(out, "# Replication\r\nrole:master\r\nconnected_slaves:{}\r\n", followers.len());
+            // Redis's replica lines, with raftkv's lag in entries and time
+            // since the leader last heard from each.
+            for (i, id) in followers.into_iter().enumerate() {
+                let addr = client_addr_of(id, &s.membership, peers).unwrap_or_default();
+                let (host, port) = addr.rsplit_once(':').unwrap_or((&addr, ""));
+                let Some(p) = raft.progress_of(id) else { continue };
+                let silent_ms = raft.ticks().saturating_sub(p.last_heard_tick) * usage.tick.as_millis() as u64;
+                let state = if silent_ms as u128 > usage.election_timeout.as_millis() { "down" } else { "online" };
+                let _ = write!(
+                    out,
+                    "slave{i}:id={},ip={host},port={port},state={state},offset={},lag={},lag_entries={},last_contact_ms={silent_ms}\r\n",
+                    id.0,
+                    p.matched.0,
+                    silent_ms / 1000,
+                    s.last_index.0.saturating_sub(p.matched.0),
+                );
+            }
         } else {
             let (host, port) = leader_addr.rsplit_once(':').unwrap_or(("", ""));
             let link = if s.leader.is_some() { "up" } else { "down" };
