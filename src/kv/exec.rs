@@ -20,10 +20,13 @@ fn too_big() -> Reply {
     Reply::err("string exceeds maximum allowed size (proto-max-bulk-len)")
 }
 
-/// How a float result is written back and answered: the shortest decimal
-/// that reads back as the same number, never in exponent notation.
+/// How a float result is written back and answered: rounded to 15
+/// significant digits (so 0.1 + 0.2 is `0.3`, as Redis's long double
+/// arithmetic answers), then the shortest decimal of that, never in
+/// exponent notation.
 fn format_float(v: f64) -> String {
-    format!("{v}")
+    let rounded: f64 = format!("{v:.14e}").parse().unwrap_or(v);
+    format!("{rounded}")
 }
 
 impl KvStore {
@@ -312,9 +315,11 @@ impl KvStore {
                 if *nx { Reply::Integer(1) } else { Reply::ok() }
             }
             Cmd::Flush => {
-                let clock = self.data.clock;
+                let (clock, scripts) = (self.data.clock, self.data.scripts.clone());
                 *self = KvStore::new();
                 self.data.clock = clock;
+                // Loaded scripts are not data: SCRIPT FLUSH forgets them.
+                self.data.scripts = scripts;
                 self.data.removed = Arc::new(vec![index; SHARD_COUNT]);
                 Reply::ok()
             }
@@ -372,16 +377,18 @@ impl KvStore {
                     Ok(b) => b,
                     Err(e) => return Some(e),
                 };
-                if let ScriptRef::Body(b) = which {
-                    Arc::make_mut(&mut self.data.scripts).insert(script::sha1_hex(b), body.clone());
-                }
                 let mut call = |args: &[Vec<u8>]| -> Reply {
                     match script_command(args, base) {
                         Ok(cmd) => self.execute(&cmd, index, base),
                         Err(e) => e,
                     }
                 };
-                script::run(&body, keys, args, &mut call)
+                let reply = script::run(&body, keys, args, &mut call);
+                let compiled = !matches!(&reply, Reply::Error(e) if e.starts_with("ERR Error compiling script"));
+                if let (ScriptRef::Body(b), true) = (which, compiled) {
+                    Arc::make_mut(&mut self.data.scripts).insert(script::sha1_hex(b), body);
+                }
+                reply
             }
             Cmd::ScriptLoad { body } => {
                 if let Err(e) = script::compiles(body) {
@@ -465,10 +472,14 @@ fn script_body(data: &Data, which: &ScriptRef) -> Result<Bytes, Reply> {
     }
 }
 
-/// A command a script issues: any data command but the script ones.
+/// A command a script issues: a data command the write role may run,
+/// whose effect is the same on every node. Not a script command, not
+/// RANDOMKEY (its answer differs between nodes, and a script could write
+/// by it), not an admin command (EVAL needs only the write role).
 fn script_command(args: &[Vec<u8>], base: u64) -> Result<Cmd, Reply> {
     let cmd = crate::command::parse_data(args, base)?;
-    if cmd.is_script() {
+    let admin = crate::command::category(args) == crate::command::Category::Admin;
+    if cmd.is_script() || admin || matches!(cmd, Cmd::RandomKey) {
         return Err(Reply::err("This Redis command is not allowed from script"));
     }
     Ok(cmd)

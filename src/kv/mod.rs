@@ -226,7 +226,8 @@ impl Default for KvStore {
 }
 
 /// Where a key stood when `WATCH` looked at it: a live key's version, an
-/// expired key's deadline, an absent key's shard's last deletion. `EXEC`
+/// expired key's version (marked expired), an absent key's shard's last
+/// deletion. `EXEC`
 /// aborts when the mark differs at apply time.
 pub type WatchMark = u64;
 const MARK_EXPIRED: u64 = 1 << 62;
@@ -299,7 +300,7 @@ impl KvStore {
         let shard = shard_of(key);
         match self.data.shards[shard].get(key) {
             Some(i) if i.live(self.data.clock) => i.version,
-            Some(i) => MARK_EXPIRED | i.deadline,
+            Some(i) => MARK_EXPIRED | i.version,
             None => MARK_ABSENT | self.data.removed[shard],
         }
     }

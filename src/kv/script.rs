@@ -28,6 +28,17 @@ pub const INSTRUCTIONS_MAX: u64 = 20_000_000;
 pub const MEMORY_MAX: usize = 64 << 20;
 /// The hook's step, in instructions.
 const HOOK_EVERY: u32 = 10_000;
+/// Tables nested deeper than this in a script's result are an error (a
+/// table can hold itself); the reply parsers of clients and of our own
+/// forwarding stop at the same depth.
+const RESULT_DEPTH_MAX: usize = 64;
+/// Lua 5.1's pattern matcher runs in C, out of the instruction count's
+/// sight, in time up to the subject's length to the power of one plus the
+/// pattern's quantifiers, and recursing once per `?`. A call whose worst
+/// case passes this many steps, or whose pattern is longer than
+/// `PATTERN_BYTES_MAX`, fails instead, the same on every node.
+const PATTERN_STEPS_MAX: f64 = 1e8;
+const PATTERN_BYTES_MAX: usize = 256;
 
 /// The SHA-1 of a script's body, lowercase hex: its name for EVALSHA.
 pub fn sha1_hex(body: &[u8]) -> String {
@@ -81,6 +92,32 @@ fn sandbox() -> mlua::Result<Lua> {
     let math: Table = globals.get("math")?;
     math.set("random", random)?;
     math.set("randomseed", lua.create_function(|_, _: MultiValue| Ok(()))?)?;
+    // tostring of a table or function shows its address, which differs
+    // between processes: the type's name alone, on every node.
+    let tostring: mlua::Function = globals.get("tostring")?;
+    globals.set(
+        "tostring",
+        lua.create_function(move |lua, v: Value| match v {
+            Value::Table(_) | Value::Function(_) | Value::Thread(_) | Value::UserData(_) | Value::LightUserData(_) => {
+                Ok(Value::String(lua.create_string(v.type_name())?))
+            }
+            v => tostring.call::<Value>(v),
+        })?,
+    )?;
+    let string: Table = globals.get("string")?;
+    for name in ["find", "match", "gmatch", "gsub"] {
+        let original: mlua::Function = string.get(name)?;
+        let guarded = lua.create_function(move |_, args: MultiValue| {
+            let subject = args.front().and_then(|v| v.as_string().map(|s| s.as_bytes().len())).unwrap_or(0);
+            let pattern = args.get(1).and_then(|v| v.as_string().map(|s| s.as_bytes().to_vec())).unwrap_or_default();
+            let plain = name == "find" && args.get(3).is_some_and(|v| v.as_boolean() == Some(true));
+            if !plain {
+                check_pattern(&pattern, subject)?;
+            }
+            original.call::<MultiValue>(args)
+        })?;
+        string.set(name, guarded)?;
+    }
     let steps = Cell::new(0u64);
     lua.set_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), move |_, _| {
         steps.set(steps.get() + HOOK_EVERY as u64);
@@ -92,6 +129,28 @@ fn sandbox() -> mlua::Result<Lua> {
         Ok(VmState::Continue)
     })?;
     Ok(lua)
+}
+
+/// Refuses a pattern whose worst case could stall every node (see
+/// `PATTERN_STEPS_MAX`).
+fn check_pattern(pattern: &[u8], subject: usize) -> mlua::Result<()> {
+    let mut quantifiers = 0i32;
+    let mut escaped = false;
+    for &b in pattern {
+        match b {
+            _ if escaped => escaped = false,
+            b'%' => escaped = true,
+            b'*' | b'+' | b'-' | b'?' => quantifiers += 1,
+            _ => {}
+        }
+    }
+    let steps = (subject.max(1) as f64).powi(quantifiers + 1);
+    if pattern.len() > PATTERN_BYTES_MAX || steps > PATTERN_STEPS_MAX {
+        return Err(mlua::Error::RuntimeError(format!(
+            "pattern too complex for a replicated script: {quantifiers} quantifiers over {subject} bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// Runs `body` with `KEYS` and `ARGV`; `call` carries out each command it
@@ -151,7 +210,7 @@ pub fn run(body: &[u8], keys: &[Vec<u8>], args: &[Vec<u8>], call: &mut Call<'_>)
         }
         globals.set("redis", redis)?;
         let value: Value = function.call(())?;
-        Ok(from_lua(&value))
+        Ok(from_lua(&value, 0).unwrap_or_else(|e| e))
     });
     match result {
         Ok(reply) => reply,
@@ -225,8 +284,11 @@ fn to_lua(lua: &Lua, reply: &Reply) -> mlua::Result<Value> {
 /// truncate to integers, `false` and `nil` are null, a table with `err` or
 /// `ok` is an error or a status, any other table an array up to its first
 /// nil.
-fn from_lua(value: &Value) -> Reply {
-    match value {
+fn from_lua(value: &Value, depth: usize) -> Result<Reply, Reply> {
+    if depth > RESULT_DEPTH_MAX {
+        return Err(Reply::err("reached lua stack limit: the script's result nests too deep"));
+    }
+    Ok(match value {
         Value::Nil | Value::Boolean(false) => Reply::nil(),
         Value::Boolean(true) => Reply::Integer(1),
         Value::Integer(n) => Reply::Integer(*n),
@@ -234,20 +296,20 @@ fn from_lua(value: &Value) -> Reply {
         Value::String(s) => Reply::bulk(s.as_bytes().to_vec()),
         Value::Table(t) => {
             if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
-                return Reply::Error(String::from_utf8_lossy(&e.as_bytes()).into_owned());
+                return Ok(Reply::Error(String::from_utf8_lossy(&e.as_bytes()).into_owned()));
             }
             if let Ok(Value::String(s)) = t.raw_get::<Value>("ok") {
-                return Reply::Simple(String::from_utf8_lossy(&s.as_bytes()).into_owned());
+                return Ok(Reply::Simple(String::from_utf8_lossy(&s.as_bytes()).into_owned()));
             }
             let mut items = Vec::new();
             for i in 1.. {
                 match t.raw_get::<Value>(i) {
                     Ok(Value::Nil) | Err(_) => break,
-                    Ok(v) => items.push(from_lua(&v)),
+                    Ok(v) => items.push(from_lua(&v, depth + 1)?),
                 }
             }
             Reply::array(items)
         }
         _ => Reply::nil(),
-    }
+    })
 }

@@ -21,7 +21,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::sync::Arc;
 
 use super::{Bytes, Hash, Item, KvStore, KvView, SHARD_COUNT, Value};
-use crate::config::{KEY_BYTES_MAX, REQUEST_ARGS_MAX, VALUE_BYTES_MAX};
+use crate::config::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
 const SNAPSHOT_MAGIC: [u8; 8] = *b"RKVSNAP\n";
 const SNAPSHOT_VERSION: u32 = 3;
@@ -305,7 +305,7 @@ impl<R: Read> SnapshotReader<R> {
             KIND_STRING => Value::Str(Bytes::from(self.bytes("value", VALUE_BYTES_MAX)?)),
             KIND_HASH => {
                 let n = self.u32("field count")?;
-                if n == 0 || n as usize > REQUEST_ARGS_MAX * 64 {
+                if n == 0 {
                     let detail = format!("a hash of {n} fields");
                     return Err(SnapshotError { offset: at, kind: SnapshotErrorKind::BadItem { detail } });
                 }

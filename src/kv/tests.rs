@@ -796,3 +796,45 @@ fn scripts_run_as_redis_runs_them_and_alike_on_every_node() {
     assert_eq!(n.run("SCRIPT FLUSH"), Reply::ok());
     assert_eq!(n.read(&format!("SCRIPT EXISTS {sha}")), Reply::array(vec![int(0)]));
 }
+
+/// What a script could do to make nodes differ, or stall or crash them all
+/// alike, is refused (found in review).
+#[test]
+fn scripts_cannot_split_or_stall_the_cluster() {
+    let mut n = Node::new();
+    // A table that holds itself: an error, not a stack overflow.
+    let reply = n.run("EVAL \"local t = {} t[1] = t return t\" 0");
+    assert!(matches!(&reply, Reply::Error(e) if e.contains("nests too deep")), "{reply:?}");
+    // RANDOMKEY answers differently on each node: not from a script.
+    n.run("SET a 1");
+    let reply = n.run("EVAL \"return redis.call('del', redis.call('randomkey'))\" 0");
+    assert!(matches!(&reply, Reply::Error(e) if e.contains("not allowed from script")), "{reply:?}");
+    // Admin commands need the admin role, which EVAL does not.
+    let reply = n.run("EVAL \"return redis.call('flushall')\" 0");
+    assert!(matches!(&reply, Reply::Error(e) if e.contains("not allowed from script")), "{reply:?}");
+    assert_eq!(n.read("EXISTS a"), int(1));
+    // tostring shows no address.
+    assert_eq!(n.run("EVAL \"return tostring({}) .. tostring(print == nil) .. tostring(12)\" 0"), bulk("tabletrue12"));
+    // Patterns whose worst case is out of bounds fail alike everywhere;
+    // ordinary ones work, and plain finds are never limited.
+    let reply = n.run("EVAL \"return string.find(string.rep('a', 100000), '.-.-.-.-b')\" 0");
+    assert!(matches!(&reply, Reply::Error(e) if e.contains("pattern too complex")), "{reply:?}");
+    let reply = n.run("EVAL \"return string.find('x', string.rep('a?', 200000))\" 0");
+    assert!(matches!(&reply, Reply::Error(e) if e.contains("pattern too complex")), "{reply:?}");
+    assert_eq!(n.run("EVAL \"return string.match('user:42', '^user:(%d+)$')\" 0"), bulk("42"));
+    assert_eq!(n.run("EVAL \"return string.gsub('a-b-c', '-', '+')\" 0"), bulk("a+b+c"));
+    assert_eq!(n.run("EVAL \"return string.find(string.rep('a', 1000000), 'a.-b', 1, true)\" 0"), Reply::nil());
+    // A body that does not compile is not kept.
+    n.run("EVAL \"return (\" 0");
+    assert_eq!(n.read(&format!("SCRIPT EXISTS {}", script::sha1_hex(b"return ("))), Reply::array(vec![int(0)]));
+    // FLUSHALL keeps loaded scripts, as Redis does.
+    let sha = match n.run("SCRIPT LOAD \"return 1\"") {
+        Reply::Bulk(Some(s)) => String::from_utf8(s).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    n.run("FLUSHALL");
+    assert_eq!(n.run(&format!("EVALSHA {sha} 0")), int(1));
+    // 0.1 + 0.2, as Redis answers it.
+    assert_eq!(n.run("INCRBYFLOAT f 0.1"), bulk("0.1"));
+    assert_eq!(n.run("INCRBYFLOAT f 0.2"), bulk("0.3"));
+}
