@@ -345,7 +345,11 @@ impl Connection {
             self.slots.push(Slot::Ready(reply));
             return Ok(false);
         }
-        let parsed = command::parse(args.clone());
+        // The arguments are kept past parsing only where they are used
+        // again: queued in MULTI, or sent on to the leader (RAFT).
+        let keep = self.session.multi.is_some() || args.first().is_some_and(|n| n.eq_ignore_ascii_case(b"raft"));
+        let (parsed, args) =
+            if keep { (command::parse(args.clone()), args) } else { (command::parse(args), Vec::new()) };
         if let Some(multi) = &mut self.session.multi
             && let Queued::Reply(reply) = multi.queue(&parsed, &args)
         {

@@ -402,11 +402,10 @@ impl Core {
 
     fn propose(&mut self, request: Request, waiter: Waiter) -> Result<(), (Request, Waiter)> {
         let stamp = self.stamp();
-        let op = match &request {
-            Request::Write(args) => WriteOp::Run { stamp, args: args.clone() },
-            Request::Exec { watches, commands } => {
-                WriteOp::Exec { stamp, watches: watches.clone(), commands: commands.clone() }
-            }
+        // Moved, not copied: a value may be megabytes.
+        let op = match request {
+            Request::Write(args) => WriteOp::Run { stamp, args },
+            Request::Exec { watches, commands } => WriteOp::Exec { stamp, watches, commands },
             _ => unreachable!("only writes are proposed"),
         };
         let seq = self.next_seq;
@@ -421,7 +420,14 @@ impl Core {
                 self.pending.add_write(seq, waiter, deadline);
                 Ok(())
             }
-            Err(ProposeError::NoLeader | ProposeError::TransferInProgress) => Err((request, waiter)),
+            Err(ProposeError::NoLeader | ProposeError::TransferInProgress) => {
+                let request = match op {
+                    WriteOp::Run { args, .. } => Request::Write(args),
+                    WriteOp::Exec { watches, commands, .. } => Request::Exec { watches, commands },
+                    WriteOp::Expire { .. } => unreachable!("the sweep is not a client's request"),
+                };
+                Err((request, waiter))
+            }
         }
     }
 
