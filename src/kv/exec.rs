@@ -352,25 +352,26 @@ impl KvStore {
                 }
             },
             Cmd::HIncrBy { key, field, by } => {
-                if let Err(e) = self.hash_mut(key, index, true) {
-                    return Some(e);
-                }
-                self.with_hash(key, index, |h| {
-                    let current = match h.fields.get(&field[..]) {
+                // Checked before anything changes, so a refused increment
+                // leaves the key (and a WATCH on it) as it was.
+                let current = match hash(&self.data, key) {
+                    Err(e) => return Some(e),
+                    Ok(h) => match h.and_then(|h| h.fields.get(&field[..])) {
                         None => 0,
                         Some(v) => match parse_i64(v) {
                             Some(n) => n,
-                            None => return Reply::err("hash value is not an integer"),
+                            None => return Some(Reply::err("hash value is not an integer")),
                         },
-                    };
-                    match current.checked_add(*by) {
-                        Some(next) => {
-                            h.insert(field, next.to_string().as_bytes());
-                            Reply::Integer(next)
-                        }
-                        None => Reply::Error(INCR_OVERFLOW.into()),
-                    }
-                })
+                    },
+                };
+                let Some(next) = current.checked_add(*by) else {
+                    return Some(Reply::Error(INCR_OVERFLOW.into()));
+                };
+                if let Err(e) = self.hash_mut(key, index, true) {
+                    return Some(e);
+                }
+                self.with_hash(key, index, |h| h.insert(field, next.to_string().as_bytes()));
+                Reply::Integer(next)
             }
             Cmd::Eval { script: which, keys, args, read_only: false } => {
                 let body = match script_body(&self.data, which) {

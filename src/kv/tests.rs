@@ -290,7 +290,9 @@ fn hashes_follow_redis_and_types_do_not_mix() {
     assert_eq!(n.run("HINCRBY h a 10"), int(13));
     assert_eq!(n.run("HINCRBY h e -10"), int(-1));
     assert_eq!(n.run("HSET h s x"), int(1));
+    let mark = n.kv.watch_mark(b"h");
     assert_eq!(n.run("HINCRBY h s 1"), Reply::err("hash value is not an integer"));
+    assert_eq!(n.kv.watch_mark(b"h"), mark, "a refused HINCRBY changes nothing, not even the version");
     assert_eq!(
         n.read("HSCAN h 0 MATCH [ab]"),
         Reply::array(vec![bulk("0"), Reply::array(vec![bulk("a"), bulk("13"), bulk("b"), bulk("2")])])
