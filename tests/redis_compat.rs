@@ -155,15 +155,7 @@ fn redis_py_works_with_its_defaults() {
     let (c, _) = started(3);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/redis_py.py");
     let addrs: Vec<String> = c.nodes.values().map(|n| n.client_addr.clone()).collect();
-    match Command::new("python3").arg(script).args(&addrs).output() {
-        Ok(out) if out.status.success() => assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok"),
-        Ok(out) if String::from_utf8_lossy(&out.stderr).contains("No module named 'redis'") => {
-            assert!(std::env::var("RAFTKV_REQUIRE_PYTHON_REDIS").is_err(), "redis-py is required but missing");
-            eprintln!("skipped redis-py: not installed (scripts/deps.sh installs it)");
-        }
-        Ok(out) => panic!("redis-py suite failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), c.logs()),
-        Err(e) => panic!("python3: {e}"),
-    }
+    support::run_redis_py(Command::new("python3").arg(script).args(&addrs), &c);
 }
 
 /// redis-benchmark's tests that raftkv's commands cover, HSET included,
@@ -275,11 +267,10 @@ fn sentinel_clients_find_and_follow_the_leader() {
         c.start(leader);
     }
     let out = child.wait_with_output().expect("python3");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if stderr.contains("No module named 'redis'") {
-        assert!(std::env::var("RAFTKV_REQUIRE_PYTHON_REDIS").is_err(), "redis-py is required but missing");
+    if !support::redis_py_ran(&out) {
         return;
     }
+    let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "sentinel client failed:\n{stdout}\n{stderr}\n{}", c.logs());
     let line = stdout.lines().last().unwrap_or_default();

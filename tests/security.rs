@@ -476,13 +476,5 @@ fn redis_cli_and_redis_py_work_over_tls_with_accounts() {
          print('ok')\n",
         files.ca.display()
     );
-    match Command::new("python3").args(["-c", &script]).output() {
-        Ok(out) if out.status.success() => assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok"),
-        Ok(out) if String::from_utf8_lossy(&out.stderr).contains("No module named 'redis'") => {
-            assert!(std::env::var("RAFTKV_REQUIRE_PYTHON_REDIS").is_err(), "redis-py is required but missing");
-            eprintln!("skipped redis-py: not installed (pip install redis)");
-        }
-        Ok(out) => panic!("redis-py failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), c.logs()),
-        Err(e) => panic!("python3: {e}"),
-    }
+    support::run_redis_py(Command::new("python3").args(["-c", &script]), &c);
 }

@@ -134,7 +134,8 @@ fn syntax() -> Reply {
     Reply::err("syntax error")
 }
 
-pub(crate) fn key(raw: &[u8]) -> Result<Vec<u8>, Reply> {
+/// A key (or hash field) argument, refused past `KEY_BYTES_MAX`.
+pub fn key(raw: &[u8]) -> Result<Vec<u8>, Reply> {
     if raw.len() > KEY_BYTES_MAX {
         return Err(Reply::err("key too large"));
     }

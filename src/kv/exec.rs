@@ -70,17 +70,19 @@ impl KvStore {
         }
     }
 
-    /// A live string, `None` when absent, `-WRONGTYPE` for a hash.
+    /// A live string and its deadline, `None` when absent, `-WRONGTYPE`
+    /// for a hash.
     fn string(&self, key: &[u8]) -> Result<Option<(Bytes, u64)>, Reply> {
-        match self.data.live(key) {
-            None => Ok(None),
-            Some(Item { value: Value::Str(s), deadline, .. }) => Ok(Some((s.clone(), *deadline))),
-            Some(_) => Err(wrongtype()),
-        }
+        string(&self.data, key).map(|s| s.map(|(v, deadline)| (v.clone(), deadline)))
+    }
+
+    /// Whether a deadline has already passed by the store's clock.
+    fn past(&self, deadline: u64) -> bool {
+        deadline != 0 && deadline <= self.data.clock
     }
 
     fn put_string(&mut self, key: &[u8], value: &[u8], deadline: u64, index: u64) {
-        if deadline != 0 && deadline <= self.data.clock {
+        if self.past(deadline) {
             // Set with a deadline already past: as good as set and expired.
             self.remove(key, index);
             return;
@@ -334,10 +336,7 @@ impl KvStore {
                 if let Err(e) = self.hash_mut(key, index, true) {
                     return Some(e);
                 }
-                let had = self
-                    .data
-                    .live(key)
-                    .is_some_and(|i| matches!(&i.value, Value::Hash(h) if h.fields.contains_key(&field[..])));
+                let had = hash(&self.data, key).ok().flatten().is_some_and(|h| h.fields.contains_key(&field[..]));
                 if !had {
                     self.with_hash(key, index, |h| h.insert(field, value));
                 }
@@ -385,8 +384,7 @@ impl KvStore {
                     }
                 };
                 let reply = script::run(&body, keys, args, &mut call);
-                let compiled = !matches!(&reply, Reply::Error(e) if e.starts_with("ERR Error compiling script"));
-                if let (ScriptRef::Body(b), true) = (which, compiled) {
+                if let (ScriptRef::Body(b), false) = (which, script::is_compile_error(&reply)) {
                     Arc::make_mut(&mut self.data.scripts).insert(script::sha1_hex(b), body);
                 }
                 reply
@@ -409,7 +407,7 @@ impl KvStore {
     }
 
     fn set_deadline(&mut self, key: &[u8], deadline: u64, index: u64) {
-        if deadline != 0 && deadline <= self.data.clock {
+        if self.past(deadline) {
             self.remove(key, index);
             return;
         }
@@ -453,10 +451,11 @@ fn hash<'a>(data: &'a Data, key: &[u8]) -> Result<Option<&'a Hash>, Reply> {
     }
 }
 
-fn string<'a>(data: &'a Data, key: &[u8]) -> Result<Option<&'a Bytes>, Reply> {
+/// A string and its deadline, `None` when absent, `-WRONGTYPE` for a hash.
+fn string<'a>(data: &'a Data, key: &[u8]) -> Result<Option<(&'a Bytes, u64)>, Reply> {
     match data.live(key) {
         None => Ok(None),
-        Some(Item { value: Value::Str(s), .. }) => Ok(Some(s)),
+        Some(Item { value: Value::Str(s), deadline, .. }) => Ok(Some((s, *deadline))),
         Some(_) => Err(wrongtype()),
     }
 }
@@ -496,18 +495,22 @@ fn or_reply(r: Result<Reply, Reply>) -> Reply {
 pub(super) fn query(data: &Data, cmd: &Cmd, wall: u64) -> Reply {
     let now = data.clock.max(wall);
     match cmd {
-        Cmd::Get { key } => or_reply(string(data, key).map(|v| v.map_or(Reply::nil(), |v| Reply::Value(v.clone())))),
+        Cmd::Get { key } => {
+            or_reply(string(data, key).map(|v| v.map_or(Reply::nil(), |(v, _)| Reply::Value(v.clone()))))
+        }
         Cmd::MGet { keys } => Reply::array(
             keys.iter()
                 .map(|k| match string(data, k) {
-                    Ok(Some(v)) => Reply::Value(v.clone()),
+                    Ok(Some((v, _))) => Reply::Value(v.clone()),
                     _ => Reply::nil(),
                 })
                 .collect(),
         ),
-        Cmd::StrLen { key } => or_reply(string(data, key).map(|v| Reply::Integer(v.map_or(0, |v| v.len() as i64)))),
+        Cmd::StrLen { key } => {
+            or_reply(string(data, key).map(|v| Reply::Integer(v.map_or(0, |(v, _)| v.len() as i64))))
+        }
         Cmd::GetRange { key, start, end } => or_reply(string(data, key).map(|v| {
-            let v = v.map_or(&b""[..], |v| &v[..]);
+            let v = v.map_or(&b""[..], |(v, _)| &v[..]);
             Reply::bulk(range(v, *start, *end).to_vec())
         })),
         Cmd::Exists { keys } => Reply::Integer(keys.iter().filter(|k| data.live(k).is_some()).count() as i64),

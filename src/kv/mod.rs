@@ -56,7 +56,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-pub use cmd::{Cmd, Cond, ExpireCond, ScriptRef, Ttl, Unit, parse as parse_cmd, parse_float};
+pub use cmd::{Cmd, Cond, ExpireCond, ScriptRef, Ttl, Unit, key as key_arg, parse as parse_cmd, parse_float};
 pub use ops::{Stamp, Watch, WriteOp};
 pub use snapshot::{SnapshotError, SnapshotErrorKind};
 

@@ -55,8 +55,16 @@ pub fn compiles(body: &[u8]) -> Result<(), Reply> {
     lua.load(body).set_name("@user_script").into_function().map(|_| ()).map_err(|e| compile_error(&e))
 }
 
+const COMPILE_ERROR: &str = "ERR Error compiling script";
+
 fn compile_error(e: &mlua::Error) -> Reply {
-    Reply::err(format!("Error compiling script (new function): {}", one_line(&e.to_string())))
+    Reply::Error(format!("{COMPILE_ERROR} (new function): {}", one_line(&e.to_string())))
+}
+
+/// Whether a script's reply says its body did not compile (EVAL keeps
+/// only bodies that do).
+pub fn is_compile_error(reply: &Reply) -> bool {
+    matches!(reply, Reply::Error(e) if e.starts_with(COMPILE_ERROR))
 }
 
 fn one_line(text: &str) -> String {

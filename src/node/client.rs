@@ -399,18 +399,16 @@ impl Connection {
                 }
                 None => Reply::err("DISCARD without MULTI"),
             },
-            "watch" => {
-                let keys: Vec<Vec<u8>> = args[1..].to_vec();
-                if keys.iter().any(|k| k.len() > crate::config::KEY_BYTES_MAX) {
-                    Reply::err("key too large")
-                } else {
+            "watch" => match args[1..].iter().map(|k| crate::kv::key_arg(k)).collect::<Result<Vec<_>, _>>() {
+                Err(e) => e,
+                Ok(keys) => {
                     let op = ReadRequest::Watch(keys.clone());
                     let local = self.session.readonly;
                     return self
                         .submit(Kind::Read, Request::Read { op, local }, args, Then::Watch(keys))
                         .map(|()| false);
                 }
-            }
+            },
             "unwatch" => {
                 self.session.watched.clear();
                 Reply::ok()

@@ -344,7 +344,7 @@ impl Core {
                         log_held_bytes: self.raft.compaction_held_bytes() as u64,
                         peers: self.transport.stats(),
                         tick: self.settings.tick,
-                        election_timeout: self.settings.tick * self.settings.election_ticks_max as u32,
+                        election_timeout: self.election_timeout(),
                     };
                     let peers = &self.settings.peers;
                     let text = super::info::render(&self.raft, &self.kv, storage, peers, cluster, usage, &sections);
@@ -357,12 +357,18 @@ impl Core {
         }
     }
 
+    /// The longest election timeout: how long a member may be silent
+    /// before it counts as down.
+    fn election_timeout(&self) -> Duration {
+        self.settings.tick * self.settings.election_ticks_max as u32
+    }
+
     fn sentinel_view(&self) -> super::sentinel::View<'_> {
         super::sentinel::View {
             raft: &self.raft,
             peers: &self.settings.peers,
             tick: self.settings.tick,
-            election_timeout: self.settings.tick * self.settings.election_ticks_max as u32,
+            election_timeout: self.election_timeout(),
         }
     }
 

@@ -121,29 +121,28 @@ pub fn render(
             out.push_str("\r\n");
         }
         // Redis's words: the leader is the master, the others replicas.
-        let leader_addr = s.leader.and_then(|l| client_addr_of(l, &s.membership, peers)).unwrap_or_default();
+        let view = super::sentinel::View { raft, peers, tick: usage.tick, election_timeout: usage.election_timeout };
         if s.role == Role::Leader {
-            let followers: Vec<NodeId> = s.membership.members().into_iter().filter(|&id| id != s.id).collect();
+            let followers = view.followers();
             let _ = write!(out, "# Replication\r\nrole:master\r\nconnected_slaves:{}\r\n", followers.len());
             // Redis's replica lines, with raftkv's lag in entries and time
             // since the leader last heard from each.
-            for (i, id) in followers.into_iter().enumerate() {
-                let addr = client_addr_of(id, &s.membership, peers).unwrap_or_default();
-                let (host, port) = addr.rsplit_once(':').unwrap_or((&addr, ""));
-                let Some(p) = raft.progress_of(id) else { continue };
-                let silent_ms = raft.ticks().saturating_sub(p.last_heard_tick) * usage.tick.as_millis() as u64;
-                let state = if silent_ms as u128 > usage.election_timeout.as_millis() { "down" } else { "online" };
+            for (i, f) in followers.into_iter().enumerate() {
+                let silent_ms = f.silent_ms.unwrap_or(0);
                 let _ = write!(
                     out,
-                    "slave{i}:id={},ip={host},port={port},state={state},offset={},lag={},lag_entries={},last_contact_ms={silent_ms}\r\n",
-                    id.0,
-                    p.matched.0,
+                    "slave{i}:id={},ip={},port={},state={},offset={},lag={},lag_entries={},last_contact_ms={silent_ms}\r\n",
+                    f.id.0,
+                    f.host,
+                    f.port,
+                    if f.down { "down" } else { "online" },
+                    f.matched,
                     silent_ms / 1000,
-                    s.last_index.0.saturating_sub(p.matched.0),
+                    s.last_index.0.saturating_sub(f.matched),
                 );
             }
         } else {
-            let (host, port) = leader_addr.rsplit_once(':').unwrap_or(("", ""));
+            let (host, port) = s.leader.and_then(|l| view.addr(l)).unwrap_or_default();
             let link = if s.leader.is_some() { "up" } else { "down" };
             let _ = write!(
                 out,

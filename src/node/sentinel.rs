@@ -24,6 +24,19 @@ fn split(addr: &str) -> (String, String) {
     }
 }
 
+/// A member other than the leader, as the leader sees it.
+pub struct Follower {
+    pub id: NodeId,
+    pub host: String,
+    pub port: String,
+    /// Its match index (0 where this node does not lead).
+    pub matched: u64,
+    /// Milliseconds since the leader last heard from it (leader only).
+    pub silent_ms: Option<u64>,
+    /// Not heard from for an election timeout.
+    pub down: bool,
+}
+
 /// What a node needs to describe the cluster.
 pub struct View<'a> {
     pub raft: &'a Raft,
@@ -33,7 +46,7 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
-    fn addr(&self, id: NodeId) -> Option<(String, String)> {
+    pub fn addr(&self, id: NodeId) -> Option<(String, String)> {
         client_addr_of(id, self.raft.membership(), self.peers).map(|a| split(&a))
     }
 
@@ -41,11 +54,23 @@ impl View<'_> {
         self.raft.membership().members().into_iter().collect()
     }
 
-    /// Milliseconds since the leader last heard from `id` (leader only).
-    fn silent_ms(&self, id: NodeId) -> Option<u64> {
-        let p = self.raft.progress_of(id)?;
-        let ticks = self.raft.ticks().saturating_sub(p.last_heard_tick);
-        Some(ticks * self.tick.as_millis() as u64)
+    /// The members other than the leader (none while no leader is known),
+    /// with what the leader knows of each.
+    pub fn followers(&self) -> Vec<Follower> {
+        let Some(leader) = self.raft.leader() else { return Vec::new() };
+        let timeout = self.election_timeout.as_millis() as u64;
+        self.members()
+            .into_iter()
+            .filter(|&id| id != leader)
+            .filter_map(|id| {
+                let (host, port) = self.addr(id)?;
+                let progress = self.raft.progress_of(id);
+                let silent_ms = progress
+                    .map(|p| self.raft.ticks().saturating_sub(p.last_heard_tick) * self.tick.as_millis() as u64);
+                let matched = progress.map_or(0, |p| p.matched.0);
+                Some(Follower { id, host, port, matched, silent_ms, down: silent_ms.is_some_and(|ms| ms > timeout) })
+            })
+            .collect()
     }
 
     /// `ROLE`: `master` with the replicas' offsets on the leader, `slave`
@@ -54,13 +79,10 @@ impl View<'_> {
         let s = self.raft.status();
         if s.role == Role::Leader {
             let replicas = self
-                .members()
+                .followers()
                 .into_iter()
-                .filter(|&id| id != s.id)
-                .filter_map(|id| {
-                    let (host, port) = self.addr(id)?;
-                    let matched = self.raft.progress_of(id).map_or(0, |p| p.matched.0);
-                    Some(Reply::array(vec![Reply::bulk(host), Reply::bulk(port), Reply::bulk(matched.to_string())]))
+                .map(|f| {
+                    Reply::array(vec![Reply::bulk(f.host), Reply::bulk(f.port), Reply::bulk(f.matched.to_string())])
                 })
                 .collect();
             return Reply::array(vec![
@@ -146,31 +168,24 @@ impl View<'_> {
     /// The members other than the leader, as replicas; the leader knows
     /// which are silent (`s_down` past an election timeout).
     fn replicas(&self) -> Vec<Vec<(&'static str, Reply)>> {
-        let s = self.raft.status();
-        let Some(leader) = s.leader else { return Vec::new() };
+        let Some(leader) = self.raft.leader() else { return Vec::new() };
         let (master_host, master_port) = self.addr(leader).unwrap_or_default();
-        let timeout = self.election_timeout.as_millis() as u64;
-        self.members()
+        self.followers()
             .into_iter()
-            .filter(|&id| id != leader)
-            .filter_map(|id| {
-                let (host, port) = self.addr(id)?;
-                let silent = self.silent_ms(id);
-                let down = silent.is_some_and(|ms| ms > timeout);
-                let matched = self.raft.progress_of(id).map_or(0, |p| p.matched.0);
-                Some(state(vec![
-                    ("name", format!("{host}:{port}")),
-                    ("ip", host),
-                    ("port", port),
-                    ("runid", format!("{:040}", id.0)),
-                    ("flags", if down { "slave,s_down".into() } else { "slave".into() }),
-                    ("last-ok-ping-reply", silent.unwrap_or(0).to_string()),
-                    ("master-link-status", if down { "err".into() } else { "ok".into() }),
+            .map(|f| {
+                state(vec![
+                    ("name", format!("{}:{}", f.host, f.port)),
+                    ("ip", f.host),
+                    ("port", f.port),
+                    ("runid", format!("{:040}", f.id.0)),
+                    ("flags", if f.down { "slave,s_down".into() } else { "slave".into() }),
+                    ("last-ok-ping-reply", f.silent_ms.unwrap_or(0).to_string()),
+                    ("master-link-status", if f.down { "err".into() } else { "ok".into() }),
                     ("master-host", master_host.clone()),
                     ("master-port", master_port.clone()),
                     ("slave-priority", "100".into()),
-                    ("slave-repl-offset", matched.to_string()),
-                ]))
+                    ("slave-repl-offset", f.matched.to_string()),
+                ])
             })
             .collect()
     }

@@ -524,3 +524,31 @@ pub fn text(reply: &Reply) -> String {
         Reply::Map(_) | Reply::Set(_) => format!("{reply:?}"),
     }
 }
+
+/// Whether a redis-py script could run: false, after saying so, when
+/// redis-py is not installed and the run does not require it
+/// (RAFTKV_REQUIRE_PYTHON_REDIS, set by `make test`).
+pub fn redis_py_ran(out: &std::process::Output) -> bool {
+    if !String::from_utf8_lossy(&out.stderr).contains("No module named 'redis'") {
+        return true;
+    }
+    assert!(std::env::var("RAFTKV_REQUIRE_PYTHON_REDIS").is_err(), "redis-py is required but missing");
+    eprintln!("skipped redis-py: not installed (scripts/deps.sh installs it)");
+    false
+}
+
+/// Runs a redis-py check that prints `ok` when it passes; panics with its
+/// error and the cluster's logs when it does not.
+pub fn run_redis_py(python: &mut Command, c: &TestCluster) {
+    let out = python.output().unwrap_or_else(|e| panic!("python3: {e}"));
+    if !redis_py_ran(&out) {
+        return;
+    }
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "redis-py failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+}

@@ -133,96 +133,82 @@ fn transfer(c: &mut Client, from: &str, to: &str, amount: i64) -> std::io::Resul
     })
 }
 
-fn transfers(addrs: Vec<String>, seed: u64, stop: Arc<AtomicBool>) -> Report {
+/// Runs `step` on one connection to a random node until `stop`, with a
+/// new connection after one is lost (`step` returning an error).
+fn drive(
+    addrs: &[String],
+    seed: u64,
+    stop: &AtomicBool,
+    mut step: impl FnMut(&mut Client, &mut Xoshiro256PlusPlus, &mut Report) -> std::io::Result<()>,
+) -> Report {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut report = Report::default();
     let mut conn = None;
     while !stop.load(Ordering::Relaxed) {
         if conn.is_none() {
-            conn = connect(&addrs, &mut rng);
+            conn = connect(addrs, &mut rng);
         }
         let Some(c) = conn.as_mut() else {
             std::thread::sleep(Duration::from_millis(20));
             continue;
         };
-        let from = rng.random_range(0..ACCOUNTS);
-        let to = (from + rng.random_range(1..ACCOUNTS)) % ACCOUNTS;
-        match transfer(c, &account(from), &account(to), rng.random_range(1..30)) {
-            Ok(Some(true)) => report.transfers += 1,
-            Ok(Some(false)) => report.transfers_aborted += 1,
-            Ok(None) => {}
-            Err(_) => conn = None,
+        if step(c, &mut rng, &mut report).is_err() {
+            conn = None;
         }
     }
     report
 }
 
+fn transfers(addrs: Vec<String>, seed: u64, stop: Arc<AtomicBool>) -> Report {
+    drive(&addrs, seed, &stop, |c, rng, report| {
+        let from = rng.random_range(0..ACCOUNTS);
+        let to = (from + rng.random_range(1..ACCOUNTS)) % ACCOUNTS;
+        match transfer(c, &account(from), &account(to), rng.random_range(1..30))? {
+            Some(true) => report.transfers += 1,
+            Some(false) => report.transfers_aborted += 1,
+            None => {}
+        }
+        Ok(())
+    })
+}
+
 fn audits(addrs: Vec<String>, seed: u64, stop: Arc<AtomicBool>) -> Report {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut report = Report::default();
     let names: Vec<String> = (0..ACCOUNTS).map(account).collect();
     let mut args: Vec<&str> = vec!["MGET"];
     args.extend(names.iter().map(|s| s.as_str()));
-    let mut conn = None;
-    while !stop.load(Ordering::Relaxed) {
-        if conn.is_none() {
-            conn = connect(&addrs, &mut rng);
-        }
-        let Some(c) = conn.as_mut() else {
-            std::thread::sleep(Duration::from_millis(20));
-            continue;
-        };
-        match c.cmd(&args) {
-            Ok(Reply::Array(Some(values))) => {
-                let balances: Vec<Option<i64>> = values.iter().map(int_of).collect();
-                let total: i64 = balances.iter().flatten().sum();
-                if balances.iter().any(|b| b.is_none_or(|b| b < 0)) || total != BALANCE * ACCOUNTS as i64 {
-                    report.violations.push(format!("bank: balances {balances:?} (total {total})"));
-                }
-                report.audits += 1;
+    drive(&addrs, seed, &stop, |c, rng, report| {
+        if let Reply::Array(Some(values)) = c.cmd(&args)? {
+            let balances: Vec<Option<i64>> = values.iter().map(int_of).collect();
+            let total: i64 = balances.iter().flatten().sum();
+            if balances.iter().any(|b| b.is_none_or(|b| b < 0)) || total != BALANCE * ACCOUNTS as i64 {
+                report.violations.push(format!("bank: balances {balances:?} (total {total})"));
             }
-            Ok(_) => {}
-            Err(_) => conn = None,
+            report.audits += 1;
         }
         std::thread::sleep(Duration::from_millis(rng.random_range(0..5)));
-    }
-    report
+        Ok(())
+    })
 }
 
 /// Keys written with `PX TTL_MS`, read back at random times around their
 /// deadline. The deadline lies between the write's invocation and its
 /// reply, plus the TTL (the node that took it stamped its clock then).
 fn expiry(addrs: Vec<String>, seed: u64, stop: Arc<AtomicBool>) -> Report {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut report = Report::default();
-    let mut conn = None;
     let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        if conn.is_none() {
-            conn = connect(&addrs, &mut rng);
-        }
-        let Some(c) = conn.as_mut() else {
-            std::thread::sleep(Duration::from_millis(20));
-            continue;
-        };
+    drive(&addrs, seed, &stop, |c, rng, report| {
         n += 1;
         let key = format!("ttl:{seed}:{n}");
         let invoked = now_ms();
-        let reply = c.cmd(&["SET", &key, "v", "PX", &TTL_MS.to_string()]);
+        let reply = c.cmd(&["SET", &key, "v", "PX", &TTL_MS.to_string()])?;
         let acked = now_ms();
-        match reply {
-            Ok(r) if r == Reply::ok() => {}
-            Ok(_) => continue,
-            Err(_) => {
-                conn = None;
-                continue;
-            }
+        if reply != Reply::ok() {
+            return Ok(());
         }
         let (earliest, latest) = (invoked + TTL_MS, acked + TTL_MS);
         // Reads until a while past the deadline, from this connection and
         // from fresh ones to other nodes.
         while now_ms() < latest + 100 && !stop.load(Ordering::Relaxed) {
-            let mut other = if rng.random_bool(0.5) { connect(&addrs, &mut rng) } else { None };
+            let mut other = if rng.random_bool(0.5) { connect(&addrs, rng) } else { None };
             let reader = other.as_mut().unwrap_or(&mut *c);
             let begun = now_ms();
             let Ok(got) = reader.cmd(&["GET", &key]) else { break };
@@ -241,6 +227,6 @@ fn expiry(addrs: Vec<String>, seed: u64, stop: Arc<AtomicBool>) -> Report {
             report.expiry_checks += 1;
             std::thread::sleep(Duration::from_millis(rng.random_range(0..40)));
         }
-    }
-    report
+        Ok(())
+    })
 }
