@@ -520,7 +520,17 @@ impl PeerWriter {
             if control.is_empty() && data.is_empty() {
                 match self.queue.recv_timeout(self.shared.opts.poll_interval) {
                     Ok(m) => sort(m, &mut control, &mut data),
-                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Timeout) => {
+                        // The peer restarted or went away while we had
+                        // nothing to say (a follower says nothing to other
+                        // followers): reconnect now rather than lose the
+                        // next message, a vote perhaps, to a dead socket.
+                        if stream.closed_by_peer() {
+                            stream.close();
+                            return Err(io::Error::new(io::ErrorKind::ConnectionReset, "closed by the peer"));
+                        }
+                        continue;
+                    }
                     Err(RecvTimeoutError::Disconnected) => return Ok(()),
                 }
             }

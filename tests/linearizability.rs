@@ -204,7 +204,10 @@ fn check_under(
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
     let ops: Vec<Op> = clients.into_iter().flat_map(|h| h.join().expect("client thread")).collect();
-    let side = side.stop();
+    let mut side = side.stop();
+    let leader = c.wait_for_leader(Duration::from_secs(20)).unwrap_or_else(|| panic!("no leader\n{}", c.logs()));
+    let mut client = c.client(leader).expect("connect to the leader");
+    side.violations.extend(workloads::check_counters(&mut client, &side));
     let load = load.map(|l| l.stop());
     let samples = sampler.map(|s| s.stop());
     // Healed, every node converges to the same map.
@@ -221,12 +224,13 @@ fn check_under(
     );
     println!("{summary}");
     println!(
-        "bank: {} transfers applied, {} aborted by WATCH, {} audits; expiry: {} reads checked around deadlines",
-        side.transfers, side.transfers_aborted, side.audits, side.expiry_checks
+        "bank: {} transfers applied, {} aborted by WATCH, {} audits; expiry: {} reads checked around deadlines; \
+         counters: {} increments acknowledged, each applied once",
+        side.transfers, side.transfers_aborted, side.audits, side.expiry_checks, side.increments
     );
     assert!(side.violations.is_empty(), "seed {seed}: {:#?}\n{}", side.violations, c.logs());
     assert!(
-        side.transfers > 0 && side.audits > 0 && side.expiry_checks > 0,
+        side.transfers > 0 && side.audits > 0 && side.expiry_checks > 0 && side.increments > 0,
         "the side workloads did not run: {side:?}"
     );
     assert!(ok > 100, "too few operations succeeded ({ok})\n{}", c.logs());

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::cmd::{Cmd, Cond, ScriptRef, Ttl, Unit, parse_float};
 use super::ops::WriteOp;
+use super::sessions::{Once, Origin, Seen};
 use super::{
     Bytes, Data, Hash, INCR_OVERFLOW, Item, KvStore, NOT_AN_INTEGER, SHARD_COUNT, Value, WRONGTYPE, glob, script,
 };
@@ -32,6 +33,25 @@ fn format_float(v: f64) -> String {
 impl KvStore {
     /// Applies one committed write at log index `index` and returns its
     /// reply (docs/commands.md).
+    /// Applies a client's write at most once (`sessions`): `None` when it
+    /// is a late copy nobody waits for, the first reply for a duplicate.
+    pub fn apply_once(&mut self, once: &Once, op: &WriteOp, index: u64) -> Option<Reply> {
+        match Arc::make_mut(&mut self.data.sessions).admit(once, index) {
+            Seen::New => {}
+            Seen::Done(reply) => return Some(reply),
+            Seen::Passed => return None,
+        }
+        let reply = self.apply(op, index);
+        Arc::make_mut(&mut self.data.sessions).record(once, &reply);
+        Some(reply)
+    }
+
+    /// What is known of a write of `origin` (after a snapshot replaced the
+    /// entries that would have answered it).
+    pub fn seen(&self, origin: Origin, seq: u64) -> Seen {
+        self.data.sessions.seen(origin, seq)
+    }
+
     pub fn apply(&mut self, op: &WriteOp, index: u64) -> Reply {
         let stamp = op.stamp();
         if stamp.leader && stamp.ms > self.data.clock {

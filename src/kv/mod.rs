@@ -50,6 +50,7 @@ mod exec;
 pub mod glob;
 mod ops;
 pub mod script;
+pub mod sessions;
 mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -169,6 +170,8 @@ pub struct Data {
     /// Scripts loaded (SCRIPT LOAD, EVAL), by the SHA-1 of their body:
     /// replicated, so EVALSHA works on every node.
     scripts: Arc<BTreeMap<String, Bytes>>,
+    /// Which writes were applied, so that one proposed twice applies once.
+    sessions: Arc<sessions::Sessions>,
 }
 
 impl Data {
@@ -181,6 +184,7 @@ impl Data {
             clock: 0,
             removed: Arc::new(vec![0; SHARD_COUNT]),
             scripts: Arc::default(),
+            sessions: Arc::default(),
         }
     }
 

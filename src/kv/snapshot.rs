@@ -1,10 +1,11 @@
 //! Snapshots of the store, written to and read from any stream.
 //!
 //! ```text
-//! snapshot = magic:"RKVSNAP\n" version:u32 (= 3) clock:u64 count:u64
+//! snapshot = magic:"RKVSNAP\n" version:u32 (= 4) clock:u64 count:u64
 //!            { key item }[count]       shard order, key order within a shard
 //!            removed:u32 { shard:u32 index:u64 }[removed]   shards with a deletion
 //!            scripts:u32 value[scripts]                     bodies, by SHA-1 order
+//!            sessions:value                                 `sessions` encoded
 //!            crc:u32                   CRC32 of every byte before it
 //! item     = kind:u8 deadline:u64 version:u64 body
 //!            1 string: value
@@ -13,7 +14,7 @@
 //! value    = len:u32 bytes[len]  len <= VALUE_BYTES_MAX
 //! ```
 //!
-//! Versions 2 (without scripts) and 1 (before types and deadlines:
+//! Versions 3 (without sessions), 2 (without scripts) and 1 (before types and deadlines:
 //! `count { key value }` after the version) are still read.
 
 use std::fmt;
@@ -24,7 +25,7 @@ use super::{Bytes, Hash, Item, KvStore, KvView, SHARD_COUNT, Value};
 use crate::config::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
 const SNAPSHOT_MAGIC: [u8; 8] = *b"RKVSNAP\n";
-const SNAPSHOT_VERSION: u32 = 3;
+const SNAPSHOT_VERSION: u32 = 4;
 const KIND_STRING: u8 = 1;
 const KIND_HASH: u8 = 2;
 
@@ -73,6 +74,9 @@ impl KvView {
         for body in data.scripts.values() {
             out.bytes(body)?;
         }
+        let mut sessions = Vec::new();
+        data.sessions.encode_into(&mut crate::codec::Writer::new(&mut sessions));
+        out.bytes(&sessions)?;
         let crc = out.hasher.clone().finalize();
         out.inner.write_all(&crc.to_le_bytes())?;
         out.inner.flush()?;
@@ -94,7 +98,8 @@ impl<W: Write> CrcWriter<W> {
     }
 
     fn bytes(&mut self, b: &[u8]) -> io::Result<()> {
-        self.write_all(&(b.len() as u32).to_le_bytes())?;
+        let len = u32::try_from(b.len()).map_err(|_| io::Error::other("a field of 4 GiB or more in a snapshot"))?;
+        self.write_all(&len.to_le_bytes())?;
         self.write_all(b)
     }
 }
@@ -288,6 +293,20 @@ impl KvStore {
             for _ in 0..n {
                 let body = r.bytes("script", VALUE_BYTES_MAX)?;
                 scripts.insert(super::script::sha1_hex(&body), Bytes::from(body));
+            }
+        }
+        if version >= 4 {
+            let at = r.offset;
+            let raw = r.bytes("sessions", usize::MAX)?;
+            let mut reader = crate::codec::Reader::new(&raw);
+            let sessions =
+                super::sessions::Sessions::decode_from(&mut reader).and_then(|s| reader.finish().map(|()| s));
+            match sessions {
+                Ok(s) => store.data.sessions = Arc::new(s),
+                Err(e) => {
+                    let detail = format!("sessions: {e}");
+                    return Err(SnapshotError { offset: at, kind: SnapshotErrorKind::BadItem { detail } });
+                }
             }
         }
         load_trailer(&mut r)?;

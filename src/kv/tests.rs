@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
+use super::sessions::{Once, Origin, Seen};
 use super::*;
 use crate::config::VALUE_BYTES_MAX;
 
@@ -612,6 +613,13 @@ fn sample_store(keys: u32) -> KvStore {
         if i % 13 == 0 {
             n.kv.apply(&WriteOp::command(&[b"DEL", &key]), n.index);
         }
+        if i % 17 == 0 {
+            // Writes applied once, whose replies the snapshot keeps.
+            let (node, seq) = (u64::from(i % 3), u64::from(i));
+            let once = Once { origin: Origin { node, incarnation: 9 }, seq, floor: seq / 2 };
+            n.index += 1;
+            n.kv.apply_once(&once, &WriteOp::command(&[b"INCR", b"counted"]), n.index);
+        }
     }
     n.kv
 }
@@ -622,7 +630,7 @@ fn snapshot_round_trips() {
         let mut bytes = Vec::new();
         let written = store.write_snapshot(&mut bytes).unwrap();
         assert_eq!(written, bytes.len() as u64);
-        assert_eq!(&bytes[..12], b"RKVSNAP\n\x03\x00\x00\x00");
+        assert_eq!(&bytes[..12], b"RKVSNAP\n\x04\x00\x00\x00");
         let loaded = KvStore::load(&bytes[..]).unwrap();
         assert_eq!(loaded, store);
         assert_eq!((loaded.len(), loaded.expiring(), loaded.clock()), (store.len(), store.expiring(), store.clock()));
@@ -644,6 +652,37 @@ fn version_one_snapshots_still_load() {
     bytes.extend_from_slice(&crc.to_le_bytes());
     let kv = KvStore::load(&bytes[..]).unwrap();
     assert_eq!(kv.get(b"k"), Some(&b"vv"[..]));
+    // RKVSNAP v3, empty, as written before sessions.
+    let mut bytes = b"RKVSNAP\n\x03\x00\x00\x00".to_vec();
+    bytes.extend_from_slice(&[0; 8 + 8 + 4 + 4]);
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!(KvStore::load(&bytes[..]).unwrap(), KvStore::new());
+}
+
+#[test]
+fn a_write_proposed_twice_applies_once() {
+    let mut kv = KvStore::new();
+    let incr = WriteOp::command(&[b"INCR", b"n"]);
+    let once = |seq, floor| Once { origin: Origin { node: 2, incarnation: 5 }, seq, floor };
+    assert_eq!(kv.apply_once(&once(0, 0), &incr, 1), Some(Reply::Integer(1)));
+    assert_eq!(kv.apply_once(&once(1, 0), &incr, 2), Some(Reply::Integer(2)));
+    // The copy sent to the next leader answers the first reply.
+    assert_eq!(kv.apply_once(&once(0, 0), &incr, 3), Some(Reply::Integer(1)));
+    // Another process of the same node is another session.
+    let other = Once { origin: Origin { node: 2, incarnation: 6 }, seq: 0, floor: 0 };
+    assert_eq!(kv.apply_once(&other, &incr, 4), Some(Reply::Integer(3)));
+    // A write given up on (the floor passed it) never applies after.
+    assert_eq!(kv.apply_once(&once(3, 3), &incr, 5), Some(Reply::Integer(4)));
+    assert_eq!(kv.apply_once(&once(2, 2), &incr, 6), None);
+    assert_eq!(kv.get(b"n"), Some(&b"4"[..]));
+    // Snapshots keep it.
+    let mut bytes = Vec::new();
+    kv.write_snapshot(&mut bytes).unwrap();
+    let mut loaded = KvStore::load(&bytes[..]).unwrap();
+    assert_eq!(loaded.apply_once(&once(3, 3), &incr, 7), Some(Reply::Integer(4)));
+    assert_eq!(loaded.seen(Origin { node: 2, incarnation: 5 }, 3), Seen::Done(Reply::Integer(4)));
+    assert_eq!(loaded.get(b"n"), Some(&b"4"[..]));
 }
 
 #[test]
@@ -677,7 +716,7 @@ fn snapshot_errors_say_what_and_where() {
     let mut bad = bytes.clone();
     bad[8] = 9;
     let err = KvStore::load(&bad[..]).unwrap_err();
-    assert_eq!(err.to_string(), "snapshot at byte 8: unsupported version 9 (this build reads 3)");
+    assert_eq!(err.to_string(), "snapshot at byte 8: unsupported version 9 (this build reads 4)");
     let err = KvStore::load(&b"GARBAGE!...."[..]).unwrap_err();
     assert!(err.to_string().contains("not a key-value snapshot"), "{err}");
     let last = bytes.len() - 1;

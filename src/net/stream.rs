@@ -60,6 +60,30 @@ impl Stream {
         }
     }
 
+    /// Whether the other side has closed (or broken) a connection that only
+    /// this side writes to, seen without blocking. A write-only sender
+    /// learns of a closed connection only when a write fails, and the first
+    /// write after the close is lost without an error: a sender that checks
+    /// while idle reconnects before it has something to lose. Anything the
+    /// other side sent is read and dropped (TLS records such as session
+    /// tickets are consumed by the TLS layer).
+    pub fn closed_by_peer(&mut self) -> bool {
+        if self.tcp().set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut buf = [0u8; 512];
+        let closed = loop {
+            match self.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break true,
+            }
+        };
+        self.tcp().set_nonblocking(false).is_err() || closed
+    }
+
     /// Says goodbye (a TLS close_notify) and closes both directions.
     pub fn close(&mut self) {
         match self {

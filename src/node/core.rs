@@ -19,11 +19,12 @@ use crossbeam_channel::{Receiver, select};
 use super::client::{Answer, ReadRequest, Request, Submission};
 use super::envelope::{self, Decoded, RequestId};
 use super::logging::LogContext;
-use super::pending::{AdminGoal, Pending, PendingAdmin, PendingRead, Waiter, try_again};
+use super::pending::{AdminGoal, Pending, PendingAdmin, PendingRead, PendingWrite, Waiter, try_again};
 use super::snapshots::{Snapshots, Taken};
 use crate::command::RaftCommand;
 use crate::command::now_ms;
 use crate::identity::{ClusterId, ClusterIdentity};
+use crate::kv::sessions::{Origin, Seen};
 use crate::kv::{KvStore, Stamp, WriteOp};
 use crate::peers::Peers;
 use crate::raft::{
@@ -121,6 +122,12 @@ pub struct Core {
     /// Scans (KEYS, SCAN, HGETALL, HSCAN) run on their own thread, on a
     /// copy of the store, so a large one never holds up the core.
     scanner: crossbeam_channel::Sender<(crate::kv::KvView, crate::kv::Cmd, Waiter)>,
+    /// The leader (and term) the waiting writes were last proposed to.
+    write_target: Option<(Term, NodeId)>,
+    /// Since when no leader is known, while writes wait.
+    leaderless_since: Option<Instant>,
+    /// When next to look for writes a live leader has not applied.
+    resend_check_at: Instant,
 }
 
 /// A request answered from this node's own state (see `Core::local`).
@@ -178,6 +185,9 @@ impl Core {
             applied_bytes_since_snapshot: 0,
             sweep_in_flight: None,
             scanner: spawn_scanner(),
+            write_target: None,
+            leaderless_since: None,
+            resend_check_at: Instant::now(),
         }
     }
 
@@ -282,6 +292,7 @@ impl Core {
             self.last_tick = now;
         }
         self.pending.expire(now);
+        self.check_waiting_writes(now);
         self.sweep_expired();
         self.retry_parked(now);
         if !self.pending.admin.is_empty() {
@@ -407,6 +418,8 @@ impl Core {
     }
 
     fn propose(&mut self, request: Request, waiter: Waiter) -> Result<(), (Request, Waiter)> {
+        // Writes waiting from before a change of leader go first.
+        self.follow_leader();
         let stamp = self.stamp();
         // Moved, not copied: a value may be megabytes.
         let op = match request {
@@ -415,15 +428,16 @@ impl Core {
             _ => unreachable!("only writes are proposed"),
         };
         let seq = self.next_seq;
-        let id = RequestId { origin: self.settings.id, incarnation: self.incarnation, seq };
-        match self.raft.propose(envelope::encode(id, &op)) {
-            Ok(proposed) => {
+        let floor = Some(self.pending.write_floor(seq));
+        let id = RequestId { origin: self.settings.id, incarnation: self.incarnation, seq, floor };
+        let entry = envelope::encode(id, &op);
+        match self.raft.propose(entry.clone()) {
+            Ok(_) => {
                 self.next_seq += 1;
-                if let Proposed::Appended { index, term } = proposed {
-                    self.pending.appended.insert(index, (term, seq));
-                }
-                let deadline = Instant::now() + self.settings.request_timeout;
-                self.pending.add_write(seq, waiter, deadline);
+                let now = Instant::now();
+                let sent_to = (self.raft.term(), self.raft.leader().unwrap_or(self.settings.id));
+                let write = PendingWrite { waiter, entry, sent_to, sent_at: now };
+                self.pending.add_write(seq, write, now + self.settings.request_timeout);
                 Ok(())
             }
             Err(ProposeError::NoLeader | ProposeError::TransferInProgress) => {
@@ -461,7 +475,8 @@ impl Core {
             return;
         }
         let op = WriteOp::Expire { stamp: Stamp { ms: now, leader: true }, keys };
-        let id = RequestId { origin: self.settings.id, incarnation: self.incarnation, seq: u64::MAX };
+        // Deleting expired keys again is harmless: no session.
+        let id = RequestId { origin: self.settings.id, incarnation: self.incarnation, seq: u64::MAX, floor: None };
         if let Ok(Proposed::Appended { index, term }) = self.raft.propose(envelope::encode(id, &op)) {
             self.sweep_in_flight = Some((index, term, now));
             self.raft.set_read_floor(index);
@@ -502,6 +517,7 @@ impl Core {
     // ---- carrying out Ready ----
 
     fn work(&mut self) -> Result<(), WalError> {
+        self.follow_leader();
         while self.raft.has_ready() {
             let rd = self.raft.ready();
             self.carry_out(rd)?;
@@ -566,9 +582,9 @@ impl Core {
         for r in std::mem::take(&mut rd.read_states) {
             self.pending.confirm(r.ctx, r.index);
         }
-        for command in std::mem::take(&mut rd.forward_failures) {
-            self.forward_failed(&command);
-        }
+        // Writes the core never sent to the leader they were queued for
+        // wait in `pending` and go to the next leader (`follow_leader`).
+        rd.forward_failures.clear();
         if let Some(ok) = received {
             self.raft.snapshot_received(ok);
         }
@@ -604,15 +620,71 @@ impl Core {
         Ok(())
     }
 
-    /// A write queued for the leader was never sent: the leader changed
-    /// first. No node will ever append it (docs/commands.md: `-TRYAGAIN`).
-    fn forward_failed(&mut self, command: &[u8]) {
-        let Ok(id) = envelope::decode_id(command) else { return };
-        if id.origin == self.settings.id
-            && id.incarnation == self.incarnation
-            && let Some(w) = self.pending.writes.remove(&id.seq)
-        {
-            w.reply(try_again("the leader changed before the write was forwarded; it was not applied"));
+    /// A new leader (or term): the writes still waiting are proposed to it
+    /// again, with their ids, whether this node forwarded them to a leader
+    /// that died or appended them itself as a leader that lost its office.
+    /// Copies already in the log apply once (`crate::kv::sessions`).
+    fn follow_leader(&mut self) {
+        let Some(leader) = self.raft.leader() else { return };
+        let target = (self.raft.term(), leader);
+        if self.write_target == Some(target) || self.raft.transferring() {
+            return;
+        }
+        self.write_target = Some(target);
+        self.leaderless_since = None;
+        let resent = self.resend_writes(Instant::now(), |w| w.sent_to != target);
+        if resent > 0 {
+            log::info!("proposed {resent} waiting writes again to leader {leader} of term {}", target.0);
+        }
+    }
+
+    /// Proposes again the waiting writes `stale` picks; returns how many.
+    fn resend_writes(&mut self, now: Instant, stale: impl Fn(&PendingWrite) -> bool) -> usize {
+        let Some(leader) = self.raft.leader() else { return 0 };
+        let target = (self.raft.term(), leader);
+        let mut resent = 0;
+        for w in self.pending.writes.values_mut().filter(|w| stale(w)) {
+            if self.raft.propose(w.entry.clone()).is_err() {
+                break;
+            }
+            w.sent_to = target;
+            w.sent_at = now;
+            resent += 1;
+        }
+        resent
+    }
+
+    /// At a tick: writes forwarded to a leader that has not applied them
+    /// within an election timeout go again (the message may have been lost
+    /// with a connection); with no leader for longer than a request waits
+    /// for one, the writes' outcome is unknown to this node and it says so.
+    fn check_waiting_writes(&mut self, now: Instant) {
+        if self.pending.writes.is_empty() {
+            self.leaderless_since = None;
+            return;
+        }
+        if self.raft.leader().is_none() {
+            let since = *self.leaderless_since.get_or_insert(now);
+            if now.duration_since(since) >= self.settings.leader_wait {
+                let why = format!(
+                    "TIMEOUT no leader for {} ms; the write may or may not be applied",
+                    self.settings.leader_wait.as_millis()
+                );
+                for (_, w) in std::mem::take(&mut self.pending.writes) {
+                    w.waiter.reply(Reply::Error(why.clone()));
+                }
+            }
+            return;
+        }
+        self.leaderless_since = None;
+        let retry = self.election_timeout();
+        if now < self.resend_check_at || self.raft.role() == Role::Leader {
+            return;
+        }
+        self.resend_check_at = now + retry / 4;
+        let resent = self.resend_writes(now, |w| now.duration_since(w.sent_at) >= retry);
+        if resent > 0 {
+            log::debug!("proposed {resent} writes again: not applied within {retry:?}");
         }
     }
 
@@ -741,39 +813,33 @@ impl Core {
             self.learn_cluster_id(id)?;
         }
         self.writer.mark_snapshot(meta.index, meta.term);
-        // Writes this node appended as leader at covered indexes: whether
-        // they were applied is unknown; their clients get -TIMEOUT.
-        self.pending.appended.retain(|&index, _| index > meta.index);
+        // Writes whose entries the snapshot covers: its sessions know.
+        let origin = Origin { node: self.settings.id.0, incarnation: self.incarnation };
+        let seqs: Vec<u64> = self.pending.writes.keys().copied().collect();
+        for seq in seqs {
+            match self.kv.seen(origin, seq) {
+                Seen::Done(reply) => self.pending.answer_write(seq, reply),
+                Seen::Passed => self.pending.answer_write(seq, super::pending::timeout()),
+                Seen::New => {}
+            }
+        }
         Ok(file)
     }
 
     fn apply(&mut self, e: Entry) -> Result<(), WalError> {
-        if let Some(&(term, seq)) = self.pending.appended.get(&e.index) {
-            self.pending.appended.remove(&e.index);
-            if term != e.term {
-                // Our entry at this index was replaced by another leader's:
-                // the write was never applied and never will be.
-                if let Some(w) = self.pending.writes.remove(&seq) {
-                    w.reply(try_again("leader changed before the write was committed; it was not applied"));
-                }
-            }
-        }
-        while let Some((&index, _)) = self.pending.appended.first_key_value() {
-            if index > e.index {
-                break;
-            }
-            self.pending.appended.pop_first();
-        }
         let Payload::Command(data) = &e.payload else { return Ok(()) };
         self.applied_bytes_since_snapshot += data.len() as u64;
         match envelope::decode(data) {
             Ok(Decoded::Write(id, op)) => {
-                let reply = self.kv.apply(&op, e.index.0);
-                if id.origin == self.settings.id
+                let reply = match id.once() {
+                    Some(once) => self.kv.apply_once(&once, &op, e.index.0),
+                    None => Some(self.kv.apply(&op, e.index.0)),
+                };
+                if let Some(reply) = reply
+                    && id.origin == self.settings.id
                     && id.incarnation == self.incarnation
-                    && let Some(w) = self.pending.writes.remove(&id.seq)
                 {
-                    w.reply(reply);
+                    self.pending.answer_write(id.seq, reply);
                 }
             }
             Ok(Decoded::ClusterId(id)) => self.learn_cluster_id(id)?,

@@ -5,9 +5,15 @@
 //! old entry for a new request).
 //!
 //! ```text
-//! envelope = version:u8 (1) origin:u64 incarnation:u64 seq:u64 write-op
+//! envelope = version:u8 (3) origin:u64 incarnation:u64 seq:u64 floor:u64 write-op
+//!          | version:u8 (1) origin:u64 incarnation:u64 seq:u64 write-op
 //!          | version:u8 (2) kind:u8 (1: the cluster's id) id:[16]
 //! ```
+//!
+//! Version 3 is a client's write, applied at most once (`crate::kv::sessions`:
+//! the floor is the lowest `seq` the origin still waited on). Version 1 is
+//! applied every time it appears: the leader's expiry sweeps, which are
+//! safe to repeat, and clients' writes logged before sessions existed.
 //!
 //! Version 2 entries are the node's own: the cluster id its first leader
 //! proposes (`crate::identity`); every node applies them alike.
@@ -15,10 +21,12 @@
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::identity::ClusterId;
 use crate::kv::WriteOp;
+use crate::kv::sessions::{Once, Origin};
 use crate::raft::NodeId;
 
 const VERSION: u8 = 1;
 const VERSION_NODE: u8 = 2;
+const VERSION_ONCE: u8 = 3;
 const KIND_CLUSTER_ID: u8 = 1;
 
 /// A decoded entry.
@@ -39,15 +47,29 @@ pub struct RequestId {
     pub origin: NodeId,
     pub incarnation: u64,
     pub seq: u64,
+    /// For a write applied at most once: the origin's lowest `seq` still
+    /// waiting when it was proposed.
+    pub floor: Option<u64>,
+}
+
+impl RequestId {
+    /// The id the sessions know it by, if it is applied at most once.
+    pub fn once(&self) -> Option<Once> {
+        let floor = self.floor?;
+        Some(Once { origin: Origin { node: self.origin.0, incarnation: self.incarnation }, seq: self.seq, floor })
+    }
 }
 
 pub fn encode(id: RequestId, op: &WriteOp) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(32);
+    let mut buf = Vec::with_capacity(40);
     let mut w = Writer::new(&mut buf);
-    w.u8(VERSION);
+    w.u8(if id.floor.is_some() { VERSION_ONCE } else { VERSION });
     w.u64(id.origin.0);
     w.u64(id.incarnation);
     w.u64(id.seq);
+    if let Some(floor) = id.floor {
+        w.u64(floor);
+    }
     op.encode_into(&mut w);
     buf
 }
@@ -71,20 +93,19 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     Ok(Decoded::Write(id, op))
 }
 
-/// Only who is waiting: the operation is not decoded.
-pub fn decode_id(bytes: &[u8]) -> Result<RequestId, DecodeError> {
-    read_id(&mut Reader::new(bytes))
-}
-
 fn read_id(r: &mut Reader<'_>) -> Result<RequestId, DecodeError> {
     let version = r.u8("envelope version")?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_ONCE {
         return Err(r.invalid("envelope version", format!("unknown version {version}")));
     }
     let origin = r.node_id("envelope origin")?;
     let incarnation = r.u64("envelope incarnation")?;
     let seq = r.u64("envelope seq")?;
-    Ok(RequestId { origin, incarnation, seq })
+    let floor = match version {
+        VERSION_ONCE => Some(r.u64("envelope floor")?),
+        _ => None,
+    };
+    Ok(RequestId { origin, incarnation, seq, floor })
 }
 
 #[cfg(test)]
@@ -93,12 +114,14 @@ mod tests {
 
     #[test]
     fn round_trip_and_truncation() {
-        let id = RequestId { origin: NodeId(3), incarnation: 0xdead_beef, seq: 42 };
         let op = WriteOp::command(&[b"SET", b"k", b"v"]);
-        let bytes = encode(id, &op);
-        assert_eq!(decode(&bytes).unwrap(), Decoded::Write(id, op));
-        for cut in 0..bytes.len() {
-            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        for floor in [None, Some(40)] {
+            let id = RequestId { origin: NodeId(3), incarnation: 0xdead_beef, seq: 42, floor };
+            let bytes = encode(id, &op);
+            assert_eq!(decode(&bytes).unwrap(), Decoded::Write(id, op.clone()));
+            for cut in 0..bytes.len() {
+                assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
         }
         let cluster = ClusterId::random();
         let bytes = encode_cluster_id(cluster);

@@ -36,6 +36,19 @@ pub fn timeout() -> Reply {
     Reply::Error("TIMEOUT not known to be committed in time".into())
 }
 
+/// A client's write proposed and not yet answered. Its entry is kept to
+/// propose again, with the same id, to each new leader until it is applied:
+/// the sessions of the state machine (`crate::kv::sessions`) make the copies
+/// take effect once.
+#[derive(Debug)]
+pub struct PendingWrite {
+    pub waiter: Waiter,
+    pub entry: Vec<u8>,
+    /// The leader (and its term) it was last proposed to.
+    pub sent_to: (Term, NodeId),
+    pub sent_at: Instant,
+}
+
 #[derive(Debug)]
 pub struct PendingRead {
     pub op: ReadRequest,
@@ -67,11 +80,7 @@ enum Due {
 #[derive(Debug, Default)]
 pub struct Pending {
     /// Proposed writes by sequence number (the envelope's `seq`).
-    pub writes: HashMap<u64, Waiter>,
-    /// Writes this node appended as leader: index -> (term, seq). If the
-    /// entry applied at that index has another term, the write was lost
-    /// with a leadership change and certainly not applied.
-    pub appended: BTreeMap<Index, (Term, u64)>,
+    pub writes: BTreeMap<u64, PendingWrite>,
     /// Reads waiting for a read index, by context.
     pub reads: HashMap<u64, PendingRead>,
     /// Reads whose index is known, waiting for the state machine to reach
@@ -86,9 +95,21 @@ pub struct Pending {
 }
 
 impl Pending {
-    pub fn add_write(&mut self, seq: u64, waiter: Waiter, deadline: Instant) {
-        self.writes.insert(seq, waiter);
+    pub fn add_write(&mut self, seq: u64, write: PendingWrite, deadline: Instant) {
+        self.writes.insert(seq, write);
         self.deadlines.push_back((deadline, Due::Write(seq)));
+    }
+
+    /// Answers the write `seq` if this process still waits on it.
+    pub fn answer_write(&mut self, seq: u64, reply: Reply) {
+        if let Some(w) = self.writes.remove(&seq) {
+            w.waiter.reply(reply);
+        }
+    }
+
+    /// The lowest `seq` still waiting, or `next` when none is.
+    pub fn write_floor(&self, next: u64) -> u64 {
+        self.writes.keys().next().copied().unwrap_or(next).min(next)
     }
 
     pub fn add_read(&mut self, ctx: u64, read: PendingRead, deadline: Instant) {
@@ -123,11 +144,7 @@ impl Pending {
             }
             self.deadlines.pop_front();
             match due {
-                Due::Write(seq) => {
-                    if let Some(w) = self.writes.remove(&seq) {
-                        w.reply(timeout());
-                    }
-                }
+                Due::Write(seq) => self.answer_write(seq, timeout()),
                 Due::Read(ctx) => {
                     if let Some(r) = self.reads.remove(&ctx) {
                         r.waiter.reply(timeout());
@@ -158,8 +175,8 @@ impl Pending {
     /// The node is stopping: proposed writes have an unknown outcome; reads
     /// and admin requests end.
     pub fn abandon(&mut self, why: &str) {
-        for (_, w) in self.writes.drain() {
-            w.reply(Reply::Error(format!("TIMEOUT {why}; the write may or may not be applied")));
+        for (_, w) in std::mem::take(&mut self.writes) {
+            w.waiter.reply(Reply::Error(format!("TIMEOUT {why}; the write may or may not be applied")));
         }
         for (_, r) in self.reads.drain() {
             r.waiter.reply(try_again(why));
@@ -172,6 +189,5 @@ impl Pending {
             a.waiter.reply(Reply::Error(format!("TIMEOUT {why}")));
         }
         self.deadlines.clear();
-        self.appended.clear();
     }
 }

@@ -9,6 +9,12 @@
 //!   deadline by the one clock every node of a test shares: a read that
 //!   ended before the earliest possible deadline sees the value, a read that
 //!   began after the latest possible one sees nothing.
+//! - counters: `INCR`s of counters each client owns, one at a time; every
+//!   answer is the count acknowledged so far, and at the end each counter
+//!   holds exactly its acknowledged increments (plus at most the one whose
+//!   answer was lost, after which the client moves to a fresh counter). A
+//!   write the cluster applied twice, through a node that proposed it again
+//!   to a new leader, breaks both.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +50,10 @@ pub struct Report {
     pub transfers_aborted: u64,
     pub audits: u64,
     pub expiry_checks: u64,
+    pub increments: u64,
+    /// Each counter: its key, the increments acknowledged, and whether one
+    /// more may have been applied unanswered.
+    pub counters: Vec<(String, i64, bool)>,
     pub violations: Vec<String>,
 }
 
@@ -76,8 +86,12 @@ pub fn start(addrs: &[String], seed: u64, stop: Arc<AtomicBool>) -> Side {
     }
     let (a, s) = (addrs.to_vec(), stop.clone());
     threads.push(std::thread::spawn(move || audits(a, seed ^ 0xa0d1, s)));
-    let (a, s) = (addrs.to_vec(), stop);
+    let (a, s) = (addrs.to_vec(), stop.clone());
     threads.push(std::thread::spawn(move || expiry(a, seed ^ 0xe791, s)));
+    for w in 0..2u64 {
+        let (a, s) = (addrs.to_vec(), stop.clone());
+        threads.push(std::thread::spawn(move || counters(a, seed ^ (0xc0 << 8) ^ w, s)));
+    }
     Side { threads }
 }
 
@@ -90,6 +104,8 @@ impl Side {
             total.transfers_aborted += r.transfers_aborted;
             total.audits += r.audits;
             total.expiry_checks += r.expiry_checks;
+            total.increments += r.increments;
+            total.counters.extend(r.counters);
             total.violations.extend(r.violations);
         }
         total
@@ -229,4 +245,51 @@ fn expiry(addrs: Vec<String>, seed: u64, stop: Arc<AtomicBool>) -> Report {
         }
         Ok(())
     })
+}
+
+/// `INCR`s of this client's own counters (module docs).
+fn counters(addrs: Vec<String>, seed: u64, stop: Arc<AtomicBool>) -> Report {
+    let mut current = (format!("count:{seed}:0"), 0i64);
+    let mut done: Vec<(String, i64, bool)> = Vec::new();
+    let mut report = drive(&addrs, seed, &stop, |c, _, report| {
+        let reply = c.cmd(&["INCR", &current.0]);
+        if let Ok(Reply::Integer(n)) = reply {
+            current.1 += 1;
+            report.increments += 1;
+            if n != current.1 {
+                report
+                    .violations
+                    .push(format!("counters: INCR {} answered {n}, acknowledged {}", current.0, current.1));
+                current.1 = n;
+            }
+            return Ok(());
+        }
+        // Not known whether it applied: a fresh counter from here.
+        let (key, acked) = std::mem::replace(&mut current, (format!("count:{seed}:{}", done.len() + 1), 0));
+        done.push((key, acked, true));
+        reply.map(|_| ())
+    });
+    done.push((current.0, current.1, false));
+    report.counters = done;
+    report
+}
+
+/// Each counter holds its acknowledged increments (and at most the one
+/// unanswered), read through `client`.
+pub fn check_counters(client: &mut Client, report: &Report) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for (key, acked, maybe) in &report.counters {
+        let got = match client.cmd(&["GET", key]) {
+            Ok(Reply::Bulk(None)) => 0,
+            Ok(reply) => int_of(&reply).unwrap_or(-1),
+            Err(e) => {
+                wrong.push(format!("counters: GET {key}: {e}"));
+                continue;
+            }
+        };
+        if got < *acked || got > acked + i64::from(*maybe) {
+            wrong.push(format!("counters: {key} = {got}, acknowledged {acked}, one unknown: {maybe}"));
+        }
+    }
+    wrong
 }
