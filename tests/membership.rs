@@ -112,6 +112,13 @@ fn grow_shrink_and_replace_every_member_under_load() {
         std::thread::sleep(Duration::from_secs(2));
         assert_eq!(c.info_u64(l, "term"), term, "a removed node disturbed the cluster\n{}", c.logs());
         assert_eq!(leader_among(&mut c, other), l);
+        // It was told: it says so and stops campaigning.
+        let role = c.info(other).map(|i| i["role"].clone());
+        assert_eq!(role.as_deref(), Some("removed"), "{}", c.logs());
+        assert!(c.log_of(other).contains("this node was removed"), "{}", c.log_of(other));
+        let its_term = c.info_u64(other, "term");
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(c.info_u64(other, "term"), its_term, "a removed node campaigned\n{}", c.log_of(other));
         c.kill(other);
     }
     // Replace every original member still there, one by one.

@@ -972,13 +972,18 @@ impl Core {
         }
         let mut peers = BTreeMap::new();
         let listed: Vec<NodeId> = self.settings.peers.peers.keys().copied().collect();
-        for id in membership.members().into_iter().chain(listed) {
+        // A member that just left is still told so (`Raft::departing`), at
+        // the address the configuration it left had for it.
+        let departing: Vec<NodeId> = self.raft.departing().collect();
+        for id in membership.members().into_iter().chain(listed).chain(departing) {
             if id == self.settings.id {
                 continue;
             }
             let addr = match self.settings.peers.get(id) {
                 Some(p) => Some(p.raft_addr.clone()),
-                None => membership.addrs.get(&id).map(|a| a.raft.clone()),
+                None => {
+                    membership.addrs.get(&id).or_else(|| self.membership_seen.addrs.get(&id)).map(|a| a.raft.clone())
+                }
             };
             if let Some(addr) = addr.filter(|a| !a.is_empty()) {
                 peers.insert(id, addr);

@@ -127,6 +127,11 @@ pub struct Raft {
     /// Leader: every member but ourselves... and ourselves, whose `matched`
     /// is the durable end of our own log.
     pub(super) progress: BTreeMap<NodeId, Progress>,
+    /// Leader: members a configuration it appended left out, with that
+    /// entry's index. They are sent the log until they hold it, so that they
+    /// learn of their removal and stop campaigning (a removed node that never
+    /// hears of it campaigns forever, refused by everyone).
+    pub(super) departing: BTreeMap<NodeId, super::types::Index>,
     pub(super) transfer: Option<Transfer>,
     pub(super) reads: ReadQueue,
     /// Leader: a membership change being driven through its steps.
@@ -204,6 +209,7 @@ impl Raft {
             election_timeout_ticks: cfg.election_ticks_max,
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
+            departing: BTreeMap::new(),
             transfer: None,
             reads: ReadQueue::default(),
             membership_change: None,
@@ -317,6 +323,7 @@ impl Raft {
     /// Forgets everything only a leader keeps.
     fn abandon_leadership(&mut self) {
         self.progress.clear();
+        self.departing.clear();
         self.transfer = None;
         self.membership_change = None;
         self.fail_pending_reads();
@@ -342,7 +349,8 @@ impl Raft {
         let members = self.membership().members();
         let next = self.log.last_index().next();
         let (inflight_max, inflight_bytes_max) = (self.cfg.inflight_appends_max, self.cfg.inflight_bytes_max);
-        self.progress.retain(|id, _| members.contains(id));
+        let departing = &self.departing;
+        self.progress.retain(|id, _| members.contains(id) || departing.contains_key(id));
         let now = self.ticks;
         for id in members {
             self.progress.entry(id).or_insert_with(|| {

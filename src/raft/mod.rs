@@ -412,6 +412,12 @@ impl Raft {
         self.transfer.is_some()
     }
 
+    /// Leader: members that left the configuration and are still sent the
+    /// log until they hold their removal.
+    pub fn departing(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.departing.keys().copied()
+    }
+
     pub fn snapshot_index(&self) -> Index {
         self.log.snapshot_index()
     }
@@ -447,7 +453,7 @@ impl Raft {
     pub fn fingerprint<H: std::hash::Hasher>(&self, h: &mut H) {
         use std::hash::Hash;
         (self.term, self.vote, self.role, self.leader).hash(h);
-        (&self.log, &self.memberships, &self.votes, &self.progress).hash(h);
+        (&self.log, &self.memberships, &self.votes, &self.progress, &self.departing).hash(h);
         (&self.transfer, &self.reads, &self.membership_change).hash(h);
         (&self.forward_queue, &self.forward_to, &self.forwarded_reads, &self.out).hash(h);
         (self.incarnation, self.next_read_seq).hash(h);

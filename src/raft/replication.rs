@@ -16,6 +16,11 @@ impl Raft {
         let at = (entry.index, entry.term);
         self.log.append(std::slice::from_ref(&entry));
         if self.memberships.on_append(std::slice::from_ref(&entry)) {
+            let members = self.membership().members();
+            let left: Vec<NodeId> = self.progress.keys().copied().filter(|id| !members.contains(id)).collect();
+            for id in left.into_iter().filter(|&id| id != self.id) {
+                self.departing.insert(id, at.0);
+            }
             self.rebuild_progress();
         }
         at
@@ -31,6 +36,9 @@ impl Raft {
         }
         self.tick_transfer();
         self.tick_snapshot_sends();
+        if !self.departing.is_empty() {
+            self.expire_departed();
+        }
         if self.heartbeat_elapsed_ticks >= self.cfg.heartbeat_ticks {
             self.heartbeat_elapsed_ticks = 0;
             self.broadcast_heartbeat();
@@ -221,7 +229,41 @@ impl Raft {
             self.on_peer_caught_up(from);
         }
         self.on_membership_progress(from);
+        self.release_departed(from);
         Ok(())
+    }
+
+    /// A member that left holds the configuration without it: it knows,
+    /// and is sent nothing more.
+    fn release_departed(&mut self, from: NodeId) {
+        let Some(&removed_at) = self.departing.get(&from) else { return };
+        let holds = self.progress.get(&from).is_some_and(|p| p.matched >= removed_at);
+        if holds && !self.membership().contains(from) {
+            log::info!("{} t{}: node {from} holds its removal; no longer replicating to it", self.id, self.term);
+            self.departing.remove(&from);
+            self.progress.remove(&from);
+        } else if holds {
+            // Added back since.
+            self.departing.remove(&from);
+        }
+    }
+
+    /// Members that left and have been silent for ten election timeouts
+    /// (removed because they were down, most often) are given up on.
+    fn expire_departed(&mut self) {
+        let (now, window) = (self.ticks, 10 * self.cfg.election_ticks_max);
+        let silent: Vec<NodeId> = self
+            .departing
+            .keys()
+            .copied()
+            .filter(|id| self.progress.get(id).is_none_or(|p| now.saturating_sub(p.last_heard_tick) >= window))
+            .collect();
+        for id in silent {
+            self.departing.remove(&id);
+            if !self.membership().contains(id) {
+                self.progress.remove(&id);
+            }
+        }
     }
 
     fn on_append_rejected(&mut self, from: NodeId, r: AppendResp) -> Result<(), Dropped> {
