@@ -4,7 +4,7 @@
 
 BINS := node kv sim lincheck walbench snapbench bench lab
 SEEDS ?= 100000
-EXPERIMENTS := insert mixes sizes election stragglers etcd security limits
+EXPERIMENTS := insert mixes sizes election stragglers failover etcd security limits
 
 .PHONY: all build cluster cluster-secure stop clean-data test sim bench jepsen $(addprefix bench-,$(EXPERIMENTS))
 
@@ -40,7 +40,7 @@ sim:
 	cargo run --release --bin sim -- --seeds $(SEEDS)
 
 # Every measurement: make bench. One experiment: make bench-election (or
-# bench-insert, bench-mixes, bench-sizes, bench-stragglers, bench-etcd,
+# bench-insert, bench-mixes, bench-sizes, bench-stragglers, bench-failover, bench-etcd,
 # bench-security, bench-limits).
 # Results (CSV, SVG, markdown) go to bench/results/.
 bench: build

@@ -194,6 +194,17 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     }
     let id = id.ok_or("--id is required")?;
     let peers = peers.ok_or("--peers is required")?;
+    if election.0 <= heartbeat_ms {
+        // The follower's lease and the leader's check-quorum both last the
+        // shortest election timeout: below a heartbeat, leaders step down
+        // and followers campaign between any two heartbeats, and the
+        // cluster never settles (seen at 0-5 ms).
+        return Err(format!(
+            "--election-timeout: the minimum ({} ms) must be above the heartbeat ({heartbeat_ms} ms, --heartbeat): \
+             a follower must hear from its leader within its shortest election timeout",
+            election.0
+        ));
+    }
     let tls = match (tls_cert, tls_key, tls_ca) {
         (None, None, None) => None,
         (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
@@ -278,6 +289,16 @@ mod tests {
             ),
             ("--id 1 --peers p --fsync sometimes", "--fsync: \"sometimes\" is not always or never"),
             ("--id 1 --peers p --heartbeat 0", "--heartbeat: must be at least 1 ms"),
+            (
+                "--id 1 --peers p --election-timeout 0-5 --heartbeat 1",
+                "--election-timeout: the minimum (0 ms) must be above the heartbeat (1 ms, --heartbeat): a follower \
+                 must hear from its leader within its shortest election timeout",
+            ),
+            (
+                "--id 1 --peers p --election-timeout 40-80",
+                "--election-timeout: the minimum (40 ms) must be above the heartbeat (50 ms, --heartbeat): a \
+                 follower must hear from its leader within its shortest election timeout",
+            ),
             (
                 "--id 1 --peers p --log-level loud",
                 "--log-level: \"loud\" is not one of error, warn, info, debug, trace",

@@ -300,6 +300,30 @@ impl LocalCluster {
         }
     }
 
+    /// Sends a signal by name (STOP, CONT) to node `id`.
+    pub fn signal(&self, id: u64, signal: &str) -> Result<(), String> {
+        let pid = self.nodes.get(&id).and_then(|n| n.child.as_ref()).map(|c| c.id());
+        let pid = pid.ok_or_else(|| format!("node {id} is not running"))?;
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .map_err(|e| format!("kill -{signal} {pid}: {e}"))?;
+        if !status.success() {
+            return Err(format!("kill -{signal} {pid} failed"));
+        }
+        Ok(())
+    }
+
+    /// Cuts (or heals) every raft link to and from node `id`.
+    pub fn isolate(&self, id: u64, cut: bool) {
+        for (&(from, to), p) in &self.proxies {
+            if from == id || to == id {
+                p.set_cut(cut);
+            }
+        }
+    }
+
     /// Delays every link to and from node `id` by `delay` each way.
     pub fn slow_node(&self, id: u64, delay: Duration) {
         for (&(from, to), p) in &self.proxies {

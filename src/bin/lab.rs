@@ -5,7 +5,7 @@
 //! lab [--out DIR] [--seconds S] [--rounds N] [--trials N] [--baseline-node PATH] EXPERIMENT...
 //! ```
 //!
-//! Experiments: insert, mixes, sizes, election, stragglers, etcd, security,
+//! Experiments: insert, mixes, sizes, election, stragglers, failover, etcd, security,
 //! limits, or all.
 //! `--seconds` is the length of each load point (default 3), `--rounds`
 //! how often the side-by-side comparisons (mixes, etcd) repeat each point
@@ -22,8 +22,8 @@ use std::process::ExitCode;
 use raftkv::bench::lab::{self, Lab};
 
 const USAGE: &str = "usage: lab [--out DIR] [--seconds S] [--rounds N] [--trials N] [--baseline-node PATH] \
-EXPERIMENT...\nexperiments: insert mixes sizes election stragglers etcd security limits all";
-const ALL: [&str; 8] = ["insert", "mixes", "sizes", "election", "stragglers", "etcd", "security", "limits"];
+EXPERIMENT...\nexperiments: insert mixes sizes election stragglers failover etcd security limits all";
+const ALL: [&str; 9] = ["insert", "mixes", "sizes", "election", "stragglers", "failover", "etcd", "security", "limits"];
 
 /// A flag's value as a number above zero.
 fn positive<T: std::str::FromStr + PartialOrd + Default>(flag: &str, v: Option<&String>) -> Result<T, String> {
@@ -92,6 +92,7 @@ fn main() -> ExitCode {
             "sizes" => lab::sizes::run(&lab),
             "election" => lab::election::run(&lab),
             "stragglers" => lab::stragglers::run(&lab),
+            "failover" => lab::failover::run(&lab),
             "security" => lab::security::run(&lab),
             "limits" => lab::limits::run(&lab),
             _ => lab::versus_etcd::run(&lab),

@@ -226,13 +226,6 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
     let peers = Peers::load(&opts.peers).map_err(|e| NodeError::Config(e.to_string()))?;
     let me = own_line(&opts, &peers)?;
     let security = load_security(&opts, &me)?;
-    if opts.election_timeout_ms_min <= opts.heartbeat_ms {
-        log::warn!(
-            "heartbeat {} ms is not below the election timeout {} ms: followers may time out between heartbeats",
-            opts.heartbeat_ms,
-            opts.election_timeout_ms_min
-        );
-    }
     let max_clients = fit_max_clients(opts.max_clients, peers.peers.len());
     let dir = DataDir::open(&opts.data, opts.id).map_err(|e| NodeError::Fatal(e.to_string()))?;
     match crate::wal::space::free_bytes(dir.path()) {

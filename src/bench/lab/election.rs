@@ -21,7 +21,7 @@ use crate::bench::report::Report;
 use crate::client::Conn;
 use crate::resp::Reply;
 
-pub const TIMEOUTS: [(u64, u64); 4] = [(0, 5), (12, 25), (150, 300), (300, 500)];
+pub const TIMEOUTS: [(u64, u64); 5] = [(0, 5), (2, 5), (12, 25), (150, 300), (300, 500)];
 const CLUSTER_SIZE: u64 = 5;
 /// A trial that saw no acknowledged write in this long failed.
 const TRIAL_LIMIT: Duration = Duration::from_secs(15);
@@ -139,6 +139,20 @@ counts trials where the new leader's term is more than one above the old: a spli
     for (x, &election_ms) in TIMEOUTS.iter().enumerate() {
         let heartbeat_ms = heartbeat_for(election_ms);
         println!("== election timeout {}-{} ms, heartbeat {heartbeat_ms} ms", election_ms.0, election_ms.1);
+        // A setting the node refuses is reported as refused, never as a
+        // time.
+        let flags = format!(
+            "--id 1 --peers p --election-timeout {}-{} --heartbeat {heartbeat_ms}",
+            election_ms.0, election_ms.1
+        );
+        if let Err(e) = crate::cli::parse(&flags.split(' ').map(String::from).collect::<Vec<_>>()) {
+            println!("  refused by the node: {e}");
+            let mut row = vec![categories[x].clone(), heartbeat_ms.to_string(), "0".into()];
+            row.extend(["-", "-", "-", "-", "-"].map(String::from));
+            row.push(format!("refused: {e}"));
+            rows.push(row);
+            continue;
+        }
         let options = ClusterOptions { size: CLUSTER_SIZE, election_ms, heartbeat_ms, ..ClusterOptions::default() };
         let mut cluster = match LocalCluster::start(options) {
             Ok(c) => c,

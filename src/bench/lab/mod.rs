@@ -4,6 +4,7 @@
 
 pub mod compare;
 pub mod election;
+pub mod failover;
 pub mod insert;
 pub mod limits;
 pub mod mixes;
