@@ -193,3 +193,29 @@ fn leader_failures_under_incr(nodes: u64) {
         }
     }
 }
+
+/// Redis answers writes on a demoted master with `-READONLY`, and Sentinel
+/// clients then ask for the new master: a connection that wrote to the
+/// leader is told so once after the leader hands over, without the write
+/// being applied; its next writes are forwarded as on any follower, and a
+/// connection that never wrote to it as leader is not told.
+#[test]
+fn a_connection_that_wrote_to_a_demoted_leader_is_told_readonly_once() {
+    let _serial = ONE_AT_A_TIME.lock();
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    let leader = c.wait_for_leader(Duration::from_secs(15)).unwrap_or_else(|| panic!("no leader\n{}", c.logs()));
+    let mut writer = c.client(leader).expect("connect");
+    let mut reader = c.client(leader).expect("connect");
+    assert_eq!(text(&writer.cmd(&["SET", "k", "1"]).unwrap()), "OK");
+    assert_eq!(text(&reader.cmd(&["GET", "k"]).unwrap()), "1");
+    let next = c.nodes.keys().copied().find(|&id| id != leader).unwrap();
+    let reply = c.client(leader).unwrap().cmd(&["RAFT", "TRANSFER", &next.to_string()]).unwrap();
+    assert_eq!(text(&reply), "OK", "{}", c.logs());
+    let got = text(&writer.cmd(&["SET", "k", "2"]).unwrap());
+    assert!(got.starts_with("-READONLY"), "{got}");
+    assert_eq!(text(&writer.cmd(&["GET", "k"]).unwrap()), "1", "a write answered -READONLY was applied");
+    assert_eq!(text(&writer.cmd(&["SET", "k", "3"]).unwrap()), "OK");
+    assert_eq!(text(&reader.cmd(&["SET", "k", "4"]).unwrap()), "OK");
+    assert_eq!(text(&reader.cmd(&["GET", "k"]).unwrap()), "4");
+}

@@ -39,7 +39,9 @@ fn outcome(call: &Call, reply: std::io::Result<Reply>) -> Outcome {
         Err(_) => return Outcome::Unknown,
     };
     match (call, reply) {
-        (_, Reply::Error(e)) if e.starts_with("TRYAGAIN") => Outcome::Failed,
+        // Not applied: no leader, or this node stopped leading since the
+        // connection wrote to it (README, Failover).
+        (_, Reply::Error(e)) if e.starts_with("TRYAGAIN") || e.starts_with("READONLY") => Outcome::Failed,
         (_, Reply::Error(e)) if e.starts_with("TIMEOUT") => Outcome::Unknown,
         (Call::Read, Reply::Bulk(v)) => Outcome::Ok(Ret::Value(v)),
         (Call::Write(_), Reply::Simple(s)) if s == "OK" => Outcome::Ok(Ret::Done),

@@ -106,6 +106,9 @@ pub struct ClientOptions {
     pub pending: Arc<PendingBudget>,
     /// What CONFIG GET shows: the node's settings by Redis-style name.
     pub settings: Arc<Vec<(String, String)>>,
+    /// The core's word on this node's role (for `-READONLY` after a
+    /// demotion).
+    pub role: Arc<super::logging::LogContext>,
 }
 
 /// The Redis version HELLO and INFO report: the one whose commands and
@@ -247,6 +250,8 @@ struct Connection {
     info: Arc<ClientInfo>,
     /// Bytes of the answers received and not yet written (in `answers`).
     answers_bytes: usize,
+    /// This connection wrote to this node while it led (`demoted`).
+    wrote_to_leader: bool,
 }
 
 fn serve(stream: Stream, to_core: Sender<Submission>, opts: &ClientOptions, place: &Place) -> io::Result<()> {
@@ -268,6 +273,7 @@ fn serve(stream: Stream, to_core: Sender<Submission>, opts: &ClientOptions, plac
         peer,
         info: place.info.clone(),
         answers_bytes: 0,
+        wrote_to_leader: false,
     };
     let _killable = super::clients::SocketHandle::new(&place.info, fd);
     loop {
@@ -358,6 +364,7 @@ impl Connection {
         }
         match parsed {
             Err(reply) | Ok(ClientCommand::Reply(reply)) => self.slots.push(Slot::Ready(reply)),
+            Ok(ClientCommand::Write(_)) if let Some(reply) = self.demoted() => self.slots.push(Slot::Ready(reply)),
             Ok(ClientCommand::Write(write)) => self.submit(Kind::Write, Request::Write(write), args, Then::Reply)?,
             Ok(ClientCommand::Read(cmd)) => {
                 let local = self.session.readonly;
@@ -443,8 +450,27 @@ impl Connection {
             self.slots.push(Slot::Ready(Reply::array(replies)));
             return Ok(());
         }
+        if let Some(reply) = self.demoted() {
+            self.slots.push(Slot::Ready(reply));
+            return Ok(());
+        }
         let request = Request::Exec { watches, commands: multi.commands };
         self.submit(Kind::Write, request, args, Then::Exec(multi.immediate))
+    }
+
+    /// Redis answers writes on a master demoted to a replica with
+    /// `-READONLY`, which Sentinel clients take as the sign to ask for the
+    /// new master. A connection that wrote to this node while it led gets
+    /// that answer (the write is not applied) for its first write after the
+    /// node stopped leading; its writes after that are forwarded to the
+    /// leader, as on any follower.
+    fn demoted(&mut self) -> Option<Reply> {
+        if self.opts.role.leads() {
+            self.wrote_to_leader = true;
+            return None;
+        }
+        std::mem::take(&mut self.wrote_to_leader)
+            .then(|| Reply::Error("READONLY You can't write against a read only replica.".into()))
     }
 
     /// Authentication and permissions (README, Security): answers AUTH and HELLO,

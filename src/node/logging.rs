@@ -30,6 +30,11 @@ impl LogContext {
         self.term.store(term, Ordering::Relaxed);
     }
 
+    /// Whether the core last said this node leads.
+    pub fn leads(&self) -> bool {
+        self.role.load(Ordering::Relaxed) == 2
+    }
+
     fn role_name(&self) -> &'static str {
         match self.role.load(Ordering::Relaxed) {
             0 => "follower",

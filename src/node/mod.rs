@@ -288,6 +288,7 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
             per_connection_floor: 1 << 20,
         }),
         settings: Arc::new(settings_for_config_get(&opts, &client_addr)),
+        role: log_context.clone(),
     };
     let client_thread = client::spawn_listener(client_listener, requests_tx, stop_clients.clone(), client_opts)
         .map_err(|e| NodeError::Fatal(format!("cannot start the client listener: {e}")))?;

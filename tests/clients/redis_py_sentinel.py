@@ -2,8 +2,10 @@
 
 Usage: python3 redis_py_sentinel.py SECONDS HOST:PORT ...  Writes INCRs
 through `Sentinel(...).master_for('raftkv')` for SECONDS while the test
-kills leaders, and prints one JSON line: acknowledged INCRs, the final
-value, and the errors that reached the application by class name.
+kills leaders and hands leadership over, and prints one JSON line:
+acknowledged INCRs, the final value, the errors that reached the
+application by class name, and what `ROLE` says through the client at the
+end (`master`: it talks to the leader).
 """
 import json
 import sys
@@ -39,7 +41,9 @@ def main(seconds, addrs):
             break
         except redis.RedisError:
             time.sleep(0.1)
-    print(json.dumps({"acked": acked, "final": final, "errors": errors}))
+    role = master.execute_command("ROLE")[0]
+    role = role.decode() if isinstance(role, bytes) else role
+    print(json.dumps({"acked": acked, "final": final, "errors": errors, "role": role}))
 
 
 if __name__ == "__main__":
