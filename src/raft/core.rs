@@ -14,7 +14,7 @@ use super::membership::MembershipLog;
 use super::message::{Body, HardState, Membership, Message, SnapshotMeta};
 use super::progress::Progress;
 use super::read::ReadQueue;
-use super::types::{NodeId, Term};
+use super::types::{Index, NodeId, Term};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -131,7 +131,7 @@ pub struct Raft {
     /// entry's index. They are sent the log until they hold it, so that they
     /// learn of their removal and stop campaigning (a removed node that never
     /// hears of it campaigns forever, refused by everyone).
-    pub(super) departing: BTreeMap<NodeId, super::types::Index>,
+    pub(super) departing: BTreeMap<NodeId, Index>,
     pub(super) transfer: Option<Transfer>,
     pub(super) reads: ReadQueue,
     /// Leader: a membership change being driven through its steps.
@@ -336,6 +336,15 @@ impl Raft {
         self.votes.clear();
         self.reset_election_timer();
         self.reads = ReadQueue::default();
+        // Members the latest configuration left out may not know yet: a
+        // leader that appended it may have died before telling them.
+        if let Some(at) = self.memberships.last_change_index() {
+            let now = self.membership().members();
+            let before = self.memberships.at(Index(at.0.saturating_sub(1))).members();
+            for id in before.into_iter().filter(|id| !now.contains(id) && *id != self.id) {
+                self.departing.insert(id, at);
+            }
+        }
         self.rebuild_progress();
         // Entries of earlier terms commit only once an entry of this term
         // does (paper §5.4.2): append one right away.
@@ -352,7 +361,8 @@ impl Raft {
         let departing = &self.departing;
         self.progress.retain(|id, _| members.contains(id) || departing.contains_key(id));
         let now = self.ticks;
-        for id in members {
+        let departing: Vec<NodeId> = self.departing.keys().copied().collect();
+        for id in members.into_iter().chain(departing) {
             self.progress.entry(id).or_insert_with(|| {
                 // A new leader (or member) gets a full election timeout of
                 // grace before check-quorum counts it silent.
