@@ -175,6 +175,15 @@ fn leader_failures_under_incr(nodes: u64) {
     assert!(longest <= WAIT_MAX, "a client of a surviving node waited {longest:?}\n{}", c.logs());
     assert!(acked > 100, "too few writes got through: {acked}\n{}", c.logs());
 
+    // The nodes say what they carried over (INFO stats).
+    let stat = |c: &TestCluster, id: u64, name: &str| -> u64 {
+        c.info(id).and_then(|i| i.get(name).and_then(|v| v.parse().ok())).unwrap_or(0)
+    };
+    let again: u64 = c.running().iter().map(|&id| stat(&c, id, "writes_proposed_again")).sum();
+    assert!(again > 0, "no node reports a write proposed again\n{}", c.logs());
+    let leader = c.wait_for_leader(Duration::from_secs(15)).expect("a leader");
+    assert!(stat(&c, leader, "client_sessions") >= nodes, "{:?}", c.info(leader));
+
     // Every counter holds what was acknowledged, on every node.
     for id in c.running() {
         let mut client = c.client(id).expect("connect");

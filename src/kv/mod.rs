@@ -252,6 +252,11 @@ impl KvStore {
         self.data.keys == 0
     }
 
+    /// Processes whose writes the store remembers (`sessions`).
+    pub fn sessions(&self) -> usize {
+        self.data.sessions.len()
+    }
+
     /// Keys with a deadline (INFO keyspace `expires`).
     pub fn expiring(&self) -> usize {
         self.expiring.len()

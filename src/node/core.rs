@@ -128,6 +128,8 @@ pub struct Core {
     leaderless_since: Option<Instant>,
     /// When next to look for writes a live leader has not applied.
     resend_check_at: Instant,
+    /// Writes proposed again, for INFO.
+    writes_proposed_again: u64,
 }
 
 /// A request answered from this node's own state (see `Core::local`).
@@ -188,6 +190,7 @@ impl Core {
             write_target: None,
             leaderless_since: None,
             resend_check_at: Instant::now(),
+            writes_proposed_again: 0,
         }
     }
 
@@ -356,6 +359,8 @@ impl Core {
                         peers: self.transport.stats(),
                         tick: self.settings.tick,
                         election_timeout: self.election_timeout(),
+                        writes_waiting: self.pending.writes.len(),
+                        writes_proposed_again: self.writes_proposed_again,
                     };
                     let peers = &self.settings.peers;
                     let text = super::info::render(&self.raft, &self.kv, storage, peers, cluster, usage, &sections);
@@ -651,6 +656,7 @@ impl Core {
             w.sent_at = now;
             resent += 1;
         }
+        self.writes_proposed_again += resent as u64;
         resent
     }
 

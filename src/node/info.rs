@@ -58,6 +58,10 @@ pub struct Usage<'a> {
     /// were last heard from.
     pub tick: std::time::Duration,
     pub election_timeout: std::time::Duration,
+    /// Client writes this node proposed and has not answered.
+    pub writes_waiting: usize,
+    /// Times this node proposed a waiting write again (README, Failover).
+    pub writes_proposed_again: u64,
 }
 
 /// When this process started serving, for INFO `uptime_in_seconds`.
@@ -268,7 +272,8 @@ pub fn render(
             out,
             "# Stats\r\nrejected_connections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\n\
              client_query_buffer_limit_disconnections:{}\r\nclient_idle_disconnections:{}\r\n\
-             peer_messages_sent:{}\r\npeer_messages_dropped:{}\r\npeer_messages_dropped_queue_full:{}\r\n",
+             peer_messages_sent:{}\r\npeer_messages_dropped:{}\r\npeer_messages_dropped_queue_full:{}\r\n\
+             writes_waiting:{}\r\nwrites_proposed_again:{}\r\nclient_sessions:{}\r\n",
             load(&k.rejected),
             load(&k.output_disconnects),
             load(&k.input_disconnects),
@@ -276,6 +281,9 @@ pub fn render(
             usage.peers.sent,
             usage.peers.dropped,
             usage.peers.dropped_full,
+            usage.writes_waiting,
+            usage.writes_proposed_again,
+            kv.sessions(),
         );
     }
     out.into_bytes()
