@@ -214,13 +214,7 @@ fn node_redis_and_ioredis_work_with_their_defaults() {
         .stdin(std::process::Stdio::null())
         .output()
         .expect("node");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
-        "node client suite failed:\n{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        c.logs()
-    );
+    support::assert_printed_ok("node client suite", &out, &c);
 }
 
 /// Every node answers ROLE and the Sentinel commands with the cluster's

@@ -672,13 +672,8 @@ impl Core {
         if self.raft.leader().is_none() {
             let since = *self.leaderless_since.get_or_insert(now);
             if now.duration_since(since) >= self.settings.leader_wait {
-                let why = format!(
-                    "TIMEOUT no leader for {} ms; the write may or may not be applied",
-                    self.settings.leader_wait.as_millis()
-                );
-                for (_, w) in std::mem::take(&mut self.pending.writes) {
-                    w.waiter.reply(Reply::Error(why.clone()));
-                }
+                let why = format!("no leader for {} ms", self.settings.leader_wait.as_millis());
+                self.pending.time_out_writes(&why);
             }
             return;
         }

@@ -109,7 +109,15 @@ impl Pending {
 
     /// The lowest `seq` still waiting, or `next` when none is.
     pub fn write_floor(&self, next: u64) -> u64 {
-        self.writes.keys().next().copied().unwrap_or(next).min(next)
+        self.writes.keys().next().copied().unwrap_or(next)
+    }
+
+    /// Every waiting write gets `-TIMEOUT` saying why: its outcome is not
+    /// known here.
+    pub fn time_out_writes(&mut self, why: &str) {
+        for (_, w) in std::mem::take(&mut self.writes) {
+            w.waiter.reply(Reply::Error(format!("TIMEOUT {why}; the write may or may not be applied")));
+        }
     }
 
     pub fn add_read(&mut self, ctx: u64, read: PendingRead, deadline: Instant) {
@@ -175,9 +183,7 @@ impl Pending {
     /// The node is stopping: proposed writes have an unknown outcome; reads
     /// and admin requests end.
     pub fn abandon(&mut self, why: &str) {
-        for (_, w) in std::mem::take(&mut self.writes) {
-            w.waiter.reply(Reply::Error(format!("TIMEOUT {why}; the write may or may not be applied")));
-        }
+        self.time_out_writes(why);
         for (_, r) in self.reads.drain() {
             r.waiter.reply(try_again(why));
         }

@@ -339,17 +339,23 @@ impl Raft {
         // Members the latest configuration left out may not know yet: a
         // leader that appended it may have died before telling them.
         if let Some(at) = self.memberships.last_change_index() {
-            let now = self.membership().members();
-            let before = self.memberships.at(Index(at.0.saturating_sub(1))).members();
-            for id in before.into_iter().filter(|id| !now.contains(id) && *id != self.id) {
-                self.departing.insert(id, at);
-            }
+            self.note_departures(at);
         }
         self.rebuild_progress();
         // Entries of earlier terms commit only once an entry of this term
         // does (paper §5.4.2): append one right away.
         self.append_new(super::message::Payload::Noop);
         log::info!("{} became leader at term {}", self.id, self.term);
+    }
+
+    /// The members the configuration at `at` left out are `departing` until
+    /// they hold it.
+    pub(super) fn note_departures(&mut self, at: Index) {
+        let now = self.memberships.at(at).members();
+        let before = self.memberships.at(Index(at.0.saturating_sub(1))).members();
+        for id in before.into_iter().filter(|id| !now.contains(id) && *id != self.id) {
+            self.departing.insert(id, at);
+        }
     }
 
     /// Progress for every member of the current configuration, keeping what

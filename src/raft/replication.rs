@@ -16,11 +16,7 @@ impl Raft {
         let at = (entry.index, entry.term);
         self.log.append(std::slice::from_ref(&entry));
         if self.memberships.on_append(std::slice::from_ref(&entry)) {
-            let members = self.membership().members();
-            let left: Vec<NodeId> = self.progress.keys().copied().filter(|id| !members.contains(id)).collect();
-            for id in left.into_iter().filter(|&id| id != self.id) {
-                self.departing.insert(id, at.0);
-            }
+            self.note_departures(at.0);
             self.rebuild_progress();
         }
         at

@@ -544,9 +544,15 @@ pub fn run_redis_py(python: &mut Command, c: &TestCluster) {
     if !redis_py_ran(&out) {
         return;
     }
+    assert_printed_ok("redis-py", &out, c);
+}
+
+/// A client suite passed: it exited cleanly and printed `ok`; otherwise
+/// panics with its output and the cluster's logs.
+pub fn assert_printed_ok(what: &str, out: &std::process::Output, c: &TestCluster) {
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
-        "redis-py failed:\n{}\n{}\n{}",
+        "{what} failed:\n{}\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
         c.logs()
