@@ -8,6 +8,7 @@ pub mod client;
 pub mod codec;
 pub mod command;
 pub mod config;
+pub mod expiry;
 pub mod identity;
 pub mod kv;
 pub mod limits;

@@ -22,7 +22,7 @@
 //!  11 TimeoutNow          last_index u64, incarnation u64
 //!  12 Propose             count u32, (len u32, command)*count
 //!  13 ReadIndex           incarnation u64, seq u64 (the read's id)
-//!  14 ReadIndexResp       incarnation u64, seq u64, present u8, index u64
+//!  14 ReadIndexResp       incarnation u64, seq u64, present u8, index u64, clock u64
 //! ```
 //! Entries and snapshot metadata use `crate::codec`. `from` and `to` are not
 //! in frames: they are the handshake's. The frame format belongs to the
@@ -139,11 +139,12 @@ fn encode_body(w: &mut Writer<'_>, body: &Body) {
             w.u64(request.incarnation);
             w.u64(request.seq);
         }
-        Body::ReadIndexResp { request, index } => {
+        Body::ReadIndexResp { request, index, clock } => {
             w.u64(request.incarnation);
             w.u64(request.seq);
             w.bool(index.is_some());
             w.u64(index.map_or(0, |i| i.0));
+            w.u64(*clock);
         }
     }
 }
@@ -215,7 +216,7 @@ fn decode_body(r: &mut Reader<'_>, kind: u8) -> Result<Body, DecodeError> {
             let request = read_id(r)?;
             let present = r.bool("present")?;
             let i = index(r)?;
-            Body::ReadIndexResp { request, index: present.then_some(i) }
+            Body::ReadIndexResp { request, index: present.then_some(i), clock: r.u64("clock")? }
         }
         _ => unreachable!("kinds are checked before decoding"),
     })

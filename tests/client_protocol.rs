@@ -69,7 +69,7 @@ fn answer(command: ClientCommand, store: &Mutex<KvStore>) -> (Reply, bool) {
         ClientCommand::Write(args) => {
             (store.apply(&WriteOp::command(&args.iter().map(|a| &a[..]).collect::<Vec<_>>()), 1), false)
         }
-        ClientCommand::Read(op) => (store.read(&op, 0), false),
+        ClientCommand::Read(op) => (store.read(&op, 0, 0), false),
         ClientCommand::Reply(reply) => (reply, false),
         ClientCommand::Connection { name: "quit", .. } => (Reply::ok(), true),
         ClientCommand::Info { .. } => (Reply::bulk(format!("# Raft\r\nkeys:{}\r\n", store.len())), false),

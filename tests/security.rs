@@ -194,6 +194,7 @@ fn a_buggy_peer_with_the_secret_cannot_panic_or_wedge_a_node() {
             Body::ReadIndexResp {
                 request: raftkv::raft::ReadId { incarnation: 0, seq: 0 },
                 index: Some(Index(u64::MAX)),
+                clock: u64::MAX,
             },
         ),
     ]

@@ -179,3 +179,14 @@ fn catches_snapshot_chunks_taken_by_index_alone() {
     let f = hunt(PlantedBug::SnapshotChunksByIndex);
     assert!(f.what.contains("storage"), "{}", f.what);
 }
+
+/// Issue: reads were judged by the store's clock alone. A key that an entry
+/// brought in already past its deadline by the leader's clock (a deadline
+/// from a slower clock, or a commit slower than the time to live) was seen by
+/// reads that reached the leader after the deadline, on followers serving
+/// past the read index too. Found by the simulator's drifting clocks.
+#[test]
+fn catches_reads_judged_without_the_leaders_clock() {
+    let f = hunt(PlantedBug::ReadClockIgnored);
+    assert!(f.what.starts_with("expiry"), "{}", f.what);
+}

@@ -86,14 +86,14 @@ impl KvStore {
     pub fn execute(&mut self, cmd: &Cmd, index: u64, base: u64) -> Reply {
         match self.write(cmd, index, base) {
             Some(reply) => reply,
-            None => query(&self.data, cmd, base),
+            None => query(&self.data, cmd, base, 0),
         }
     }
 
     /// A live string and its deadline, `None` when absent, `-WRONGTYPE`
     /// for a hash.
     fn string(&self, key: &[u8]) -> Result<Option<(Bytes, u64)>, Reply> {
-        string(&self.data, key).map(|s| s.map(|(v, deadline)| (v.clone(), deadline)))
+        string(self.data.live(key)).map(|s| s.map(|(v, deadline)| (v.clone(), deadline)))
     }
 
     /// Whether a deadline has already passed by the store's clock.
@@ -356,7 +356,7 @@ impl KvStore {
                 if let Err(e) = self.hash_mut(key, index, true) {
                     return Some(e);
                 }
-                let had = hash(&self.data, key).ok().flatten().is_some_and(|h| h.fields.contains_key(&field[..]));
+                let had = hash(self.data.live(key)).ok().flatten().is_some_and(|h| h.fields.contains_key(&field[..]));
                 if !had {
                     self.with_hash(key, index, |h| h.insert(field, value));
                 }
@@ -373,7 +373,7 @@ impl KvStore {
             Cmd::HIncrBy { key, field, by } => {
                 // Checked before anything changes, so a refused increment
                 // leaves the key (and a WATCH on it) as it was.
-                let current = match hash(&self.data, key) {
+                let current = match hash(self.data.live(key)) {
                     Err(e) => return Some(e),
                     Ok(h) => match h.and_then(|h| h.fields.get(&field[..])) {
                         None => 0,
@@ -462,9 +462,9 @@ fn write_key(cmd: &Cmd) -> Option<&[u8]> {
     }
 }
 
-/// A hash's fields, `None` when absent, `-WRONGTYPE` for a string.
-fn hash<'a>(data: &'a Data, key: &[u8]) -> Result<Option<&'a Hash>, Reply> {
-    match data.live(key) {
+/// A live item's hash fields, `None` when absent, `-WRONGTYPE` for a string.
+fn hash(item: Option<&Item>) -> Result<Option<&Hash>, Reply> {
+    match item {
         None => Ok(None),
         Some(Item { value: Value::Hash(h), .. }) => Ok(Some(h)),
         Some(_) => Err(wrongtype()),
@@ -472,8 +472,8 @@ fn hash<'a>(data: &'a Data, key: &[u8]) -> Result<Option<&'a Hash>, Reply> {
 }
 
 /// A string and its deadline, `None` when absent, `-WRONGTYPE` for a hash.
-fn string<'a>(data: &'a Data, key: &[u8]) -> Result<Option<(&'a Bytes, u64)>, Reply> {
-    match data.live(key) {
+fn string(item: Option<&Item>) -> Result<Option<(&Bytes, u64)>, Reply> {
+    match item {
         None => Ok(None),
         Some(Item { value: Value::Str(s), deadline, .. }) => Ok(Some((s, *deadline))),
         Some(_) => Err(wrongtype()),
@@ -509,32 +509,34 @@ fn or_reply(r: Result<Reply, Reply>) -> Reply {
     r.unwrap_or_else(|e| e)
 }
 
-/// Serves a read command on `data`. `wall` is the serving node's clock,
-/// used only for the numbers TTL and PTTL answer: whether a key is there
-/// is the store's clock's business alone.
-pub(super) fn query(data: &Data, cmd: &Cmd, wall: u64) -> Reply {
-    let now = data.clock.max(wall);
+/// Serves a read command on `data`. A key is absent when its deadline is
+/// at or before the store's clock or `at`, the leader's clock the read is
+/// judged by (`crate::expiry`; 0 for none). `wall` is the serving node's
+/// clock, for the numbers TTL and PTTL answer.
+pub(super) fn query(data: &Data, cmd: &Cmd, wall: u64, at: u64) -> Reply {
+    let at = data.clock.max(at);
+    let now = at.max(wall);
     match cmd {
         Cmd::Get { key } => {
-            or_reply(string(data, key).map(|v| v.map_or(Reply::nil(), |(v, _)| Reply::Value(v.clone()))))
+            or_reply(string(data.live_at(key, at)).map(|v| v.map_or(Reply::nil(), |(v, _)| Reply::Value(v.clone()))))
         }
         Cmd::MGet { keys } => Reply::array(
             keys.iter()
-                .map(|k| match string(data, k) {
+                .map(|k| match string(data.live_at(k, at)) {
                     Ok(Some((v, _))) => Reply::Value(v.clone()),
                     _ => Reply::nil(),
                 })
                 .collect(),
         ),
         Cmd::StrLen { key } => {
-            or_reply(string(data, key).map(|v| Reply::Integer(v.map_or(0, |(v, _)| v.len() as i64))))
+            or_reply(string(data.live_at(key, at)).map(|v| Reply::Integer(v.map_or(0, |(v, _)| v.len() as i64))))
         }
-        Cmd::GetRange { key, start, end } => or_reply(string(data, key).map(|v| {
+        Cmd::GetRange { key, start, end } => or_reply(string(data.live_at(key, at)).map(|v| {
             let v = v.map_or(&b""[..], |(v, _)| &v[..]);
             Reply::bulk(range(v, *start, *end).to_vec())
         })),
-        Cmd::Exists { keys } => Reply::Integer(keys.iter().filter(|k| data.live(k).is_some()).count() as i64),
-        Cmd::Ttl { key, unit } => match data.live(key) {
+        Cmd::Exists { keys } => Reply::Integer(keys.iter().filter(|k| data.live_at(k, at).is_some()).count() as i64),
+        Cmd::Ttl { key, unit } => match data.live_at(key, at) {
             None => Reply::Integer(-2),
             Some(i) if i.deadline == 0 => Reply::Integer(-1),
             Some(i) => {
@@ -545,7 +547,7 @@ pub(super) fn query(data: &Data, cmd: &Cmd, wall: u64) -> Reply {
                 })
             }
         },
-        Cmd::ExpireTime { key, unit } => match data.live(key) {
+        Cmd::ExpireTime { key, unit } => match data.live_at(key, at) {
             None => Reply::Integer(-2),
             Some(i) if i.deadline == 0 => Reply::Integer(-1),
             Some(i) => Reply::Integer(match unit {
@@ -553,18 +555,23 @@ pub(super) fn query(data: &Data, cmd: &Cmd, wall: u64) -> Reply {
                 Unit::Seconds => (i.deadline / 1000) as i64,
             }),
         },
-        Cmd::Type { key } => Reply::Simple(data.live(key).map_or("none", |i| i.value.type_name()).to_string()),
+        Cmd::Type { key } => Reply::Simple(data.live_at(key, at).map_or("none", |i| i.value.type_name()).to_string()),
         Cmd::Keys { pattern } => Reply::array(
-            data.iter_live().filter(|(k, _)| glob::matches(pattern, k)).map(|(k, _)| Reply::bulk(k.to_vec())).collect(),
+            data.iter_live_at(at)
+                .filter(|(k, _)| glob::matches(pattern, k))
+                .map(|(k, _)| Reply::bulk(k.to_vec()))
+                .collect(),
         ),
-        Cmd::Scan { cursor, pattern, count, kind } => scan(data, *cursor, pattern.as_deref(), *count, kind.as_deref()),
-        Cmd::RandomKey => random_key(data),
+        Cmd::Scan { cursor, pattern, count, kind } => {
+            scan(data, at, *cursor, pattern.as_deref(), *count, kind.as_deref())
+        }
+        Cmd::RandomKey => random_key(data, at),
         Cmd::DbSize => Reply::Integer(data.keys as i64),
         Cmd::HGet { key, field } => or_reply(
-            hash(data, key)
+            hash(data.live_at(key, at))
                 .map(|h| h.and_then(|h| h.fields.get(&field[..])).map_or(Reply::nil(), |v| Reply::Value(v.clone()))),
         ),
-        Cmd::HMGet { key, fields } => or_reply(hash(data, key).map(|h| {
+        Cmd::HMGet { key, fields } => or_reply(hash(data.live_at(key, at)).map(|h| {
             Reply::array(
                 fields
                     .iter()
@@ -572,7 +579,7 @@ pub(super) fn query(data: &Data, cmd: &Cmd, wall: u64) -> Reply {
                     .collect(),
             )
         })),
-        Cmd::HGetAll { key } => or_reply(hash(data, key).map(|h| {
+        Cmd::HGetAll { key } => or_reply(hash(data.live_at(key, at)).map(|h| {
             Reply::Map(
                 h.iter()
                     .flat_map(|h| h.fields.iter())
@@ -581,22 +588,25 @@ pub(super) fn query(data: &Data, cmd: &Cmd, wall: u64) -> Reply {
             )
         })),
         Cmd::HExists { key, field } => or_reply(
-            hash(data, key).map(|h| Reply::Integer(h.is_some_and(|h| h.fields.contains_key(&field[..])) as i64)),
+            hash(data.live_at(key, at))
+                .map(|h| Reply::Integer(h.is_some_and(|h| h.fields.contains_key(&field[..])) as i64)),
         ),
-        Cmd::HLen { key } => or_reply(hash(data, key).map(|h| Reply::Integer(h.map_or(0, |h| h.fields.len() as i64)))),
+        Cmd::HLen { key } => {
+            or_reply(hash(data.live_at(key, at)).map(|h| Reply::Integer(h.map_or(0, |h| h.fields.len() as i64))))
+        }
         Cmd::HKeys { key } => {
-            or_reply(hash(data, key).map(|h| {
+            or_reply(hash(data.live_at(key, at)).map(|h| {
                 Reply::array(h.iter().flat_map(|h| h.fields.keys()).map(|f| Reply::Value(f.clone())).collect())
             }))
         }
-        Cmd::HVals { key } => or_reply(hash(data, key).map(|h| {
+        Cmd::HVals { key } => or_reply(hash(data.live_at(key, at)).map(|h| {
             Reply::array(h.iter().flat_map(|h| h.fields.values()).map(|v| Reply::Value(v.clone())).collect())
         })),
         Cmd::HStrLen { key, field } => or_reply(
-            hash(data, key)
+            hash(data.live_at(key, at))
                 .map(|h| Reply::Integer(h.and_then(|h| h.fields.get(&field[..])).map_or(0, |v| v.len() as i64))),
         ),
-        Cmd::HScan { key, pattern, .. } => or_reply(hash(data, key).map(|h| {
+        Cmd::HScan { key, pattern, .. } => or_reply(hash(data.live_at(key, at)).map(|h| {
             // One reply holds the whole hash: its cursor is 0 at once, and
             // every field is returned exactly once (Redis does the same for
             // small hashes).
@@ -626,7 +636,7 @@ pub(super) fn query(data: &Data, cmd: &Cmd, wall: u64) -> Reply {
                     .is_some_and(|s| s.class == crate::command::table::Class::Write);
                 match script_command(args, wall) {
                     Ok(_) if writes => Reply::err("Write commands are not allowed from read-only scripts."),
-                    Ok(cmd) => query(data, &cmd, wall),
+                    Ok(cmd) => query(data, &cmd, wall, at),
                     Err(e) => e,
                 }
             };
@@ -655,14 +665,14 @@ fn range(v: &[u8], start: i64, end: i64) -> &[u8] {
 /// so a key present from the first call to the last is returned at least
 /// once, however the store changes in between (docs/commands.md). `count` is the
 /// work per call, in keys looked at, as in Redis; whole shards are read.
-fn scan(data: &Data, cursor: u64, pattern: Option<&[u8]>, count: usize, kind: Option<&[u8]>) -> Reply {
+fn scan(data: &Data, at: u64, cursor: u64, pattern: Option<&[u8]>, count: usize, kind: Option<&[u8]>) -> Reply {
     let mut keys = Vec::new();
     let mut looked = 0;
     let mut shard = cursor as usize;
     while shard < SHARD_COUNT && looked < count {
         for (k, item) in data.shards[shard].iter() {
             looked += 1;
-            let wanted = item.live(data.clock)
+            let wanted = item.live(at)
                 && pattern.is_none_or(|p| glob::matches(p, k))
                 && kind.is_none_or(|t| t == item.value.type_name().as_bytes());
             if wanted {
@@ -675,14 +685,14 @@ fn scan(data: &Data, cursor: u64, pattern: Option<&[u8]>, count: usize, kind: Op
     Reply::array(vec![Reply::bulk(next.to_string()), Reply::array(keys)])
 }
 
-fn random_key(data: &Data) -> Reply {
+fn random_key(data: &Data, at: u64) -> Reply {
     if data.keys == 0 {
         return Reply::nil();
     }
     let start = rand::random_range(0..SHARD_COUNT);
     for i in 0..SHARD_COUNT {
         let shard = &data.shards[(start + i) % SHARD_COUNT];
-        let live: Vec<&Bytes> = shard.iter().filter(|(_, it)| it.live(data.clock)).map(|(k, _)| k).collect();
+        let live: Vec<&Bytes> = shard.iter().filter(|(_, it)| it.live(at)).map(|(k, _)| k).collect();
         if !live.is_empty() {
             return Reply::bulk(live[rand::random_range(0..live.len())].to_vec());
         }

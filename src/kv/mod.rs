@@ -190,13 +190,22 @@ impl Data {
 
     /// The key's item if it is there and not expired by the store's clock.
     fn live(&self, key: &[u8]) -> Option<&Item> {
-        self.shards[shard_of(key)].get(key).filter(|i| i.live(self.clock))
+        self.live_at(key, self.clock)
+    }
+
+    /// The key's item if it is there and not expired by `at`.
+    fn live_at(&self, key: &[u8], at: u64) -> Option<&Item> {
+        self.shards[shard_of(key)].get(key).filter(|i| i.live(at))
     }
 
     /// Live pairs in snapshot order (shard, then key).
     fn iter_live(&self) -> impl Iterator<Item = (&Bytes, &Item)> {
-        let now = self.clock;
-        self.shards.iter().flat_map(|s| s.iter()).filter(move |(_, i)| i.live(now))
+        self.iter_live_at(self.clock)
+    }
+
+    /// Pairs not expired by `at`, in snapshot order.
+    fn iter_live_at(&self, at: u64) -> impl Iterator<Item = (&Bytes, &Item)> {
+        self.shards.iter().flat_map(|s| s.iter()).filter(move |(_, i)| i.live(at))
     }
 }
 
@@ -274,10 +283,7 @@ impl KvStore {
 
     /// A live string value.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        match self.data.live(key) {
-            Some(Item { value: Value::Str(v), .. }) => Some(v),
-            _ => None,
-        }
+        self.get_at(key, 0)
     }
 
     pub fn exists(&self, key: &[u8]) -> bool {
@@ -404,10 +410,21 @@ impl KvStore {
         self.view().write_to(w)
     }
 
-    /// Serves a read command (docs/commands.md) from the current state; `wall`
-    /// is this node's clock (ms), for the numbers TTL answers only.
-    pub fn read(&self, cmd: &Cmd, wall: u64) -> Reply {
-        exec::query(&self.data, cmd, wall)
+    /// Serves a read command (docs/commands.md) from the current state. A
+    /// key past its deadline by the store's clock or by `at` is absent: `at`
+    /// is the leader's clock that released the read (`crate::expiry`), 0
+    /// for none. `wall` is this node's clock (ms), for the numbers TTL
+    /// answers.
+    pub fn read(&self, cmd: &Cmd, wall: u64, at: u64) -> Reply {
+        exec::query(&self.data, cmd, wall, at)
+    }
+
+    /// A string value not expired by the store's clock or by `at`.
+    pub fn get_at(&self, key: &[u8], at: u64) -> Option<&[u8]> {
+        match self.data.live_at(key, self.data.clock.max(at)) {
+            Some(Item { value: Value::Str(v), .. }) => Some(v),
+            _ => None,
+        }
     }
 }
 
@@ -427,9 +444,10 @@ impl KvView {
         self.data.keys == 0
     }
 
-    /// Serves a read command from the copy (scans, off the core thread).
-    pub fn read(&self, cmd: &Cmd, wall: u64) -> Reply {
-        exec::query(&self.data, cmd, wall)
+    /// Serves a read command from the copy (scans, off the core thread);
+    /// as [`KvStore::read`].
+    pub fn read(&self, cmd: &Cmd, wall: u64, at: u64) -> Reply {
+        exec::query(&self.data, cmd, wall, at)
     }
 }
 

@@ -38,7 +38,7 @@ impl Node {
 
     fn read(&self, line: &str) -> Reply {
         let cmd = crate::command::parse_data(&words(line), self.kv.clock()).unwrap();
-        self.kv.read(&cmd, 0)
+        self.kv.read(&cmd, 0, 0)
     }
 }
 
@@ -161,10 +161,10 @@ fn random_read(rng: &mut Xoshiro256PlusPlus, store: &KvStore, model: &Model) {
     let keys: Vec<Vec<u8>> = (0..rng.random_range(1..4)).map(|_| random_key(rng)).collect();
     let expected_mget = Reply::array(keys.iter().map(|k| Reply::Bulk(model.map.get(k).cloned())).collect());
     let existing = keys.iter().filter(|k| model.map.contains_key(*k)).count() as i64;
-    assert_eq!(store.read(&Cmd::MGet { keys: keys.clone() }, 0), expected_mget);
-    assert_eq!(store.read(&Cmd::Exists { keys: keys.clone() }, 0), Reply::Integer(existing));
-    assert_eq!(store.read(&Cmd::Get { key: keys[0].clone() }, 0), Reply::Bulk(model.map.get(&keys[0]).cloned()));
-    assert_eq!(store.read(&Cmd::DbSize, 0), Reply::Integer(model.map.len() as i64));
+    assert_eq!(store.read(&Cmd::MGet { keys: keys.clone() }, 0, 0), expected_mget);
+    assert_eq!(store.read(&Cmd::Exists { keys: keys.clone() }, 0, 0), Reply::Integer(existing));
+    assert_eq!(store.read(&Cmd::Get { key: keys[0].clone() }, 0, 0), Reply::Bulk(model.map.get(&keys[0]).cloned()));
+    assert_eq!(store.read(&Cmd::DbSize, 0, 0), Reply::Integer(model.map.len() as i64));
 }
 
 fn seed_from_env(default: u64) -> u64 {
@@ -399,6 +399,34 @@ fn scan_returns_every_key_present_for_the_whole_scan_while_others_come_and_go() 
     for i in 0..2000 {
         assert!(seen.contains(format!("stay:{i}").as_bytes()), "seed {seed}: stay:{i} missed");
     }
+}
+
+/// A read released by a leader whose clock passed a key's deadline does not
+/// see the key, though the store's clock has not reached it (the entry that
+/// set it was stamped by a slower clock, or committed after the deadline).
+#[test]
+fn a_read_is_judged_by_the_clock_of_the_leader_that_released_it() {
+    let mut n = Node::new();
+    let t = 1_700_000_000_000;
+    n.at(t, "SET k v PX 100");
+    n.at(t, "HSET h f v");
+    n.run("PEXPIRE h 100");
+    let read = |n: &Node, line: &str, at: u64| {
+        let cmd = crate::command::parse_data(&words(line), t).unwrap();
+        n.kv.read(&cmd, 0, at)
+    };
+    for (at, live) in [(0, true), (t + 99, true), (t + 100, false), (t + 5_000, false)] {
+        let want = |r: Reply| if live { r } else { Reply::nil() };
+        assert_eq!(read(&n, "GET k", at), want(bulk("v")), "at {at}");
+        assert_eq!(read(&n, "HGET h f", at), want(bulk("v")), "at {at}");
+        assert_eq!(read(&n, "EXISTS k h", at), int(if live { 2 } else { 0 }), "at {at}");
+        assert_eq!(read(&n, "TTL k", at), int(if live { 0 } else { -2 }), "at {at}");
+        let keys = read(&n, "KEYS *", at);
+        assert_eq!(keys == Reply::array(vec![]), !live, "at {at}: {keys:?}");
+        assert_eq!(n.kv.get_at(b"k", at).is_some(), live, "at {at}");
+    }
+    // The store itself is unchanged: only the sweep deletes.
+    assert_eq!(n.kv.len(), 2);
 }
 
 #[test]

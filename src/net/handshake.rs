@@ -4,7 +4,7 @@
 //! compares cluster ids and says whether the connection is accepted.
 //!
 //! ```text
-//! dialer   -> HELLO      magic "RKVP" | version u16 (3) | from u64 | to u64 | cluster id [16] (zeros: none)
+//! dialer   -> HELLO      magic "RKVP" | version u16 (4) | from u64 | to u64 | cluster id [16] (zeros: none)
 //!                        | incarnation u64 | nonce [32] | mode u8 (0 no secret, 1 secret)
 //! acceptor -> CHALLENGE  1u8 | nonce [32] | mode u8 | mac [32] = H("raftkv acceptor", HELLO, nonce, mode)
 //!          or REFUSAL    2u8 | status u8 | version u16 | id u64            (before any proof: says little)
@@ -32,7 +32,8 @@ use crate::identity::ClusterId;
 use crate::raft::NodeId;
 
 pub const MAGIC: [u8; 4] = *b"RKVP";
-pub const VERSION: u16 = 3;
+/// 4: ReadIndexResp carries the leader's clock (`crate::wire`).
+pub const VERSION: u16 = 4;
 
 const NONCE_BYTES: usize = 32;
 const MAC_BYTES: usize = 32;

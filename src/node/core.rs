@@ -28,8 +28,8 @@ use crate::kv::sessions::{Origin, Seen};
 use crate::kv::{KvStore, Stamp, WriteOp};
 use crate::peers::Peers;
 use crate::raft::{
-    Addrs, Body, Entry, Membership, MembershipChange, MembershipError, Message, NodeId, Payload, ProposeError,
-    Proposed, Raft, Ready, Role, Term, TransferError,
+    Addrs, Body, Entry, Membership, MembershipChange, MembershipError, Message, NodeId, Payload, ProposeError, Raft,
+    Ready, Role, Term, TransferError,
 };
 use crate::resp::Reply;
 use crate::transport::Transport;
@@ -117,11 +117,11 @@ pub struct Core {
     /// log a restart replays, and the core keeps in memory, stays bounded
     /// by `--snapshot-bytes` whatever the write pattern).
     applied_bytes_since_snapshot: u64,
-    /// The leader's last sweep entry: index, term and stamp.
-    sweep_in_flight: Option<(crate::raft::Index, Term, u64)>,
+    /// The leader's expiry sweep.
+    sweep: crate::expiry::Sweep,
     /// Scans (KEYS, SCAN, HGETALL, HSCAN) run on their own thread, on a
     /// copy of the store, so a large one never holds up the core.
-    scanner: crossbeam_channel::Sender<(crate::kv::KvView, crate::kv::Cmd, Waiter)>,
+    scanner: crossbeam_channel::Sender<(crate::kv::KvView, crate::kv::Cmd, Waiter, u64)>,
     /// The leader (and term) the waiting writes were last proposed to.
     write_target: Option<(Term, NodeId)>,
     /// Since when no leader is known, while writes wait.
@@ -142,9 +142,6 @@ enum Local {
     Role,
     Sentinel(Vec<Vec<u8>>),
 }
-
-/// Keys the leader's sweep deletes in one entry.
-const SWEEP_KEYS_MAX: usize = 1000;
 
 /// Why the core thread stopped.
 #[derive(Debug)]
@@ -185,7 +182,7 @@ impl Core {
             membership_seen: Membership::default(),
             cluster_id_proposed: None,
             applied_bytes_since_snapshot: 0,
-            sweep_in_flight: None,
+            sweep: crate::expiry::Sweep::default(),
             scanner: spawn_scanner(),
             write_target: None,
             leaderless_since: None,
@@ -366,7 +363,9 @@ impl Core {
                     let text = super::info::render(&self.raft, &self.kv, storage, peers, cluster, usage, &sections);
                     waiter.reply(Reply::Verbatim(String::from_utf8_lossy(&text).into_owned()));
                 }
-                Local::Read(op) => self.answer_read(op, waiter),
+                // READONLY: this node's state and clock, as a Redis replica
+                // hides keys past their deadline by its own clock.
+                Local::Read(op) => self.answer_read(op, waiter, now_ms()),
                 Local::Role => waiter.reply(self.sentinel_view().role()),
                 Local::Sentinel(args) => waiter.reply(self.sentinel_view().sentinel(&args)),
             }
@@ -392,7 +391,7 @@ impl Core {
     fn submit(&mut self, request: Request, waiter: Waiter, since: Instant) {
         let result = match request {
             Request::Write(_) | Request::Exec { .. } => self.propose(request, waiter),
-            Request::Read { op, .. } => self.read(PendingRead { op, waiter }),
+            Request::Read { op, .. } => self.read(PendingRead { op, waiter, clock: 0 }),
             Request::Raft(cmd) => self.admin(cmd, waiter),
             Request::Info { .. } | Request::Role | Request::Sentinel(_) => unreachable!("answered by answer_local"),
         };
@@ -456,50 +455,26 @@ impl Core {
         }
     }
 
-    /// Leader: deletes, through the log, keys whose deadline has passed by
-    /// this node's clock, in an entry stamped with that clock. Until the
-    /// entry is applied, read indexes handed out include it, so no read
-    /// that arrives after a deadline sees the key (docs/commands.md). While one
-    /// sweep is in flight, another goes out only for keys due after its
-    /// stamp (its stamp is what hides them).
+    /// Leader: proposes the deletion of keys past their deadline by this
+    /// node's clock, which reads from now on wait for (`crate::expiry`).
     fn sweep_expired(&mut self) {
-        if self.raft.role() != Role::Leader || self.raft.transferring() {
-            return;
-        }
-        let now = now_ms();
-        if self.kv.next_deadline().is_none_or(|d| d > now) {
-            return;
-        }
-        let term = self.raft.term();
-        let after = match self.sweep_in_flight {
-            Some((index, t, stamp)) if t == term && index > self.raft.applied() => stamp,
-            _ => 0,
-        };
-        let keys = self.kv.due(after, now, SWEEP_KEYS_MAX);
-        if keys.is_empty() {
-            return;
-        }
-        let op = WriteOp::Expire { stamp: Stamp { ms: now, leader: true }, keys };
         // Deleting expired keys again is harmless: no session.
         let id = RequestId { origin: self.settings.id, incarnation: self.incarnation, seq: u64::MAX, floor: None };
-        if let Ok(Proposed::Appended { index, term }) = self.raft.propose(envelope::encode(id, &op)) {
-            self.sweep_in_flight = Some((index, term, now));
-            self.raft.set_read_floor(index);
-        }
+        self.sweep.run(&mut self.raft, &self.kv, now_ms(), |op| envelope::encode(id, &op));
     }
 
     /// Serves a read from this node's state: scans from a copy on the
     /// scanner thread, the rest here.
-    fn answer_read(&mut self, op: ReadRequest, waiter: Waiter) {
+    fn answer_read(&mut self, op: ReadRequest, waiter: Waiter, clock: u64) {
         match op {
             ReadRequest::Cmd(cmd) if cmd.is_scan() => {
                 let view = self.kv.view();
-                if let Err(e) = self.scanner.send((view, cmd, waiter)) {
-                    let (_, _, waiter) = e.into_inner();
+                if let Err(e) = self.scanner.send((view, cmd, waiter, clock)) {
+                    let (_, _, waiter, _) = e.into_inner();
                     waiter.reply(Reply::err("the scanner thread is gone"));
                 }
             }
-            ReadRequest::Cmd(cmd) => waiter.reply(self.kv.read(&cmd, now_ms())),
+            ReadRequest::Cmd(cmd) => waiter.reply(self.kv.read(&cmd, now_ms(), clock)),
             ReadRequest::Watch(keys) => {
                 waiter.reply(Reply::array(keys.iter().map(|k| Reply::Integer(self.kv.watch_mark(k) as i64)).collect()))
             }
@@ -581,11 +556,19 @@ impl Core {
         if let Some(file) = installed {
             self.snapshots.adopt(file, self.raft.snapshot_index());
         }
+        let applied_any = !rd.committed_entries.is_empty();
         for e in std::mem::take(&mut rd.committed_entries) {
             self.apply(e)?;
         }
+        if applied_any {
+            // Before any read at these entries is released (`Raft`'s
+            // `check_reads`): a key they brought in may be past its
+            // deadline already (a deadline from a slower clock, or a
+            // commit that took longer than the time to live).
+            self.sweep_expired();
+        }
         for r in std::mem::take(&mut rd.read_states) {
-            self.pending.confirm(r.ctx, r.index);
+            self.pending.confirm(r.ctx, r.index, r.clock);
         }
         // Writes the core never sent to the leader they were queued for
         // wait in `pending` and go to the next leader (`follow_leader`).
@@ -870,7 +853,7 @@ impl Core {
     fn serve_reads(&mut self) {
         let applied = self.raft.applied();
         while let Some(read) = self.pending.next_servable(applied) {
-            self.answer_read(read.op, read.waiter);
+            self.answer_read(read.op, read.waiter, read.clock);
         }
     }
 
@@ -997,11 +980,11 @@ impl Core {
 
 /// The thread that serves scans from copies of the store. It ends when the
 /// core drops its sender.
-fn spawn_scanner() -> crossbeam_channel::Sender<(crate::kv::KvView, crate::kv::Cmd, Waiter)> {
-    let (tx, rx) = crossbeam_channel::unbounded::<(crate::kv::KvView, crate::kv::Cmd, Waiter)>();
+fn spawn_scanner() -> crossbeam_channel::Sender<(crate::kv::KvView, crate::kv::Cmd, Waiter, u64)> {
+    let (tx, rx) = crossbeam_channel::unbounded::<(crate::kv::KvView, crate::kv::Cmd, Waiter, u64)>();
     let spawned = std::thread::Builder::new().name("scanner".into()).spawn(move || {
-        for (view, cmd, waiter) in rx {
-            waiter.reply(view.read(&cmd, now_ms()));
+        for (view, cmd, waiter, clock) in rx {
+            waiter.reply(view.read(&cmd, now_ms(), clock));
         }
     });
     if let Err(e) = spawned {

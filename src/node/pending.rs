@@ -53,6 +53,9 @@ pub struct PendingWrite {
 pub struct PendingRead {
     pub op: ReadRequest,
     pub waiter: Waiter,
+    /// The leader's clock the read is judged by, once confirmed
+    /// (`raft::ReadState::clock`).
+    pub clock: u64,
 }
 
 /// A membership or leadership change an operator is waiting for.
@@ -126,8 +129,9 @@ impl Pending {
     }
 
     /// The read `ctx` may be served once `index` is applied.
-    pub fn confirm(&mut self, ctx: u64, index: Index) {
-        if let Some(read) = self.reads.remove(&ctx) {
+    pub fn confirm(&mut self, ctx: u64, index: Index, clock: u64) {
+        if let Some(mut read) = self.reads.remove(&ctx) {
+            read.clock = clock;
             self.confirmed.insert((index, ctx), read);
             self.confirmed_at.insert(ctx, index);
         }

@@ -63,6 +63,11 @@ pub enum PlantedBug {
     /// leader, and send them whenever this node next follows someone: a
     /// write whose client long gave up is applied after newer writes.
     ForwardQueueKept,
+    /// Release reads without the leader's clock (`ReadState::clock`), so
+    /// they are judged by the store's clock alone: a key that an entry
+    /// brought in past its deadline (a slower proposer's clock, a slow
+    /// commit) is seen by reads that reached the leader after its deadline.
+    ReadClockIgnored,
     /// With writes made durable behind the core's back (a log writer
     /// thread), count a leader's own new entries as matched when they are
     /// handed out rather than when they are durable: an entry can commit

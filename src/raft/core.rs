@@ -116,6 +116,8 @@ pub struct Raft {
     pub(super) leader: Option<NodeId>,
     /// Ticks since this node started; only ever compared with itself.
     pub(super) ticks: u64,
+    /// The node's wall clock (ms) as it last said (`Raft::set_clock`).
+    pub(super) clock_ms: u64,
     pub(super) election_elapsed_ticks: u64,
     pub(super) heartbeat_elapsed_ticks: u64,
     /// Randomized in `[election_ticks_min, election_ticks_max]` at each reset.
@@ -218,6 +220,7 @@ impl Raft {
             forwarded_reads: BTreeMap::new(),
             incarnation,
             next_read_seq: 0,
+            clock_ms: 0,
             out: Outbox::default(),
             hard_state_sent: init.hard_state,
             pending_snapshot: None,
@@ -456,10 +459,10 @@ impl Raft {
             }
             Body::PreVote { .. } | Body::Vote { .. } => self.handle_vote_request(m),
             Body::TimeoutNow { .. } => self.handle_timeout_now(m),
-            Body::ReadIndexResp { request, index } => self.handle_read_index_resp(m.from, request, index),
+            Body::ReadIndexResp { request, index, clock } => self.handle_read_index_resp(m.from, request, index, clock),
             Body::ReadIndex { request } => {
                 // We are not the leader (any more): the follower asks again.
-                self.send(m.from, Body::ReadIndexResp { request, index: None });
+                self.send(m.from, Body::ReadIndexResp { request, index: None, clock: 0 });
                 Err(Dropped::UnexpectedForRole)
             }
             _ => self.drop_message(&m, Dropped::UnexpectedForRole),
@@ -509,7 +512,7 @@ impl Raft {
             Body::PreVoteResp { granted } => self.handle_vote_response(m.from, m.term, granted, true),
             Body::VoteResp { granted } => self.handle_vote_response(m.from, m.term, granted, false),
             Body::ReadIndex { request } => {
-                self.send(m.from, Body::ReadIndexResp { request, index: None });
+                self.send(m.from, Body::ReadIndexResp { request, index: None, clock: 0 });
                 Err(Dropped::UnexpectedForRole)
             }
             _ => self.drop_message(&m, Dropped::UnexpectedForRole),

@@ -202,10 +202,12 @@ pub enum Body {
         request: ReadId,
     },
     /// `index` is `None` when the leader could not serve the read (it lost
-    /// leadership); the follower may ask again.
+    /// leadership); the follower may ask again. `clock` is the leader's
+    /// clock the read is judged by (`ReadState::clock`).
     ReadIndexResp {
         request: ReadId,
         index: Option<Index>,
+        clock: u64,
     },
 }
 
@@ -347,8 +349,8 @@ impl fmt::Display for Message {
             }
             Body::Propose { commands } => write!(f, "Propose n={}", commands.len()),
             Body::ReadIndex { request } => write!(f, "ReadIndex req={request}"),
-            Body::ReadIndexResp { request, index } => match index {
-                Some(i) => write!(f, "ReadIndexResp req={request} index={i}"),
+            Body::ReadIndexResp { request, index, clock } => match index {
+                Some(i) => write!(f, "ReadIndexResp req={request} index={i} clock={clock}"),
                 None => write!(f, "ReadIndexResp req={request} failed"),
             },
         }

@@ -63,6 +63,10 @@ pub use types::{Index, NodeId, Term};
 pub struct ReadState {
     pub ctx: u64,
     pub index: Index,
+    /// The leader's clock (ms) when it released the read: keys whose
+    /// deadline it reached are absent for this read, whatever the state at
+    /// `index` (`crate::expiry`).
+    pub clock: u64,
 }
 
 /// Where a proposal went.
@@ -205,6 +209,27 @@ impl Raft {
             }
             _ => Err(ProposeError::NoLeader),
         }
+    }
+
+    /// The node's wall clock (ms since the Unix epoch); it never goes back.
+    /// A leader hands its reading out with each read it releases: the node
+    /// sets it where it sweeps expired keys (`crate::expiry`), so that
+    /// every key the reading has expired was swept in the state the read
+    /// is served from, or is hidden by the reading.
+    pub fn set_clock(&mut self, ms: u64) {
+        self.clock_ms = self.clock_ms.max(ms);
+    }
+
+    /// Leader: appends an entry of the node's own making (the expiry sweep,
+    /// `crate::expiry`), also while a transfer is under way: the leader
+    /// still answers reads then, and they must see it. The transfer target
+    /// catches up with it as with any entry before it takes over.
+    pub fn propose_own(&mut self, command: Vec<u8>) -> Result<Proposed, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NoLeader);
+        }
+        let (index, term) = self.append_new(Payload::Command(command));
+        Ok(Proposed::Appended { index, term })
     }
 
     /// Asks for a linearizable read; the answer for `ctx` comes in a later

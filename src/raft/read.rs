@@ -26,6 +26,9 @@ pub struct ReadQueue {
     /// Registered reads, oldest first: the read index and the round whose
     /// confirmation makes the read safe. Rounds never decrease along the queue.
     pending: VecDeque<(ReadCtx, Index, u64)>,
+    /// Confirmed reads, waiting for this node to have applied their index
+    /// (`check_reads`), oldest (and lowest index) first.
+    confirmed: VecDeque<(ReadCtx, Index)>,
     /// Reads that arrived before this leader committed an entry of its own
     /// term: until then its commit index may lag what earlier leaders
     /// committed, so it cannot name a safe read index.
@@ -44,7 +47,7 @@ impl ReadQueue {
     }
 
     pub fn len(&self) -> usize {
-        self.pending.len() + self.waiting_for_commit.len()
+        self.pending.len() + self.confirmed.len() + self.waiting_for_commit.len()
     }
 }
 
@@ -119,31 +122,48 @@ impl Raft {
         self.check_reads();
     }
 
-    /// Releases every read whose round a quorum has acknowledged.
+    /// Releases every read whose round a quorum has acknowledged, once this
+    /// node has applied its index. By then the node has seen the state the
+    /// read will be served from and set the floor it needs (the expiry
+    /// sweep of keys that entry brought in already past their deadline,
+    /// `crate::expiry`), and the read is released at the floor if higher.
+    /// `applied` is what earlier Readys handed out: the node applies those
+    /// before it steps or asks again.
     pub(super) fn check_reads(&mut self) {
-        if self.reads.pending.is_empty() {
-            return;
+        if !self.reads.pending.is_empty() {
+            let me = self.id;
+            let round_sent = self.reads.round_sent;
+            let progress = &self.progress;
+            let confirmed = quorum_value(self.memberships.current(), |id| {
+                if id == me { round_sent } else { progress.get(&id).map_or(0, |p| p.read_round_acked) }
+            });
+            while let Some(&(ctx, index, round)) = self.reads.pending.front() {
+                if round > confirmed {
+                    break;
+                }
+                self.reads.pending.pop_front();
+                self.reads.confirmed.push_back((ctx, index));
+            }
         }
-        let me = self.id;
-        let round_sent = self.reads.round_sent;
-        let progress = &self.progress;
-        let confirmed = quorum_value(self.memberships.current(), |id| {
-            if id == me { round_sent } else { progress.get(&id).map_or(0, |p| p.read_round_acked) }
-        });
-        while let Some(&(ctx, index, round)) = self.reads.pending.front() {
-            if round > confirmed {
+        let applied = self.log.applied();
+        while let Some(&(ctx, index)) = self.reads.confirmed.front() {
+            if index > applied {
                 break;
             }
-            self.reads.pending.pop_front();
-            self.release_read(ctx, Some(index));
+            self.reads.confirmed.pop_front();
+            self.release_read(ctx, Some(index.max(self.reads.floor)));
         }
     }
 
     fn release_read(&mut self, ctx: ReadCtx, index: Option<Index>) {
+        let clock = match self.cfg.planted_bug {
+            Some(super::config::PlantedBug::ReadClockIgnored) => 0,
+            _ => self.clock_ms,
+        };
         match (ctx, index) {
-            (ReadCtx::Local(ctx), Some(index)) => self.out.read_states.push(super::ReadState { ctx, index }),
+            (ReadCtx::Local(ctx), Some(index)) => self.out.read_states.push(super::ReadState { ctx, index, clock }),
             (ReadCtx::Local(ctx), None) => self.out.read_failures.push(ctx),
-            (ReadCtx::Remote(to, request), index) => self.send(to, Body::ReadIndexResp { request, index }),
+            (ReadCtx::Remote(to, request), index) => self.send(to, Body::ReadIndexResp { request, index, clock }),
         }
     }
 
@@ -163,7 +183,9 @@ impl Raft {
         let waiting: Vec<ReadCtx> = std::mem::take(&mut self.reads.waiting_for_commit);
         let pending: Vec<ReadCtx> =
             std::mem::take(&mut self.reads.pending).into_iter().map(|(ctx, _, _)| ctx).collect();
-        for ctx in pending.into_iter().chain(waiting) {
+        let confirmed: Vec<ReadCtx> =
+            std::mem::take(&mut self.reads.confirmed).into_iter().map(|(ctx, _)| ctx).collect();
+        for ctx in pending.into_iter().chain(confirmed).chain(waiting) {
             self.release_read(ctx, None);
         }
         self.reads = ReadQueue::default();
@@ -177,6 +199,7 @@ impl Raft {
         from: NodeId,
         request: ReadId,
         index: Option<Index>,
+        clock: u64,
     ) -> Result<(), Dropped> {
         if self.leader != Some(from) || request.incarnation != self.incarnation {
             return Err(Dropped::StaleResponse);
@@ -185,7 +208,7 @@ impl Raft {
             return Err(Dropped::StaleResponse);
         };
         match index {
-            Some(index) => self.out.read_states.push(super::ReadState { ctx: read.ctx, index }),
+            Some(index) => self.out.read_states.push(super::ReadState { ctx: read.ctx, index, clock }),
             None => self.out.read_failures.push(read.ctx),
         }
         Ok(())

@@ -42,6 +42,39 @@ pub struct SimOptions {
     pub planted_bug: Option<PlantedBug>,
     pub faults: Faults,
     pub seed: u64,
+    /// Keys with deadlines are written: leaders sweep them by their clocks,
+    /// and the clocks they read are noted (`Cluster::leader_clocks`).
+    pub expiry: bool,
+    pub clocks: Clocks,
+}
+
+/// How far the nodes' clocks stray from the simulator's time: each node's
+/// is off by up to `offset_ms_max` either way and runs fast or slow by up to
+/// `drift_ppm_max` parts per million.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Clocks {
+    pub offset_ms_max: u64,
+    pub drift_ppm_max: u64,
+}
+
+/// Simulated milliseconds per tick, for the nodes' clocks.
+pub const TICK_MS: u64 = 10;
+/// What every clock reads at tick 0 (ms): far from 0, so no clock is
+/// negative.
+const CLOCK_BASE_MS: i64 = 1_000_000_000;
+
+/// A node's clock: its offset and its rate error.
+#[derive(Clone, Copy, Debug, Default)]
+struct NodeClock {
+    offset_ms: i64,
+    drift_ppm: i64,
+}
+
+impl NodeClock {
+    fn read(&self, tick: u64) -> u64 {
+        let real = (tick * TICK_MS) as i64;
+        (CLOCK_BASE_MS + real + self.offset_ms + real * self.drift_ppm / 1_000_000) as u64
+    }
 }
 
 impl SimOptions {
@@ -61,6 +94,8 @@ impl SimOptions {
             planted_bug: None,
             faults: Faults::NONE,
             seed,
+            expiry: false,
+            clocks: Clocks::default(),
         }
     }
 }
@@ -94,6 +129,9 @@ pub struct SimNode {
     pub raft: Option<Raft>,
     pub disk: Disk,
     pub machine: Machine,
+    /// The expiry sweep, while it leads.
+    sweep: crate::expiry::Sweep,
+    clock: NodeClock,
     /// Oldest first; made durable in order.
     pending: std::collections::VecDeque<PendingWrite>,
     /// Confirmed reads waiting for the state machine to reach their index.
@@ -140,6 +178,11 @@ pub struct Cluster {
     /// When set, a line per notable event (scenario scripts print it).
     pub trace: Option<Vec<String>>,
     pub stats: Stats,
+    /// With `SimOptions::expiry`: per tick, the lowest and highest clock a
+    /// leader read to sweep, serve a read or stamp an entry. A read must not
+    /// see a key past its deadline by the clock of the leader that served
+    /// it, nor miss one before its deadline by every leader's clock so far.
+    pub leader_clocks: BTreeMap<u64, (u64, u64)>,
 }
 
 /// An operator's request to the leader.
@@ -187,6 +230,7 @@ impl Cluster {
             outcomes: Vec::new(),
             trace: None,
             stats: Stats::default(),
+            leader_clocks: BTreeMap::new(),
             opts,
         };
         for &id in started {
@@ -196,7 +240,14 @@ impl Cluster {
     }
 
     pub fn add_node(&mut self, id: NodeId, disk: Disk) {
+        // A generator of its own, so that clocks change no other draw.
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.opts.seed ^ 0xc10c_0000 ^ id.0);
+        let (offset, drift) = (self.opts.clocks.offset_ms_max as i64, self.opts.clocks.drift_ppm_max as i64);
+        let clock =
+            NodeClock { offset_ms: rng.random_range(-offset..=offset), drift_ppm: rng.random_range(-drift..=drift) };
         let node = SimNode {
+            sweep: crate::expiry::Sweep::default(),
+            clock,
             raft: None,
             disk,
             machine: Machine::default(),
@@ -279,7 +330,35 @@ impl Cluster {
         let before = (raft.role(), raft.term());
         raft.tick();
         self.note_role_change(id, before);
+        self.sweep(id);
         self.check(id)
+    }
+
+    /// What node `id`'s clock reads now (ms).
+    pub fn wall(&self, id: NodeId) -> u64 {
+        self.nodes.get(&id).map_or(0, |n| n.clock.read(self.net.now))
+    }
+
+    /// A leader's clock reading that decides expiry (`leader_clocks`).
+    fn note_leader_clock(&mut self, id: NodeId) -> u64 {
+        let ms = self.wall(id);
+        let e = self.leader_clocks.entry(self.net.now).or_insert((ms, ms));
+        *e = (e.0.min(ms), e.1.max(ms));
+        ms
+    }
+
+    /// A leader sweeps what expired by its clock, as a node does at each
+    /// tick and before it serves a read.
+    fn sweep(&mut self, id: NodeId) {
+        if !self.opts.expiry || self.raft(id).is_none_or(|r| r.role() != Role::Leader) {
+            return;
+        }
+        let now = self.note_leader_clock(id);
+        let node = self.nodes.get_mut(&id).expect("up");
+        let raft = node.raft.as_mut().expect("up");
+        if let Some(index) = node.sweep.run(raft, &node.machine.kv, now, super::machine::command_sweep) {
+            self.note(|| format!("  {id} sweeps at {now} ms: entry {index}"));
+        }
     }
 
     /// Asks node `id` (a leader, or the request is refused) for a membership
@@ -328,6 +407,9 @@ impl Cluster {
         }
         let m = f.msg;
         let before = (raft.role(), raft.term());
+        if matches!(m.body, Body::ReadIndex { .. }) {
+            self.sweep(to);
+        }
         let text = self.trace.is_some().then(|| m.to_string());
         let result = self.raft_mut(to).expect("up").step(m);
         if let Some(text) = text {
@@ -356,7 +438,26 @@ impl Cluster {
         }
     }
 
+    /// Proposes `SET key value PX ms` at node `id`, stamped with its clock;
+    /// returns the deadline that makes.
+    pub fn propose_setpx(
+        &mut self,
+        id: NodeId,
+        (client, seq): (u64, u64),
+        key: &str,
+        value: &str,
+        ms: u64,
+    ) -> Result<u64, ProposeError> {
+        let Some(raft) = self.raft(id) else { return Err(ProposeError::NoLeader) };
+        let leader = raft.role() == Role::Leader;
+        let now = if leader { self.note_leader_clock(id) } else { self.wall(id) };
+        let stamp = crate::kv::Stamp { ms: now, leader };
+        self.propose(id, super::machine::command_setpx(client, seq, key, value, ms, stamp))?;
+        Ok(now + ms)
+    }
+
     pub fn read(&mut self, id: NodeId, ctx: u64, key: &str) -> Result<(), ReadError> {
+        self.sweep(id);
         let floor = self.checker.applied_max();
         let node = self.nodes.get_mut(&id).ok_or(ReadError::NoLeader)?;
         match node.raft.as_mut() {
@@ -517,6 +618,10 @@ impl Cluster {
                 });
             }
         }
+        if !entries.is_empty() {
+            // As the node does before any read at these entries is released.
+            self.sweep(id);
+        }
         match &entries[..] {
             [] => {}
             [e] => self.note(|| format!("  {id} applied {e}")),
@@ -545,7 +650,7 @@ impl Cluster {
                     r.ctx, r.index
                 ));
             }
-            let value = node.machine.map.get(&key).cloned();
+            let value = node.machine.get(&key, r.clock);
             self.outcomes.push(Outcome::Read { node: id, ctx: r.ctx, value });
         }
         Ok(())
@@ -635,6 +740,7 @@ impl Cluster {
             self.stats.crashes_mid_transfer += 1;
         }
         node.raft = None;
+        node.sweep = crate::expiry::Sweep::default();
         node.reads_waiting.clear();
         node.read_keys.clear();
         node.machine = Machine::default();

@@ -3,15 +3,37 @@
 //!
 //! A command is `<client>#<seq> set <key> <value>` or
 //! `<client>#<seq> cas <key> <expected> <new>` (`-` stands for absent).
+//!
+//! Keys with a deadline live in the real store (`crate::kv`), so that the
+//! simulator checks expiry as the node does it: `<client>#<seq> setpx <key>
+//! <value> <ms> @<stamp>` is `SET key value PX ms` stamped with the
+//! proposer's clock (`L` after the stamp: it proposed as leader), and
+//! `sweep @<stamp> <key> ...` is the leader's sweep (`crate::expiry`).
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 
+use crate::kv::{KvStore, Stamp, WriteOp};
 use crate::raft::Index;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+/// The snapshot line holding the store (no register key starts with `=`).
+const KV_LINE: &str = "=kv";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Machine {
     pub map: BTreeMap<String, String>,
+    /// Keys written with a deadline.
+    pub kv: KvStore,
     pub applied: Index,
+}
+
+impl Hash for Machine {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.map.hash(h);
+        self.applied.hash(h);
+        self.kv.clock().hash(h);
+        self.kv.iter().for_each(|pair| pair.hash(h));
+    }
 }
 
 /// The result of applying one command, for the client that sent it.
@@ -30,6 +52,30 @@ pub fn command_cas(client: u64, seq: u64, key: &str, expected: Option<&str>, new
     format!("{client}#{seq} cas {key} {} {new}", expected.unwrap_or("-")).into_bytes()
 }
 
+pub fn command_setpx(client: u64, seq: u64, key: &str, value: &str, ms: u64, stamp: Stamp) -> Vec<u8> {
+    format!("{client}#{seq} setpx {key} {value} {ms} {}", show_stamp(stamp)).into_bytes()
+}
+
+/// The leader's sweep, as `crate::expiry::Sweep` hands it out.
+pub fn command_sweep(op: WriteOp) -> Vec<u8> {
+    let WriteOp::Expire { stamp, keys } = op else { unreachable!("the sweep proposes only deletions") };
+    let keys: Vec<String> = keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+    format!("sweep {} {}", show_stamp(stamp), keys.join(" ")).into_bytes()
+}
+
+fn show_stamp(stamp: Stamp) -> String {
+    format!("@{}{}", stamp.ms, if stamp.leader { "L" } else { "" })
+}
+
+fn parse_stamp(word: &str) -> Option<Stamp> {
+    let ms = word.strip_prefix('@')?;
+    let (ms, leader) = match ms.strip_suffix('L') {
+        Some(ms) => (ms, true),
+        None => (ms, false),
+    };
+    Some(Stamp { ms: ms.parse().ok()?, leader })
+}
+
 /// The `(client, seq)` a command carries, if it is one of the above.
 pub fn command_id(command: &[u8]) -> Option<(u64, u64)> {
     let text = std::str::from_utf8(command).ok()?;
@@ -43,10 +89,23 @@ impl Machine {
     pub fn apply(&mut self, index: Index, command: &[u8]) -> Option<Applied> {
         assert!(index > self.applied, "applying {index} after {}", self.applied);
         self.applied = index;
-        let (client, seq) = command_id(command)?;
         let text = std::str::from_utf8(command).ok()?;
         let words: Vec<&str> = text.split(' ').collect();
+        if let ["sweep", stamp, keys @ ..] = &words[..] {
+            let keys = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+            self.kv.apply(&WriteOp::Expire { stamp: parse_stamp(stamp)?, keys }, index.0);
+            return None;
+        }
+        let (client, seq) = command_id(command)?;
         let result = match words.get(1..)? {
+            ["setpx", key, value, ms, stamp] => {
+                let args = ["SET", key, value, "PX", ms].iter().map(|a| a.as_bytes().to_vec()).collect();
+                let reply = self.kv.apply(&WriteOp::Run { stamp: parse_stamp(stamp)?, args }, index.0);
+                match reply {
+                    crate::resp::Reply::Simple(s) => s,
+                    other => format!("{other:?}"),
+                }
+            }
             ["set", key, value] => {
                 self.map.insert(key.to_string(), value.to_string());
                 "OK".to_string()
@@ -67,6 +126,16 @@ impl Machine {
         Some(Applied { client, seq, result })
     }
 
+    /// A key's value, if it is there (and, for a key with a deadline, not
+    /// expired by the store's clock or by `at`, the leader's clock a read is
+    /// judged by).
+    pub fn get(&self, key: &str, at: u64) -> Option<String> {
+        match self.map.get(key) {
+            Some(v) => Some(v.clone()),
+            None => self.kv.get_at(key.as_bytes(), at).map(|v| String::from_utf8_lossy(v).into_owned()),
+        }
+    }
+
     /// Advances over an entry that carries no command.
     pub fn skip(&mut self, index: Index) {
         assert!(index > self.applied, "skipping {index} after {}", self.applied);
@@ -79,6 +148,12 @@ impl Machine {
         let mut out = format!("{}\n", self.applied.0);
         for (k, v) in &self.map {
             out.push_str(&format!("{k} {v}\n"));
+        }
+        if self.kv != KvStore::default() {
+            let mut bytes = Vec::new();
+            self.kv.write_snapshot(&mut bytes).expect("writing to memory");
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            out.push_str(&format!("{KV_LINE} {hex}\n"));
         }
         let sum = crc32fast::hash(out.as_bytes());
         out.push_str(&format!("#{sum:08x}\n"));
@@ -96,8 +171,21 @@ impl Machine {
         }
         let mut lines = body.lines();
         let applied = Index(lines.next().and_then(|l| l.parse().ok()).ok_or("no applied index")?);
-        let map = lines.filter_map(|l| l.split_once(' ')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Ok(Machine { map, applied })
+        let mut map = BTreeMap::new();
+        let mut kv = KvStore::default();
+        for (k, v) in lines.filter_map(|l| l.split_once(' ')) {
+            if k != KV_LINE {
+                map.insert(k.to_string(), v.to_string());
+                continue;
+            }
+            let bytes = (0..v.len())
+                .step_by(2)
+                .map(|i| v.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+                .collect::<Option<Vec<u8>>>()
+                .ok_or("the store's line is not hex")?;
+            kv = KvStore::load(&bytes[..]).map_err(|e| format!("the store's snapshot: {e}"))?;
+        }
+        Ok(Machine { map, kv, applied })
     }
 
     /// Loads a snapshot the simulator itself made durable: damage there is a

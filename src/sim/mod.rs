@@ -6,6 +6,7 @@
 pub mod checker;
 pub mod cluster;
 pub mod disk;
+pub mod expiry;
 pub mod explore;
 pub mod hash;
 pub mod machine;

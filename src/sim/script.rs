@@ -480,9 +480,11 @@ pub fn parse_bug(s: &str) -> Result<PlantedBug, String> {
         "ForwardQueueKept" => Ok(PlantedBug::ForwardQueueKept),
         "LeaderCountsUnwrittenEntries" => Ok(PlantedBug::LeaderCountsUnwrittenEntries),
         "SnapshotChunksByIndex" => Ok(PlantedBug::SnapshotChunksByIndex),
+        "ReadClockIgnored" => Ok(PlantedBug::ReadClockIgnored),
         _ => Err(format!(
             "unknown bug {s:?} (CommitOlderTerm, VoteWithoutLogCheck, AckBeforePersist, ReadWithoutQuorum, \
-             SkipJointConsensus, ReadIdsReused, ForwardQueueKept, LeaderCountsUnwrittenEntries, SnapshotChunksByIndex)"
+             SkipJointConsensus, ReadIdsReused, ForwardQueueKept, LeaderCountsUnwrittenEntries, SnapshotChunksByIndex, \
+             ReadClockIgnored)"
         )),
     }
 }

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
-use super::cluster::{Admin, Cluster, Outcome, SimOptions};
+use super::cluster::{Admin, Clocks, Cluster, Outcome, SimOptions, TICK_MS};
 use super::machine::{command_cas, command_set};
 use super::network::Faults;
 use crate::raft::{Addrs, MembershipChange, NodeId, PlantedBug};
@@ -66,6 +66,11 @@ pub struct Plan {
     /// connection (and so its node) for the next one, as a real client that
     /// got `-TIMEOUT` does; then its commands must take effect in order.
     pub stay_after_timeout: f64,
+    /// Share of operations on keys with a deadline (`OpKind::WriteTtl`, and
+    /// reads of those keys), checked by `super::expiry`.
+    pub expiry_share: f64,
+    /// How far the nodes' clocks stray (they decide expiry).
+    pub clocks: Clocks,
 }
 
 impl Plan {
@@ -141,6 +146,17 @@ impl Plan {
             self.faults.drop = 0.05;
             self.faults.delay_ticks_max = 5;
         }
+        // Expiry only where it is hunted, so the other hunts stay as they were.
+        self.expiry_share = 0.0;
+        if self.planted_bug == Some(PlantedBug::ReadClockIgnored) {
+            // Reads at the leader just after a deadline, while its sweep
+            // is on its way to a quorum.
+            self.expiry_share = 0.8;
+            self.clients = 5;
+            self.faults.delay_ticks_max = [2, 5][rng.random_range(0..2)];
+            self.leader_fault_probability = 0.0;
+            self.crash_probability = 0.0;
+        }
         if self.planted_bug == Some(PlantedBug::ReadWithoutQuorum) {
             // A stale read needs a leader that is cut off but alive, and
             // histories without crashes keep the check fast.
@@ -192,10 +208,30 @@ impl Plan {
             membership_probability: 0.0,
             spares: 0,
             stay_after_timeout: 0.0,
+            expiry_share: 0.0,
+            clocks: Clocks::default(),
         }
         .with_membership_draw(&mut rng)
         .with_incarnation_draw(&mut rng)
         .with_compaction_draw(&mut rng)
+        .with_expiry_draw(&mut rng)
+    }
+
+    /// Keys with deadlines, and clocks off by up to 50 ms either way and up
+    /// to 1% fast or slow: drawn last too.
+    fn with_expiry_draw(mut self, rng: &mut Xoshiro256PlusPlus) -> Plan {
+        self.expiry_share = [0.0, 0.0, 0.2, 0.5][rng.random_range(0..4)];
+        if self.expiry_share > 0.0 {
+            // The store's snapshot is kilobytes (as hex in the simulator's
+            // text): small chunks would outlast the liveness phase. Seeds
+            // without expiry keep the small chunks.
+            self.snapshot_chunk_bytes = self.snapshot_chunk_bytes.max(1024);
+        }
+        self.clocks = Clocks {
+            offset_ms_max: [0, 5, 50][rng.random_range(0..3)],
+            drift_ppm_max: [0, 100, 10_000][rng.random_range(0..3)],
+        };
+        self
     }
 
     /// Drawn after everything else, so that adding it left the rest of each
@@ -234,7 +270,7 @@ impl Plan {
         format!(
             "{} nodes (+{} spares), drop {} dup {} delay<={} hold {} corrupt {} crash {} leader-fault {} partition {} \
              compact {} every {} chunk {} membership {} persist-at-once {} prevote {} checkquorum {} append<={} inflight<={} clients {} \
-             (stay {}) keys {} ticks {}",
+             (stay {}) keys {} ticks {} expiry {} clocks ±{} ms ±{} ppm",
             self.size,
             self.spares,
             self.faults.drop,
@@ -257,7 +293,10 @@ impl Plan {
             self.clients,
             self.stay_after_timeout,
             self.keys,
-            self.safety_ticks
+            self.safety_ticks,
+            self.expiry_share,
+            self.clocks.offset_ms_max,
+            self.clocks.drift_ppm_max
         )
     }
 
@@ -275,6 +314,8 @@ impl Plan {
         opts.election_ticks_min = 10 + 2 * self.faults.delay_ticks_max;
         opts.election_ticks_max = 2 * opts.election_ticks_min;
         opts.heartbeat_ticks = 3;
+        opts.expiry = self.expiry_share > 0.0;
+        opts.clocks = self.clocks;
         opts
     }
 }
@@ -296,6 +337,13 @@ pub enum OpKind {
     Read,
     Write(String),
     Cas(Option<String>, String),
+    /// `SET key value PX px` on a key written only this once; `deadline` is
+    /// what the proposing node's clock made of it (ms).
+    WriteTtl {
+        value: String,
+        px: u64,
+        deadline: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -378,6 +426,8 @@ struct Run {
     applied: std::collections::HashMap<(u64, u64), crate::raft::Index>,
     /// The highest seq of each connection applied so far.
     applied_seq: std::collections::HashMap<u64, u64>,
+    /// Keys written with a deadline, in order.
+    expiring_keys: Vec<String>,
 }
 
 const OP_TIMEOUT_TICKS: u64 = 200;
@@ -397,6 +447,7 @@ pub fn run_with_ops(seed: u64, planted_bug: Option<PlantedBug>) -> (Vec<Op>, Opt
         next_value: 1,
         applied: std::collections::HashMap::new(),
         applied_seq: std::collections::HashMap::new(),
+        expiring_keys: Vec::new(),
         plan,
     };
     for _ in 0..run.plan.clients {
@@ -431,6 +482,7 @@ pub fn run(seed: u64, planted_bug: Option<PlantedBug>, trace: bool) -> Result<Re
         next_value: 1,
         applied: std::collections::HashMap::new(),
         applied_seq: std::collections::HashMap::new(),
+        expiring_keys: Vec::new(),
         plan,
     };
     for _ in 0..run.plan.clients {
@@ -456,6 +508,9 @@ pub fn run(seed: u64, planted_bug: Option<PlantedBug>, trace: bool) -> Result<Re
     if let Err(v) = check_history(&run.ops) {
         return Err(fail(&mut run, v));
     }
+    if let Err(v) = super::expiry::check(&run.ops, &run.cluster.leader_clocks) {
+        return Err(fail(&mut run, v));
+    }
     Ok(Report {
         committed: run.cluster.checker.committed_count(),
         messages_sent: run.cluster.net.sent,
@@ -469,9 +524,11 @@ pub fn run(seed: u64, planted_bug: Option<PlantedBug>, trace: bool) -> Result<Re
 /// The clients' history, checked for linearizability (reads included: they
 /// were served by read index, so they must be linearizable too).
 /// The history in the checker's terms.
+/// Keys with a deadline are left out: `super::expiry` checks them.
 pub fn to_lincheck(ops: &[Op]) -> Vec<crate::lincheck::Op> {
     use crate::lincheck::{self, Call, Outcome as LinOutcome, Ret};
     ops.iter()
+        .filter(|op| !super::expiry::is_expiring(&op.key))
         .map(|op| {
             let call = match &op.kind {
                 OpKind::Read => Call::Read,
@@ -482,12 +539,13 @@ pub fn to_lincheck(ops: &[Op]) -> Vec<crate::lincheck::Op> {
                     expected: e.clone().unwrap_or_else(|| "-".into()).into_bytes(),
                     new: n.clone().into_bytes(),
                 },
+                OpKind::WriteTtl { .. } => unreachable!("filtered out above"),
             };
             let outcome = match (&op.result, &op.kind) {
                 (OpResult::Failed, _) => LinOutcome::Failed,
                 (OpResult::Unknown | OpResult::Pending, _) => LinOutcome::Unknown,
                 (OpResult::Ok(v), OpKind::Read) => LinOutcome::Ok(Ret::Value(v.clone().map(String::into_bytes))),
-                (OpResult::Ok(_), OpKind::Write(_)) => LinOutcome::Ok(Ret::Done),
+                (OpResult::Ok(_), OpKind::Write(_) | OpKind::WriteTtl { .. }) => LinOutcome::Ok(Ret::Done),
                 (OpResult::Ok(r), OpKind::Cas(..)) => LinOutcome::Ok(Ret::Bool(r.as_deref() == Some("1"))),
             };
             lincheck::Op {
@@ -668,9 +726,13 @@ impl Run {
     }
 
     fn start_op(&mut self, c: usize) {
-        let key = format!("k{}", self.rng.random_range(0..self.plan.keys));
         let value = format!("v{}", self.next_value);
         self.next_value += 1;
+        if self.plan.expiry_share > 0.0 && self.rng.random_bool(self.plan.expiry_share) {
+            let (key, kind) = self.draw_expiry_op(value);
+            return self.start(c, key, kind);
+        }
+        let key = format!("k{}", self.rng.random_range(0..self.plan.keys));
         let kind = match self.rng.random_range(0..10) {
             0..=3 => OpKind::Read,
             4..=7 => OpKind::Write(value),
@@ -682,6 +744,24 @@ impl Run {
                 OpKind::Cas(expected, value)
             }
         };
+        self.start(c, key, kind)
+    }
+
+    /// A new key with a deadline 10 ms to 1 s away, or a read of one of the
+    /// last few such keys.
+    fn draw_expiry_op(&mut self, value: String) -> (String, OpKind) {
+        if self.expiring_keys.is_empty() || self.rng.random_bool(0.3) {
+            let key = format!("{}{}", super::expiry::KEY_PREFIX, self.expiring_keys.len());
+            self.expiring_keys.push(key.clone());
+            let px = TICK_MS * self.rng.random_range(1..=100);
+            return (key, OpKind::WriteTtl { value, px, deadline: 0 });
+        }
+        let recent = self.expiring_keys.len().saturating_sub(4);
+        let key = self.expiring_keys[self.rng.random_range(recent..self.expiring_keys.len())].clone();
+        (key, OpKind::Read)
+    }
+
+    fn start(&mut self, c: usize, key: String, kind: OpKind) {
         let client = &mut self.clients[c];
         client.seq += 1;
         let (client_id, conn, seq, node) = (client.id, client.conn, client.seq, client.node);
@@ -702,6 +782,16 @@ impl Run {
             }
             OpKind::Write(v) => self.cluster.propose(node, command_set(conn, seq, &key, v)).is_ok(),
             OpKind::Cas(e, n) => self.cluster.propose(node, command_cas(conn, seq, &key, e.as_deref(), n)).is_ok(),
+            OpKind::WriteTtl { value, px, .. } => match self.cluster.propose_setpx(node, (conn, seq), &key, value, *px)
+            {
+                Ok(at) => {
+                    if let OpKind::WriteTtl { deadline, .. } = &mut self.ops[op_index].kind {
+                        *deadline = at;
+                    }
+                    true
+                }
+                Err(_) => false,
+            },
         };
         if accepted {
             let client = &mut self.clients[c];

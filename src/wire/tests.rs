@@ -47,8 +47,12 @@ fn every_body() -> Vec<Body> {
         Body::TimeoutNow { last_index: Index(9), incarnation: 0xabc },
         Body::Propose { commands: vec![b"a".to_vec(), vec![], vec![0xff; 300]] },
         Body::ReadIndex { request: ReadId { incarnation: 0xfeed, seq: 12 } },
-        Body::ReadIndexResp { request: ReadId { incarnation: 0xfeed, seq: 12 }, index: Some(Index(44)) },
-        Body::ReadIndexResp { request: ReadId { incarnation: u64::MAX, seq: 13 }, index: None },
+        Body::ReadIndexResp {
+            request: ReadId { incarnation: 0xfeed, seq: 12 },
+            index: Some(Index(44)),
+            clock: 1_764_000_000_123,
+        },
+        Body::ReadIndexResp { request: ReadId { incarnation: u64::MAX, seq: 13 }, index: None, clock: 0 },
     ]
 }
 

@@ -162,9 +162,9 @@ fn garbage_and_old_versions_are_told_apart() {
         accept(&mut as_, &a.local())
     });
     let mut hello = hello(&Side { id: 1, cluster: None, secret: None }.local(), NodeId(2), &[7; NONCE_BYTES]);
-    hello[4..6].copy_from_slice(&2u16.to_le_bytes());
+    hello[4..6].copy_from_slice(&3u16.to_le_bytes());
     old.write_all(&hello).unwrap();
-    assert!(matches!(acceptor.join().unwrap(), Err(HandshakeError::BadVersion { ours: 3, theirs: 2 })));
+    assert!(matches!(acceptor.join().unwrap(), Err(HandshakeError::BadVersion { ours: 4, theirs: 3 })));
 }
 
 /// Copies what is written through it.
