@@ -217,7 +217,7 @@ impl<'a> Reader<'a> {
         }
         let payload = match self.u8("entry tag")? {
             0 => Payload::Noop,
-            1 => Payload::Command(self.bytes_u32("command", COMMAND_BYTES_MAX)?.to_vec()),
+            1 => Payload::command(self.bytes_u32("command", COMMAND_BYTES_MAX)?.to_vec()),
             2 => Payload::Membership(self.membership()?),
             tag => return Err(self.invalid("entry tag", format!("unknown tag {tag}"))),
         };
@@ -367,7 +367,7 @@ mod tests {
     fn sample_entries() -> Vec<Entry> {
         vec![
             Entry { term: Term(1), index: Index(1), payload: Payload::Noop },
-            Entry { term: Term(2), index: Index(2), payload: Payload::Command(b"SET a b".to_vec()) },
+            Entry { term: Term(2), index: Index(2), payload: Payload::command(b"SET a b".to_vec()) },
             Entry { term: Term(3), index: Index(3), payload: Payload::Membership(sample_membership()) },
         ]
     }

@@ -119,7 +119,7 @@ fn wal(dir: &Path, seconds: f64, per_sync: u64, name: &'static str) -> std::io::
         let batch: Vec<Entry> = (0..per_sync)
             .map(|_| {
                 index += 1;
-                Entry { index: Index(index), term: Term(1), payload: Payload::Command(payload.clone()) }
+                Entry { index: Index(index), term: Term(1), payload: Payload::command(payload.clone()) }
             })
             .collect();
         wal.append(&batch).map_err(std::io::Error::other)?;

@@ -23,11 +23,19 @@ pub enum Payload {
     /// Appended by every new leader so that it can commit an entry of its own
     /// term (paper §5.4.2, §8).
     Noop,
-    /// An opaque state-machine command.
-    Command(Vec<u8>),
+    /// An opaque state-machine command, shared rather than copied by the
+    /// log, the log writer, every follower's append and the apply (values
+    /// are up to 512 MiB).
+    Command(std::sync::Arc<Vec<u8>>),
     /// A new configuration; it takes effect as soon as it is in a log, committed
     /// or not (paper §6).
     Membership(Membership),
+}
+
+impl Payload {
+    pub fn command(bytes: Vec<u8>) -> Payload {
+        Payload::Command(std::sync::Arc::new(bytes))
+    }
 }
 
 /// Where a member listens. The core only carries these; the node uses them.

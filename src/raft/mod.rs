@@ -194,7 +194,7 @@ impl Raft {
         match (self.role, self.leader) {
             (Role::Leader, _) if self.transfer.is_some() => Err(ProposeError::TransferInProgress),
             (Role::Leader, _) => {
-                let (index, term) = self.append_new(Payload::Command(command));
+                let (index, term) = self.append_new(Payload::command(command));
                 Ok(Proposed::Appended { index, term })
             }
             (Role::Follower, Some(_)) => {
@@ -228,7 +228,7 @@ impl Raft {
         if self.role != Role::Leader {
             return Err(ProposeError::NoLeader);
         }
-        let (index, term) = self.append_new(Payload::Command(command));
+        let (index, term) = self.append_new(Payload::command(command));
         Ok(Proposed::Appended { index, term })
     }
 

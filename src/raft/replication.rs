@@ -350,7 +350,7 @@ impl Raft {
             return Err(Dropped::Invalid);
         }
         for c in commands {
-            self.append_new(Payload::Command(c));
+            self.append_new(Payload::command(c));
         }
         Ok(())
     }

@@ -351,7 +351,7 @@ fn figure8_cluster(opts: SimOptions) -> Cluster {
     let entry = |index: u64, term: u64| Entry {
         index: Index(index),
         term: Term(term),
-        payload: if index == 1 { Payload::Noop } else { Payload::Command(format!("e{index}t{term}").into_bytes()) },
+        payload: if index == 1 { Payload::Noop } else { Payload::command(format!("e{index}t{term}").into_bytes()) },
     };
     let disk = |entries: Vec<Entry>, term: u64, vote: u64| Disk {
         hard_state: HardState { term: Term(term), vote: Some(NodeId(vote)), commit: Index(1) },

@@ -212,7 +212,7 @@ impl Runner {
             .map(|(i, &t)| Entry {
                 index: Index(i as u64 + 1),
                 term: Term(t),
-                payload: Payload::Command(format!("e{}t{t}", i + 1).into_bytes()),
+                payload: Payload::command(format!("e{}t{t}", i + 1).into_bytes()),
             })
             .collect();
         let last_term = terms.iter().copied().max().unwrap_or(0);

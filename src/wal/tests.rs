@@ -14,7 +14,7 @@ fn entry(index: u64, term: u64) -> Entry {
     let payload = match index % 5 {
         0 => Payload::Noop,
         1 => Payload::Membership(Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)])),
-        _ => Payload::Command(format!("cmd-{index}-{term}").into_bytes()),
+        _ => Payload::command(format!("cmd-{index}-{term}").into_bytes()),
     };
     Entry { index: Index(index), term: Term(term), payload }
 }

@@ -11,7 +11,7 @@ fn entries(n: u64) -> Vec<Entry> {
             term: Term(2),
             payload: match i % 3 {
                 0 => Payload::Noop,
-                1 => Payload::Command(vec![i as u8; i as usize]),
+                1 => Payload::command(vec![i as u8; i as usize]),
                 _ => Payload::Membership(Membership::with_voters([NodeId(1), NodeId(2)])),
             },
         })
