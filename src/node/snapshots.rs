@@ -8,9 +8,15 @@
 //! and a background thread serializes the view to a temporary file, fsyncs
 //! and renames it. When it is done the core thread records a snapshot marker
 //! in the log (which deletes the segments it wholly covers), cuts the
-//! in-memory log, and removes older snapshot files. Only then: a crash at
-//! any point leaves the old snapshot and the whole log, or the new snapshot
-//! and the log after it.
+//! in-memory log, and has older snapshot files removed. Only then: a crash
+//! at any point leaves the old snapshot and the whole log, or the new
+//! snapshot and the log after it.
+//!
+//! The core thread touches no snapshot file on this path: checking the new
+//! file is done by the thread that wrote it, and removing old ones (unlinking
+//! hundreds of megabytes, syncing the directory) by a thread of its own.
+//! Either can wait a long time on a busy disk, and the core thread must go on
+//! heartbeating meanwhile, or followers start elections.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -79,7 +85,7 @@ pub fn read_state<R: Read>(mut r: R) -> Result<State, String> {
 /// A snapshot the background thread finished (or failed to).
 pub struct Taken {
     pub meta: SnapshotMeta,
-    pub result: Result<PathBuf, String>,
+    pub result: Result<SnapshotFile, String>,
     pub took: Duration,
 }
 
@@ -105,6 +111,54 @@ pub struct Snapshots {
     taking: Option<SnapshotMeta>,
     done_tx: Sender<Taken>,
     pub done: Receiver<Taken>,
+    /// The thread removing old snapshot files (`None` if it could not be
+    /// started: they are removed on the core thread).
+    remover: Option<Sender<Removal>>,
+}
+
+/// Old snapshot files to remove.
+enum Removal {
+    /// Those older than `keep`, except `also` (one still in use).
+    OlderThan {
+        keep: PathBuf,
+        also: Option<PathBuf>,
+    },
+    One(PathBuf),
+}
+
+impl Removal {
+    fn carry_out(self, store: &SnapshotStore) {
+        match self {
+            Removal::OlderThan { keep, also } => {
+                if let Err(e) = store.remove_older_except(&keep, also.as_deref()) {
+                    log::warn!("cannot remove old snapshots: {e}");
+                }
+            }
+            Removal::One(path) => {
+                if let Err(e) = std::fs::remove_file(&path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    log::warn!("{}: cannot remove a snapshot no longer used: {e}", path.display());
+                }
+            }
+        }
+    }
+}
+
+fn start_remover(store: SnapshotStore) -> Option<Sender<Removal>> {
+    let (tx, rx) = crossbeam_channel::unbounded::<Removal>();
+    let spawned = std::thread::Builder::new().name("snapshot-rm".into()).spawn(move || {
+        for removal in rx {
+            removal.carry_out(&store);
+        }
+    });
+    match spawned {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            log::warn!("cannot start a thread to remove old snapshots ({e}): the core thread removes them");
+            None
+        }
+    }
 }
 
 /// What the data directory holds at start: the newest intact snapshot and
@@ -142,8 +196,18 @@ impl Snapshots {
         };
         let meta = latest.as_ref().map(|f| f.meta.clone());
         let (done_tx, done) = crossbeam_channel::bounded(1);
-        let snapshots =
-            Snapshots { store, latest, held: None, receiving: None, verified: None, taking: None, done_tx, done };
+        let remover = start_remover(store.clone());
+        let snapshots = Snapshots {
+            store,
+            latest,
+            held: None,
+            receiving: None,
+            verified: None,
+            taking: None,
+            done_tx,
+            done,
+            remover,
+        };
         Ok(Loaded { snapshots, meta, kv: state.kv, cluster: state.cluster })
     }
 
@@ -169,7 +233,8 @@ impl Snapshots {
             let result = (|| {
                 let mut w = store.create(&meta).map_err(|e| e.to_string())?;
                 write_state(&mut w, cluster, &view).map_err(|e| e.to_string())?;
-                w.finish().map_err(|e| e.to_string())
+                let path = w.finish().map_err(|e| e.to_string())?;
+                store.file(&path).map_err(|e| e.to_string())
             })();
             let _ = tx.send(Taken { meta, result, took: started.elapsed() });
         });
@@ -184,13 +249,24 @@ impl Snapshots {
     /// may be newer).
     pub fn finished(&mut self, taken: Taken) -> Result<Option<SnapshotFile>, String> {
         self.taking = None;
-        let path = taken.result?;
+        let file = taken.result?;
         if taken.meta.index <= self.index() {
-            let _ = std::fs::remove_file(&path);
+            self.remove(Removal::One(file.path));
             return Ok(None);
         }
         log::info!("took snapshot {}/{} in {:?}", taken.meta.index, taken.meta.term, taken.took);
-        self.store.file(&path).map(Some).map_err(|e| e.to_string())
+        Ok(Some(file))
+    }
+
+    fn remove(&self, removal: Removal) {
+        let removal = match &self.remover {
+            Some(tx) => match tx.send(removal) {
+                Ok(()) => return,
+                Err(crossbeam_channel::SendError(removal)) => removal,
+            },
+            None => removal,
+        };
+        removal.carry_out(&self.store);
     }
 
     /// Makes `file` the newest snapshot and removes older ones, except the
@@ -199,10 +275,8 @@ impl Snapshots {
     pub fn adopt(&mut self, file: SnapshotFile, core_at: Index) {
         let older = [self.latest.take(), self.held.take()];
         self.held = older.into_iter().flatten().find(|f| f.meta.index == core_at && f.meta.index < file.meta.index);
-        let held = self.held.as_ref().map(|f| f.path.as_path());
-        if let Err(e) = self.store.remove_older_except(&file.path, held) {
-            log::warn!("cannot remove old snapshots: {e}");
-        }
+        let also = self.held.as_ref().map(|f| f.path.clone());
+        self.remove(Removal::OlderThan { keep: file.path.clone(), also });
         self.latest = Some(file);
     }
 
@@ -210,9 +284,7 @@ impl Snapshots {
     /// it (`core_at`).
     pub fn release_held(&mut self, core_at: Index) {
         let Some(f) = self.held.take_if(|f| f.meta.index < core_at) else { return };
-        if let Err(e) = std::fs::remove_file(&f.path) {
-            log::warn!("{}: cannot remove a snapshot no longer sent: {e}", f.path.display());
-        }
+        self.remove(Removal::One(f.path));
     }
 
     /// Leader: fills in the data of an InstallSnapshot chunk from the file;
