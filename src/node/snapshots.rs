@@ -124,6 +124,9 @@ enum Removal {
         also: Option<PathBuf>,
     },
     One(PathBuf),
+    /// Answers once every removal asked for before it is done.
+    #[cfg(test)]
+    Settled(Sender<()>),
 }
 
 impl Removal {
@@ -140,6 +143,10 @@ impl Removal {
                 {
                     log::warn!("{}: cannot remove a snapshot no longer used: {e}", path.display());
                 }
+            }
+            #[cfg(test)]
+            Removal::Settled(tx) => {
+                let _ = tx.send(());
             }
         }
     }
@@ -267,6 +274,14 @@ impl Snapshots {
             None => removal,
         };
         removal.carry_out(&self.store);
+    }
+
+    /// Waits for the removals asked for so far.
+    #[cfg(test)]
+    fn settle(&self) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.remove(Removal::Settled(tx));
+        let _ = rx.recv();
     }
 
     /// Makes `file` the newest snapshot and removes older ones, except the
@@ -492,6 +507,7 @@ mod tests {
             assert_eq!(snaps.receive(chunks(1, 2, &meta(index, 2), &data, 4096)).unwrap(), Some(true));
             let (file, _) = snaps.install(&meta(index, 2)).unwrap();
             snaps.adopt(file, Index(core_at));
+            snaps.settle();
         };
         let fill = |snaps: &Snapshots, index: u64| {
             let (mut data, mut done) = (Vec::new(), false);
@@ -507,6 +523,7 @@ mod tests {
         assert!(fill(&snaps, 10) && !fill(&snaps, 20) && fill(&snaps, 30));
         // The core compacted to 30 at a tick: 10 goes; then to 40.
         snaps.release_held(Index(30));
+        snaps.settle();
         assert_eq!(snap_files(dir.path()).len(), 1, "{:?}", snap_files(dir.path()));
         assert!(!fill(&snaps, 10) && fill(&snaps, 30));
         adopt(&mut snaps, 40, 40);
