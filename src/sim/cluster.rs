@@ -356,7 +356,7 @@ impl Cluster {
         let now = self.note_leader_clock(id);
         let node = self.nodes.get_mut(&id).expect("up");
         let raft = node.raft.as_mut().expect("up");
-        if let Some(index) = node.sweep.run(raft, &node.machine.kv, now, super::machine::command_sweep) {
+        if let Some(index) = node.sweep.run(raft, node.machine.kv(), now, super::machine::command_sweep) {
             self.note(|| format!("  {id} sweeps at {now} ms: entry {index}"));
         }
     }

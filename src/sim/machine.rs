@@ -22,8 +22,10 @@ const KV_LINE: &str = "=kv";
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Machine {
     pub map: BTreeMap<String, String>,
-    /// Keys written with a deadline.
-    pub kv: KvStore,
+    /// Keys written with a deadline; made at the first (an empty store has
+    /// thousands of shards, and the model checker clones and hashes every
+    /// state it meets).
+    kv: Option<KvStore>,
     pub applied: Index,
 }
 
@@ -31,8 +33,10 @@ impl Hash for Machine {
     fn hash<H: Hasher>(&self, h: &mut H) {
         self.map.hash(h);
         self.applied.hash(h);
-        self.kv.clock().hash(h);
-        self.kv.iter().for_each(|pair| pair.hash(h));
+        if let Some(kv) = &self.kv {
+            kv.clock().hash(h);
+            kv.iter().for_each(|pair| pair.hash(h));
+        }
     }
 }
 
@@ -93,14 +97,14 @@ impl Machine {
         let words: Vec<&str> = text.split(' ').collect();
         if let ["sweep", stamp, keys @ ..] = &words[..] {
             let keys = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
-            self.kv.apply(&WriteOp::Expire { stamp: parse_stamp(stamp)?, keys }, index.0);
+            self.kv_mut().apply(&WriteOp::Expire { stamp: parse_stamp(stamp)?, keys }, index.0);
             return None;
         }
         let (client, seq) = command_id(command)?;
         let result = match words.get(1..)? {
             ["setpx", key, value, ms, stamp] => {
                 let args = ["SET", key, value, "PX", ms].iter().map(|a| a.as_bytes().to_vec()).collect();
-                let reply = self.kv.apply(&WriteOp::Run { stamp: parse_stamp(stamp)?, args }, index.0);
+                let reply = self.kv_mut().apply(&WriteOp::Run { stamp: parse_stamp(stamp)?, args }, index.0);
                 match reply {
                     crate::resp::Reply::Simple(s) => s,
                     other => format!("{other:?}"),
@@ -132,8 +136,18 @@ impl Machine {
     pub fn get(&self, key: &str, at: u64) -> Option<String> {
         match self.map.get(key) {
             Some(v) => Some(v.clone()),
-            None => self.kv.get_at(key.as_bytes(), at).map(|v| String::from_utf8_lossy(v).into_owned()),
+            None => self.kv().get_at(key.as_bytes(), at).map(|v| String::from_utf8_lossy(v).into_owned()),
         }
+    }
+
+    /// The keys with a deadline (an empty store before the first).
+    pub fn kv(&self) -> &KvStore {
+        static EMPTY: std::sync::OnceLock<KvStore> = std::sync::OnceLock::new();
+        self.kv.as_ref().unwrap_or_else(|| EMPTY.get_or_init(KvStore::new))
+    }
+
+    fn kv_mut(&mut self) -> &mut KvStore {
+        self.kv.get_or_insert_with(KvStore::new)
     }
 
     /// Advances over an entry that carries no command.
@@ -149,9 +163,9 @@ impl Machine {
         for (k, v) in &self.map {
             out.push_str(&format!("{k} {v}\n"));
         }
-        if self.kv != KvStore::default() {
+        if let Some(kv) = &self.kv {
             let mut bytes = Vec::new();
-            self.kv.write_snapshot(&mut bytes).expect("writing to memory");
+            kv.write_snapshot(&mut bytes).expect("writing to memory");
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             out.push_str(&format!("{KV_LINE} {hex}\n"));
         }
@@ -172,7 +186,7 @@ impl Machine {
         let mut lines = body.lines();
         let applied = Index(lines.next().and_then(|l| l.parse().ok()).ok_or("no applied index")?);
         let mut map = BTreeMap::new();
-        let mut kv = KvStore::default();
+        let mut kv = None;
         for (k, v) in lines.filter_map(|l| l.split_once(' ')) {
             if k != KV_LINE {
                 map.insert(k.to_string(), v.to_string());
@@ -183,7 +197,7 @@ impl Machine {
                 .map(|i| v.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
                 .collect::<Option<Vec<u8>>>()
                 .ok_or("the store's line is not hex")?;
-            kv = KvStore::load(&bytes[..]).map_err(|e| format!("the store's snapshot: {e}"))?;
+            kv = Some(KvStore::load(&bytes[..]).map_err(|e| format!("the store's snapshot: {e}"))?);
         }
         Ok(Machine { map, kv, applied })
     }
