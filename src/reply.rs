@@ -47,6 +47,14 @@ pub enum Reply {
     /// RESP3 `=` with the format `txt` (INFO, CLIENT LIST); RESP2 gets a
     /// bulk string.
     Verbatim(String),
+    /// RESP3 `#t` or `#f`; RESP2 gets `:1` or `:0`.
+    Bool(bool),
+    /// RESP3 `,`; RESP2 gets a bulk string of the same text
+    /// ([`double_text`]).
+    Double(f64),
+    /// RESP3 `(`: an integer of any size, in decimal; RESP2 gets a bulk
+    /// string.
+    BigNumber(String),
 }
 
 impl PartialEq for Reply {
@@ -54,7 +62,9 @@ impl PartialEq for Reply {
     fn eq(&self, other: &Reply) -> bool {
         match (self, other) {
             (Reply::Simple(a), Reply::Simple(b)) | (Reply::Error(a), Reply::Error(b)) => a == b,
-            (Reply::Verbatim(a), Reply::Verbatim(b)) => a == b,
+            (Reply::Verbatim(a), Reply::Verbatim(b)) | (Reply::BigNumber(a), Reply::BigNumber(b)) => a == b,
+            (Reply::Bool(a), Reply::Bool(b)) => a == b,
+            (Reply::Double(a), Reply::Double(b)) => a == b || (a.is_nan() && b.is_nan()),
             (Reply::Integer(a), Reply::Integer(b)) => a == b,
             (Reply::Array(a), Reply::Array(b)) => a == b,
             (Reply::Map(a), Reply::Map(b)) => a == b,
@@ -124,6 +134,12 @@ impl Reply {
                 out.extend_from_slice(b"\r\n");
             }
             Reply::Verbatim(text) => encode_bulk(out, b'$', text.as_bytes()),
+            Reply::Bool(b) if resp3 => out.extend_from_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
+            Reply::Bool(b) => header(out, b':', *b as i64),
+            Reply::Double(x) if resp3 => encode_line(out, b',', &double_text(*x)),
+            Reply::Double(x) => encode_bulk(out, b'$', double_text(*x).as_bytes()),
+            Reply::BigNumber(n) if resp3 => encode_line(out, b'(', n),
+            Reply::BigNumber(n) => encode_bulk(out, b'$', n.as_bytes()),
             Reply::Array(Some(items)) => encode_items(out, b'*', items, proto),
             Reply::Set(items) => encode_items(out, if resp3 { b'~' } else { b'*' }, items, proto),
             Reply::Map(pairs) => {
@@ -150,7 +166,9 @@ impl Reply {
             Reply::Bulk(None) | Reply::Array(None) => 5,
             Reply::Bulk(Some(b)) => 5 + digits(b.len()) + b.len(),
             Reply::Value(b) => 5 + digits(b.len()) + b.len(),
-            Reply::Verbatim(t) => 5 + digits(t.len()) + t.len(),
+            Reply::Verbatim(t) | Reply::BigNumber(t) => 5 + digits(t.len()) + t.len(),
+            Reply::Bool(_) => 4,
+            Reply::Double(x) => 5 + 2 * double_text(*x).len(),
             Reply::Array(Some(items)) | Reply::Set(items) => {
                 3 + digits(items.len()) + items.iter().map(Reply::encoded_len).sum::<usize>()
             }
@@ -167,7 +185,9 @@ impl Reply {
         match self {
             Reply::Map(pairs) => Reply::array(pairs.iter().flat_map(|(k, v)| [k.to_resp2(), v.to_resp2()]).collect()),
             Reply::Set(items) | Reply::Array(Some(items)) => Reply::array(items.iter().map(Reply::to_resp2).collect()),
-            Reply::Verbatim(text) => Reply::bulk(text.as_bytes().to_vec()),
+            Reply::Verbatim(text) | Reply::BigNumber(text) => Reply::bulk(text.as_bytes().to_vec()),
+            Reply::Bool(b) => Reply::Integer(*b as i64),
+            Reply::Double(x) => Reply::bulk(double_text(*x)),
             other => other.clone(),
         }
     }
@@ -182,6 +202,20 @@ impl Reply {
         let mut out = Vec::new();
         self.encode_as(proto, &mut out);
         out
+    }
+}
+
+/// A double as Redis writes it: the shortest text that reads back as the
+/// same number, integral values without a fraction, `inf`, `-inf`, `nan`.
+pub fn double_text(x: f64) -> String {
+    if x.is_nan() {
+        "nan".to_string()
+    } else if x.is_infinite() {
+        if x > 0.0 { "inf" } else { "-inf" }.to_string()
+    } else if x == x.trunc() && x.abs() < 1e17 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x:?}")
     }
 }
 

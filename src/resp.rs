@@ -748,8 +748,21 @@ fn reply_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Option<Reply>, 
         b'*' | b'>' => reply_array(buf, pos, number()?, start, depth),
         // RESP3, for clients that said HELLO 3.
         b'_' => Ok(Some(Reply::Bulk(None))),
-        b'#' => Ok(Some(Reply::Integer((line == b"t") as i64))),
-        b',' | b'(' => Ok(Some(Reply::Bulk(Some(line.to_vec())))),
+        b'#' => match line {
+            b"t" | b"f" => Ok(Some(Reply::Bool(line == b"t"))),
+            _ => Err(reply_error(start + 1, "bad boolean")),
+        },
+        b',' => match std::str::from_utf8(line).ok().and_then(|t| t.parse::<f64>().ok()) {
+            Some(x) => Ok(Some(Reply::Double(x))),
+            None => Err(reply_error(start + 1, "bad double")),
+        },
+        b'(' => {
+            let digits = line.strip_prefix(b"-").unwrap_or(line);
+            match !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
+                true => Ok(Some(Reply::BigNumber(text()))),
+                false => Err(reply_error(start + 1, "bad big number")),
+            }
+        }
         b'~' => Ok(reply_array(buf, pos, number()?, start, depth)?.map(|r| match r {
             Reply::Array(Some(items)) => Reply::Set(items),
             other => other,

@@ -18,6 +18,15 @@ fn started(n: u64) -> (TestCluster, u64) {
     (c, leader)
 }
 
+/// Every string in a reply, depth first.
+fn words(reply: &Reply) -> Vec<String> {
+    match reply {
+        Reply::Array(Some(items)) | Reply::Set(items) => items.iter().flat_map(words).collect(),
+        Reply::Map(pairs) => pairs.iter().flat_map(|(k, v)| words(k).into_iter().chain(words(v))).collect(),
+        other => vec![text(other)],
+    }
+}
+
 #[test]
 fn hello_3_switches_the_connection_to_resp3() {
     let (c, leader) = started(3);
@@ -33,6 +42,18 @@ fn hello_3_switches_the_connection_to_resp3() {
         matches!(client.cmd(&["INFO", "keyspace"]).unwrap(), Reply::Verbatim(t) if t.contains("db0:keys=1,expires=0"))
     );
     assert_eq!(client.cmd(&["CLIENT", "GETNAME"]).unwrap(), Reply::bulk("compat"));
+    // Booleans and doubles, where Redis gives them: from scripts.
+    assert_eq!(client.cmd(&["EVAL", "redis.setresp(3); return false", "0"]).unwrap(), Reply::Bool(false));
+    assert_eq!(client.cmd(&["EVAL", "return {double = 0.5}", "0"]).unwrap(), Reply::Double(0.5));
+    // COMMAND DOCS with Redis 7's argument specs (redis-cli's hints).
+    let docs = client.cmd(&["COMMAND", "DOCS", "set"]).unwrap();
+    let Reply::Map(commands) = &docs else { panic!("COMMAND DOCS should answer a map, got {docs:?}") };
+    let Some((_, Reply::Map(set))) = commands.first() else { panic!("no docs for SET: {docs:?}") };
+    let arguments = set.iter().find(|(k, _)| *k == Reply::bulk("arguments")).map(|(_, v)| words(v));
+    let arguments = arguments.unwrap_or_else(|| panic!("SET's docs have no arguments: {set:?}"));
+    for part in ["key", "pure-token", "KEEPTTL", "oneof", "optional"] {
+        assert!(arguments.iter().any(|w| w == part), "{part} not in {arguments:?}");
+    }
     // The null of RESP3 on the wire.
     client.send_raw(b"*2\r\n$3\r\nGET\r\n$1\r\nx\r\n").unwrap();
     assert_eq!(client.read_reply().unwrap(), Reply::nil());

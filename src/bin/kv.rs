@@ -75,7 +75,14 @@ fn format_tty(reply: &Reply, prefix: &str, out: &mut Vec<u8>) {
         Reply::Bulk(Some(bytes)) => quote_bytes(bytes, out),
         Reply::Value(bytes) => quote_bytes(bytes, out),
         Reply::Bulk(None) | Reply::Array(None) => out.extend_from_slice(b"(nil)"),
-        Reply::Map(_) | Reply::Set(_) | Reply::Verbatim(_) => return format_tty(&reply.to_resp2(), prefix, out),
+        Reply::Map(_)
+        | Reply::Set(_)
+        | Reply::Verbatim(_)
+        | Reply::Bool(_)
+        | Reply::Double(_)
+        | Reply::BigNumber(_) => {
+            return format_tty(&reply.to_resp2(), prefix, out);
+        }
         Reply::Array(Some(items)) if items.is_empty() => out.extend_from_slice(b"(empty array)"),
         Reply::Array(Some(items)) => {
             let width = items.len().to_string().len();
@@ -121,7 +128,14 @@ fn format_raw(reply: &Reply, out: &mut Vec<u8>) {
         Reply::Bulk(Some(bytes)) => out.extend_from_slice(bytes),
         Reply::Value(bytes) => out.extend_from_slice(bytes),
         Reply::Bulk(None) | Reply::Array(None) => {}
-        Reply::Map(_) | Reply::Set(_) | Reply::Verbatim(_) => return format_raw(&reply.to_resp2(), out),
+        Reply::Map(_)
+        | Reply::Set(_)
+        | Reply::Verbatim(_)
+        | Reply::Bool(_)
+        | Reply::Double(_)
+        | Reply::BigNumber(_) => {
+            return format_raw(&reply.to_resp2(), out);
+        }
         Reply::Array(Some(items)) => {
             for item in items {
                 format_raw(item, out);

@@ -15,6 +15,7 @@
 //! | [`ClientCommand::Connection`] | by the connection (HELLO, CLIENT, MULTI, WATCH, CONFIG, ...) |
 //! | [`ClientCommand::Reply`] | answered at once (PING, ECHO, TIME, COMMAND) |
 
+pub mod args;
 pub mod table;
 
 pub use crate::auth::Category;
@@ -241,30 +242,30 @@ fn command_info(args: &[Vec<u8>]) -> Reply {
         Some(b"info") => {
             Reply::array(named(args).into_iter().map(|s| s.map_or(Reply::Array(None), command_entry)).collect())
         }
-        _ => Reply::Map(
-            named(args)
-                .into_iter()
-                .flatten()
-                .map(|s| {
-                    let mut doc = vec![
-                        ("summary", Reply::bulk(s.summary)),
-                        ("since", Reply::bulk("1.0.0")),
-                        ("group", Reply::bulk(s.group)),
-                    ];
-                    if !s.subcommands.is_empty() {
-                        let subs = s.subcommands.iter().map(|c| {
-                            (
-                                c.name.to_string(),
-                                Reply::map([("summary", Reply::bulk(c.summary)), ("group", Reply::bulk(c.group))]),
-                            )
-                        });
-                        doc.push(("subcommands", Reply::map(subs)));
-                    }
-                    (Reply::bulk(s.name), Reply::map(doc))
-                })
-                .collect(),
-        ),
+        _ => Reply::Map(named(args).into_iter().flatten().map(|s| (Reply::bulk(s.name), command_docs(s))).collect()),
     }
+}
+
+/// One command (or subcommand) as COMMAND DOCS describes it: Redis 7's
+/// summary, group and argument specs, from the table.
+fn command_docs(s: &'static Spec) -> Reply {
+    let mut doc =
+        vec![("summary", Reply::bulk(s.summary)), ("since", Reply::bulk("1.0.0")), ("group", Reply::bulk(s.group))];
+    let command = s.name.rsplit('|').next().unwrap_or(s.name);
+    // A container (CLIENT, SCRIPT) has its subcommands' instead. Every
+    // other syntax line parses (a test of the table's); one that did not
+    // would only lose its argument specs.
+    let specs = match s.subcommands.is_empty() {
+        true => args::parse(command, s.syntax).unwrap_or_default(),
+        false => Vec::new(),
+    };
+    if !specs.is_empty() {
+        doc.push(("arguments", Reply::array(specs.iter().map(args::Arg::reply).collect())));
+    }
+    if !s.subcommands.is_empty() {
+        doc.push(("subcommands", Reply::map(s.subcommands.iter().map(|c| (c.name, command_docs(c))))));
+    }
+    Reply::map(doc)
 }
 
 /// One command as COMMAND INFO describes it (Redis 7's ten fields).

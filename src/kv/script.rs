@@ -173,6 +173,8 @@ pub fn run(body: &[u8], keys: &[Vec<u8>], args: &[Vec<u8>], call: &mut Call<'_>)
         Err(e) => return compile_error(&e),
     };
     let call = RefCell::new(call);
+    // `redis.setresp`: how replies reach the script and its result leaves.
+    let resp3 = Cell::new(false);
     // The error reply a `redis.call` raised, to answer it as it was.
     let raised: RefCell<Option<String>> = RefCell::new(None);
     let invoke = |lua: &Lua, values: MultiValue| -> mlua::Result<Reply> {
@@ -191,10 +193,25 @@ pub fn run(body: &[u8], keys: &[Vec<u8>], args: &[Vec<u8>], call: &mut Call<'_>)
                     *raised.borrow_mut() = Some(e.clone());
                     Err(mlua::Error::RuntimeError(e))
                 }
-                reply => to_lua(lua, &reply),
+                reply => to_lua(lua, &reply, resp3.get()),
             })?,
         )?;
-        redis.set("pcall", scope.create_function(|lua, values: MultiValue| to_lua(lua, &invoke(lua, values)?))?)?;
+        redis.set(
+            "pcall",
+            scope.create_function(|lua, values: MultiValue| to_lua(lua, &invoke(lua, values)?, resp3.get()))?,
+        )?;
+        redis.set(
+            "setresp",
+            scope.create_function(|_, version: Value| {
+                match version {
+                    Value::Integer(2) => resp3.set(false),
+                    Value::Integer(3) => resp3.set(true),
+                    Value::Number(n) if n == 2.0 || n == 3.0 => resp3.set(n == 3.0),
+                    _ => return Err(mlua::Error::RuntimeError("RESP version must be 2 or 3.".into())),
+                }
+                Ok(())
+            })?,
+        )?;
         redis.set(
             "error_reply",
             lua.create_function(|lua, text: String| {
@@ -218,7 +235,7 @@ pub fn run(body: &[u8], keys: &[Vec<u8>], args: &[Vec<u8>], call: &mut Call<'_>)
         }
         globals.set("redis", redis)?;
         let value: Value = function.call(())?;
-        Ok(from_lua(&value, 0).unwrap_or_else(|e| e))
+        Ok(from_lua(&value, 0, resp3.get()).unwrap_or_else(|e| e))
     });
     match result {
         Ok(reply) => reply,
@@ -263,40 +280,77 @@ fn bad_argument() -> mlua::Error {
     mlua::Error::RuntimeError("Lua redis lib command arguments must be strings or integers".into())
 }
 
-/// A reply as a script sees it (Redis's RESP2 to Lua conversion).
-fn to_lua(lua: &Lua, reply: &Reply) -> mlua::Result<Value> {
-    let field = |name: &str, text: &str| -> mlua::Result<Value> {
+/// A reply as a script sees it: Redis's RESP2 to Lua conversion, or after
+/// `redis.setresp(3)` its RESP3 one (a map is `{map = {...}}`, a set
+/// `{set = {member = true}}`, a double `{double = x}`, a boolean a boolean,
+/// null `nil`).
+fn to_lua(lua: &Lua, reply: &Reply, resp3: bool) -> mlua::Result<Value> {
+    let wrapped = |name: &str, value: Value| -> mlua::Result<Value> {
         let t = lua.create_table()?;
-        t.set(name, text)?;
+        t.set(name, value)?;
         Ok(Value::Table(t))
     };
-    Ok(match reply.to_resp2() {
-        Reply::Integer(n) => Value::Number(n as f64),
-        Reply::Bulk(Some(b)) => Value::String(lua.create_string(&b)?),
+    let text = |s: &str| -> mlua::Result<Value> { Ok(Value::String(lua.create_string(s)?)) };
+    Ok(match reply {
+        Reply::Map(pairs) if resp3 => {
+            let t = lua.create_table_with_capacity(0, pairs.len())?;
+            for (k, v) in pairs {
+                t.raw_set(to_lua(lua, k, resp3)?, to_lua(lua, v, resp3)?)?;
+            }
+            wrapped("map", Value::Table(t))?
+        }
+        Reply::Set(items) if resp3 => {
+            let t = lua.create_table_with_capacity(0, items.len())?;
+            for item in items {
+                t.raw_set(to_lua(lua, item, resp3)?, true)?;
+            }
+            wrapped("set", Value::Table(t))?
+        }
+        Reply::Double(x) if resp3 => wrapped("double", Value::Number(*x))?,
+        Reply::BigNumber(n) if resp3 => wrapped("big_number", text(n)?)?,
+        Reply::Verbatim(v) if resp3 => {
+            let t = lua.create_table()?;
+            t.set("format", "txt")?;
+            t.set("string", text(v)?)?;
+            wrapped("verbatim_string", Value::Table(t))?
+        }
+        Reply::Bool(b) if resp3 => Value::Boolean(*b),
+        Reply::Bulk(None) | Reply::Array(None) if resp3 => Value::Nil,
+        Reply::Integer(n) => Value::Number(*n as f64),
+        Reply::Bulk(Some(b)) => Value::String(lua.create_string(b)?),
         Reply::Value(b) => Value::String(lua.create_string(&b[..])?),
         Reply::Bulk(None) | Reply::Array(None) => Value::Boolean(false),
-        Reply::Simple(s) => field("ok", &s)?,
-        Reply::Error(e) => field("err", &e)?,
+        Reply::Simple(s) => wrapped("ok", text(s)?)?,
+        Reply::Error(e) => wrapped("err", text(e)?)?,
         Reply::Array(Some(items)) => {
             let t = lua.create_table_with_capacity(items.len(), 0)?;
             for (i, item) in items.iter().enumerate() {
-                t.raw_set(i + 1, to_lua(lua, item)?)?;
+                t.raw_set(i + 1, to_lua(lua, item, resp3)?)?;
             }
             Value::Table(t)
         }
-        other => Value::String(lua.create_string(other.to_bytes())?),
+        Reply::Map(_)
+        | Reply::Set(_)
+        | Reply::Verbatim(_)
+        | Reply::Bool(_)
+        | Reply::Double(_)
+        | Reply::BigNumber(_) => to_lua(lua, &reply.to_resp2(), false)?,
     })
 }
 
 /// A script's result as a reply (Redis's Lua to RESP conversion): numbers
-/// truncate to integers, `false` and `nil` are null, a table with `err` or
-/// `ok` is an error or a status, any other table an array up to its first
-/// nil.
-fn from_lua(value: &Value, depth: usize) -> Result<Reply, Reply> {
+/// truncate to integers, `nil` is null, a table with `err` or `ok` is an
+/// error or a status, with `double`, `map`, `set`, `big_number` or
+/// `verbatim_string` that RESP3 type (given to a RESP2 client as Redis
+/// gives it), any other table an array up to its first nil. A boolean is
+/// `1` or null, or after `redis.setresp(3)` a RESP3 boolean.
+fn from_lua(value: &Value, depth: usize, resp3: bool) -> Result<Reply, Reply> {
     if depth > RESULT_DEPTH_MAX {
         return Err(Reply::err("reached lua stack limit: the script's result nests too deep"));
     }
+    let lossy = |s: &mlua::LuaString| String::from_utf8_lossy(&s.as_bytes()).into_owned();
     Ok(match value {
+        Value::Boolean(b) if resp3 => Reply::Bool(*b),
         Value::Nil | Value::Boolean(false) => Reply::nil(),
         Value::Boolean(true) => Reply::Integer(1),
         Value::Integer(n) => Reply::Integer(*n),
@@ -304,16 +358,45 @@ fn from_lua(value: &Value, depth: usize) -> Result<Reply, Reply> {
         Value::String(s) => Reply::bulk(s.as_bytes().to_vec()),
         Value::Table(t) => {
             if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
-                return Ok(Reply::Error(String::from_utf8_lossy(&e.as_bytes()).into_owned()));
+                return Ok(Reply::Error(lossy(&e)));
             }
             if let Ok(Value::String(s)) = t.raw_get::<Value>("ok") {
-                return Ok(Reply::Simple(String::from_utf8_lossy(&s.as_bytes()).into_owned()));
+                return Ok(Reply::Simple(lossy(&s)));
+            }
+            match t.raw_get::<Value>("double") {
+                Ok(Value::Number(x)) => return Ok(Reply::Double(x)),
+                Ok(Value::Integer(n)) => return Ok(Reply::Double(n as f64)),
+                _ => {}
+            }
+            if let Ok(Value::String(n)) = t.raw_get::<Value>("big_number") {
+                return Ok(Reply::BigNumber(lossy(&n)));
+            }
+            if let Ok(Value::Table(v)) = t.raw_get::<Value>("verbatim_string")
+                && let Ok(Value::String(text)) = v.raw_get::<Value>("string")
+            {
+                return Ok(Reply::Verbatim(lossy(&text)));
+            }
+            if let Ok(Value::Table(m)) = t.raw_get::<Value>("map") {
+                let mut pairs = Vec::new();
+                for pair in m.pairs::<Value, Value>() {
+                    let (k, v) = pair.map_err(|e| Reply::err(format!("Error running script: {e}")))?;
+                    pairs.push((from_lua(&k, depth + 1, resp3)?, from_lua(&v, depth + 1, resp3)?));
+                }
+                return Ok(Reply::Map(pairs));
+            }
+            if let Ok(Value::Table(m)) = t.raw_get::<Value>("set") {
+                let mut items = Vec::new();
+                for pair in m.pairs::<Value, Value>() {
+                    let (k, _) = pair.map_err(|e| Reply::err(format!("Error running script: {e}")))?;
+                    items.push(from_lua(&k, depth + 1, resp3)?);
+                }
+                return Ok(Reply::Set(items));
             }
             let mut items = Vec::new();
             for i in 1.. {
                 match t.raw_get::<Value>(i) {
                     Ok(Value::Nil) | Err(_) => break,
-                    Ok(v) => items.push(from_lua(&v, depth + 1)?),
+                    Ok(v) => items.push(from_lua(&v, depth + 1, resp3)?),
                 }
             }
             Reply::array(items)

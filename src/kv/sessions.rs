@@ -184,6 +184,9 @@ const R_ARRAY: u8 = 7;
 const R_MAP: u8 = 8;
 const R_SET: u8 = 9;
 const R_VERBATIM: u8 = 10;
+const R_BOOL: u8 = 11;
+const R_DOUBLE: u8 = 12;
+const R_BIG_NUMBER: u8 = 13;
 
 fn encode_reply(w: &mut Writer<'_>, reply: &Reply) {
     let list = |w: &mut Writer<'_>, tag: u8, items: &[Reply]| {
@@ -203,6 +206,18 @@ fn encode_reply(w: &mut Writer<'_>, reply: &Reply) {
         Reply::Verbatim(s) => {
             w.u8(R_VERBATIM);
             w.bytes_u32(s.as_bytes());
+        }
+        Reply::BigNumber(s) => {
+            w.u8(R_BIG_NUMBER);
+            w.bytes_u32(s.as_bytes());
+        }
+        Reply::Bool(b) => {
+            w.u8(R_BOOL);
+            w.u8(*b as u8);
+        }
+        Reply::Double(x) => {
+            w.u8(R_DOUBLE);
+            w.u64(x.to_bits());
         }
         Reply::Integer(i) => {
             w.u8(R_INTEGER);
@@ -250,6 +265,13 @@ fn decode_reply(r: &mut Reader<'_>, depth: usize) -> Result<Reply, DecodeError> 
         R_SIMPLE => Reply::Simple(text(r)?),
         R_ERROR => Reply::Error(text(r)?),
         R_VERBATIM => Reply::Verbatim(text(r)?),
+        R_BIG_NUMBER => Reply::BigNumber(text(r)?),
+        R_BOOL => match r.u8("reply boolean")? {
+            0 => Reply::Bool(false),
+            1 => Reply::Bool(true),
+            other => return Err(r.invalid("reply boolean", format!("{other} is neither 0 nor 1"))),
+        },
+        R_DOUBLE => Reply::Double(f64::from_bits(r.u64("reply double")?)),
         R_INTEGER => Reply::Integer(r.u64("reply integer")? as i64),
         R_NULL => Reply::Bulk(None),
         R_BULK => Reply::Bulk(Some(r.bytes_u32("reply bulk", usize::MAX)?.to_vec())),
@@ -329,6 +351,11 @@ mod tests {
             Reply::Map(vec![(Reply::Simple("k".into()), Reply::Integer(2))]),
             Reply::Set(vec![Reply::Simple("a".into())]),
             Reply::Verbatim("text".into()),
+            Reply::Bool(true),
+            Reply::Bool(false),
+            Reply::Double(-2.5),
+            Reply::Double(f64::INFINITY),
+            Reply::BigNumber("-123456789012345678901234567890".into()),
         ];
         for (seq, reply) in replies.iter().enumerate() {
             s.admit(&once(3, seq as u64, 0), 1);

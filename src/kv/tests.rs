@@ -866,6 +866,55 @@ fn scripts_run_as_redis_runs_them_and_alike_on_every_node() {
     assert_eq!(n.read(&format!("SCRIPT EXISTS {sha}")), Reply::array(vec![int(0)]));
 }
 
+/// RESP3's types in scripts, as Redis converts them: `redis.setresp(3)`
+/// hands the script maps, sets and booleans as RESP3 has them and turns its
+/// booleans into RESP3 booleans; `{double = x}`, `{map = ...}` and the
+/// like make those types whichever protocol the script chose, and a RESP2
+/// client gets them as Redis gives them.
+#[test]
+fn scripts_speak_resp3_when_they_ask_for_it() {
+    use crate::reply::Proto;
+    let mut n = Node::new();
+    n.run("HSET h f v");
+    n.run("SET s x");
+    assert_eq!(n.run("EVAL \"return true\" 0"), int(1));
+    assert_eq!(n.run("EVAL \"redis.setresp(3); return true\" 0"), Reply::Bool(true));
+    assert_eq!(n.run("EVAL \"redis.setresp(3); return false\" 0"), Reply::Bool(false));
+    assert_eq!(n.run("EVAL \"redis.setresp(3); redis.setresp(2); return false\" 0"), Reply::nil());
+    assert_eq!(n.run("EVAL \"redis.setresp(3); return redis.call('hgetall', 'h').map.f\" 0"), bulk("v"));
+    assert_eq!(n.run("EVAL \"redis.setresp(3); return redis.call('get', 'nope') == nil\" 0"), Reply::Bool(true));
+    assert_eq!(n.run("EVAL \"return redis.call('get', 'nope') == false\" 0"), int(1));
+    assert_eq!(
+        n.run("EVAL \"redis.setresp(3); return redis.call('hgetall', 'h')\" 0"),
+        Reply::Map(vec![(bulk("f"), bulk("v"))])
+    );
+    assert!(
+        matches!(n.run("EVAL \"redis.setresp(4)\" 0"), Reply::Error(e) if e.contains("RESP version must be 2 or 3"))
+    );
+    let double = n.run("EVAL \"return {double = 3.5}\" 0");
+    assert_eq!(double, Reply::Double(3.5));
+    assert_eq!(double.to_bytes_as(Proto::Resp3), b",3.5\r\n");
+    assert_eq!(double.to_bytes_as(Proto::Resp2), b"$3\r\n3.5\r\n");
+    assert_eq!(Reply::Double(f64::NEG_INFINITY).to_bytes_as(Proto::Resp3), b",-inf\r\n");
+    assert_eq!(Reply::Double(2.0).to_bytes_as(Proto::Resp3), b",2\r\n");
+    assert_eq!(Reply::Bool(true).to_bytes_as(Proto::Resp3), b"#t\r\n");
+    assert_eq!(Reply::Bool(false).to_bytes_as(Proto::Resp2), b":0\r\n");
+    let big = n.run("EVAL \"return {big_number = '123456789012345678901234567890'}\" 0");
+    assert_eq!(big.to_bytes_as(Proto::Resp3), b"(123456789012345678901234567890\r\n");
+    assert_eq!(big.to_bytes_as(Proto::Resp2), b"$30\r\n123456789012345678901234567890\r\n");
+    assert_eq!(n.run("EVAL \"return {map = {a = 1}}\" 0"), Reply::Map(vec![(bulk("a"), int(1))]));
+    assert_eq!(n.run("EVAL \"return {set = {m = true}}\" 0"), Reply::Set(vec![bulk("m")]));
+    assert_eq!(
+        n.run("EVAL \"return {verbatim_string = {format = 'txt', string = 'hi'}}\" 0"),
+        Reply::Verbatim("hi".into())
+    );
+    // A client of ours reads each type back as it was sent.
+    for reply in [Reply::Bool(true), Reply::Double(-0.25), Reply::BigNumber("-7".into())] {
+        let bytes = reply.to_bytes_as(Proto::Resp3);
+        assert_eq!(crate::resp::parse_reply(&bytes).unwrap().map(|(r, _)| r), Some(reply));
+    }
+}
+
 /// What a script could do to make nodes differ, or stall or crash them all
 /// alike, is refused (found in review).
 #[test]

@@ -32,7 +32,7 @@ def main(addrs):
     scans(a)
     pipelines(a, b)
     transactions(a, b)
-    scripts(a, b)
+    scripts(a, b, resp2)
     connection(a, resp2)
     print("ok")
 
@@ -180,7 +180,7 @@ def transactions(a, b):
     check(a.get("balance"), "998", "a watched transaction without conflict")
 
 
-def scripts(a, b):
+def scripts(a, b, resp2):
     # redis-py's Lock: SET NX PX to take it, Lua scripts (EVALSHA, loaded
     # on NOSCRIPT) to release and extend it.
     lock = a.lock("resource", timeout=10, blocking_timeout=1)
@@ -202,6 +202,14 @@ def scripts(a, b):
     check(b.evalsha(sha, 0, "x"), "x", "EVALSHA of a script loaded through another node")
     check(b.script_exists(sha), [True], "SCRIPT EXISTS")
     check(a.eval("return {KEYS[1], ARGV[1]}", 1, "k", "v"), ["k", "v"], "EVAL")
+    # RESP3's types from scripts, as redis-py reads them in each protocol.
+    check(resp2.eval("redis.setresp(3); return true", 0), 1, "a boolean over RESP2")
+    check(resp2.eval("return {double = 3.5}", 0), "3.5", "a double over RESP2")
+    if int(redis.__version__.split(".")[0]) >= 8:
+        check(a.eval("redis.setresp(3); return true", 0), True, "a RESP3 boolean")
+        check(a.eval("return true", 0), 1, "a script's true without setresp(3)")
+        check(a.eval("return {double = 3.5}", 0), 3.5, "a RESP3 double")
+        check(a.eval("return {map = {f = 'v'}}", 0), {"f": "v"}, "a RESP3 map")
 
 
 def connection(a, resp2):

@@ -520,7 +520,9 @@ pub fn text(reply: &Reply) -> String {
         Reply::Value(b) => String::from_utf8_lossy(b).into_owned(),
         Reply::Bulk(None) => "(nil)".to_string(),
         Reply::Array(a) => format!("{a:?}"),
-        Reply::Verbatim(t) => t.clone(),
+        Reply::Verbatim(t) | Reply::BigNumber(t) => t.clone(),
+        Reply::Bool(b) => b.to_string(),
+        Reply::Double(x) => raftkv::reply::double_text(*x),
         Reply::Map(_) | Reply::Set(_) => format!("{reply:?}"),
     }
 }
