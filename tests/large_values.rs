@@ -22,6 +22,13 @@ fn rss_mb(c: &TestCluster, id: u64) -> f64 {
 #[test]
 fn large_values_depose_no_leader_and_leave_bounded_disk_and_memory() {
     let mut c = TestCluster::new(3);
+    // Election timeouts of 500-1000 ms rather than the tests' usual
+    // 150-300: on a 2-core machine the three nodes, the snapshot threads and
+    // this test's own clients copying hundreds of megabytes a second share
+    // two CPUs, and a core thread waiting its turn to run for 150 ms is the
+    // machine's doing, not a value's. What is held to zero elections is
+    // any stall the node itself puts on heartbeats (syncs, snapshot files).
+    c.flags = ["--election-timeout", "500-1000", "--heartbeat", "50"].iter().map(|s| s.to_string()).collect();
     c.start_all();
     let leader = c.wait_for_leader(Duration::from_secs(15)).unwrap_or_else(|| panic!("no leader\n{}", c.logs()));
     let term = c.info_u64(leader, "term");
