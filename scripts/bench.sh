@@ -5,7 +5,8 @@
 # - wal.txt: the write-ahead log against the disk (walbench);
 # - snapshot.txt: write latency while a 1M-key store is snapshotted;
 # - the bin/lab experiments (insert, mixes, sizes, election, stragglers,
-#   failover, etcd, security, limits): NAME.csv, NAME-*.svg, NAME.md each. limits
+#   failover, etcd, security, limits, and scale, which grows the store to
+#   10 million keys): NAME.csv, NAME-*.svg, NAME.md each. limits
 #   compares with the node built from LIMITS_BASELINE (a git revision, the
 #   last one before the limits), built here in target/baseline/.
 # Numbers depend on the machine; nothing here passes or fails on speed.
@@ -51,4 +52,5 @@ echo "== writes while a 1,000,000-key store is snapshotted (snapbench)"
 rm -rf data/snapbench
 
 "${lab[@]}" all
+"${lab[@]}" scale
 echo "results in $out/"

@@ -36,8 +36,10 @@ impl Sweep {
     /// in flight another goes out only for keys due after its stamp (its
     /// stamp already hides the earlier ones). Returns the entry's index.
     ///
-    /// A leader handing over leadership sweeps too: it still answers reads
-    /// until the transfer ends, and those must not see an expired key.
+    /// A leader handing over leadership does not sweep: an entry appended
+    /// after the target caught up would cost the target its election. The
+    /// reads it answers meanwhile are released with its clock, which hides
+    /// what expired all the same.
     pub fn run(
         &mut self,
         raft: &mut Raft,
@@ -51,7 +53,7 @@ impl Sweep {
         // The reading reads are released with: whatever it has expired in
         // the applied state is swept below.
         raft.set_clock(now);
-        if kv.next_deadline().is_none_or(|d| d > now) {
+        if raft.transferring() || kv.next_deadline().is_none_or(|d| d > now) {
             return None;
         }
         let term = raft.term();

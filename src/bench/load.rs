@@ -38,6 +38,8 @@ pub struct LoadSpec {
     pub pipeline: usize,
     pub workload: Workload,
     pub keys: u64,
+    /// The first key `Insert` and `ReadBack` take (to grow a store in steps).
+    pub first_key: u64,
     pub value_size: usize,
     pub stop: Stop,
     pub seed: u64,
@@ -55,6 +57,7 @@ impl Default for LoadSpec {
             pipeline: 1,
             workload: Workload::Mix { read_pct: 50 },
             keys: 10_000,
+            first_key: 0,
             value_size: 100,
             stop: Stop::Seconds(10.0),
             seed: 1,
@@ -183,7 +186,10 @@ pub fn run(spec: &LoadSpec) -> LoadResult {
     };
     let shared = Arc::new(Shared {
         spec: spec.clone(),
-        next: AtomicU64::new(0),
+        next: AtomicU64::new(match spec.workload {
+            Workload::Insert | Workload::ReadBack => spec.first_key,
+            Workload::Mix { .. } => 0,
+        }),
         done: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         deadline,

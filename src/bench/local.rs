@@ -224,6 +224,16 @@ impl LocalCluster {
         self.scratch.0.join(format!("peers-{id}.txt"))
     }
 
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.scratch.0.join(format!("node-{id}"))
+    }
+
+    /// The last `lines` lines node `id` logged.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        tail(&self.log(id), lines)
+    }
+
     fn log(&self, id: u64) -> PathBuf {
         self.scratch.0.join(format!("node-{id}.log"))
     }
@@ -237,7 +247,7 @@ impl LocalCluster {
             .arg("--peers")
             .arg(self.peers_file(id))
             .arg("--data")
-            .arg(self.scratch.0.join(format!("node-{id}")))
+            .arg(self.data_dir(id))
             .arg("--election-timeout")
             .arg(format!("{}-{}", o.election_ms.0, o.election_ms.1))
             .arg("--heartbeat")

@@ -2,11 +2,13 @@
 //! and writing CSV, SVG plots and a markdown summary.
 //!
 //! ```text
-//! lab [--out DIR] [--seconds S] [--rounds N] [--trials N] [--baseline-node PATH] EXPERIMENT...
+//! lab [--out DIR] [--seconds S] [--rounds N] [--trials N] [--baseline-node PATH]
+//!     [--scale-keys N,N,...] EXPERIMENT...
 //! ```
 //!
 //! Experiments: insert, mixes, sizes, election, stragglers, failover, etcd, security,
-//! limits, or all.
+//! limits, or all; and scale (not in all: it grows the store to 10 million
+//! keys, `--scale-keys` for other sizes).
 //! `--seconds` is the length of each load point (default 3), `--rounds`
 //! how often the side-by-side comparisons (mixes, etcd) repeat each point
 //! (default 3, the median is reported), `--trials` the kills per election
@@ -22,7 +24,8 @@ use std::process::ExitCode;
 use raftkv::bench::lab::{self, Lab};
 
 const USAGE: &str = "usage: lab [--out DIR] [--seconds S] [--rounds N] [--trials N] [--baseline-node PATH] \
-EXPERIMENT...\nexperiments: insert mixes sizes election stragglers failover etcd security limits all";
+[--scale-keys N,N,...] EXPERIMENT...\nexperiments: insert mixes sizes election stragglers failover etcd security limits \
+all scale";
 const ALL: [&str; 9] = ["insert", "mixes", "sizes", "election", "stragglers", "failover", "etcd", "security", "limits"];
 
 /// A flag's value as a number above zero.
@@ -33,9 +36,27 @@ fn positive<T: std::str::FromStr + PartialOrd + Default>(flag: &str, v: Option<&
     }
 }
 
+/// `--scale-keys`: growing sizes, comma-separated.
+fn scale_keys(v: Option<&String>) -> Result<Vec<u64>, String> {
+    let wrong = || "--scale-keys needs growing key counts, e.g. 100000,300000".to_string();
+    let sizes: Vec<u64> =
+        v.ok_or_else(wrong)?.split(',').map(|n| n.trim().parse().map_err(|_| wrong())).collect::<Result<_, _>>()?;
+    match !sizes.is_empty() && sizes[0] > 0 && sizes.windows(2).all(|w| w[0] < w[1]) {
+        true => Ok(sizes),
+        false => Err(wrong()),
+    }
+}
+
 /// `None` for --help.
 fn parse(args: &[String]) -> Result<Option<(Lab, Vec<String>)>, String> {
-    let mut lab = Lab { out: PathBuf::from("bench/results"), seconds: 3.0, trials: 20, rounds: 3, baseline_node: None };
+    let mut lab = Lab {
+        out: PathBuf::from("bench/results"),
+        seconds: 3.0,
+        trials: 20,
+        rounds: 3,
+        baseline_node: None,
+        scale_keys: lab::scale::SIZES.to_vec(),
+    };
     let mut chosen = Vec::new();
     let mut all = false;
     let mut it = args.iter();
@@ -48,12 +69,13 @@ fn parse(args: &[String]) -> Result<Option<(Lab, Vec<String>)>, String> {
             "--baseline-node" => {
                 lab.baseline_node = Some(PathBuf::from(it.next().ok_or("--baseline-node needs a path")?))
             }
+            "--scale-keys" => lab.scale_keys = scale_keys(it.next())?,
             "-h" | "--help" => return Ok(None),
             "all" => {
                 all = true;
                 chosen.extend(ALL.iter().map(|s| s.to_string()));
             }
-            name if ALL.contains(&name) => chosen.push(name.to_string()),
+            name if ALL.contains(&name) || name == "scale" => chosen.push(name.to_string()),
             other => return Err(format!("unknown experiment or flag {other:?}")),
         }
     }
@@ -95,6 +117,7 @@ fn main() -> ExitCode {
             "failover" => lab::failover::run(&lab),
             "security" => lab::security::run(&lab),
             "limits" => lab::limits::run(&lab),
+            "scale" => lab::scale::run(&lab, &lab.scale_keys),
             _ => lab::versus_etcd::run(&lab),
         };
         if let Err(e) = result {

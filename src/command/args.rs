@@ -120,7 +120,7 @@ fn sequence(command: &str, words: &[&str], at: &mut usize) -> Result<Vec<Arg>, S
                 let mut arg = group(alts);
                 arg.optional = true;
                 arg.multiple = repeated;
-                out.push(arg);
+                push_folding_repeat(&mut out, arg);
             }
             _ => {
                 *at += 1;
@@ -129,6 +129,26 @@ fn sequence(command: &str, words: &[&str], at: &mut usize) -> Result<Vec<Arg>, S
         }
     }
     Ok(absorb_tokens(out))
+}
+
+/// Pushes `arg`, except that `key [key ...]` (and `field value [field value
+/// ...]`) becomes one argument flagged multiple, as Redis describes it, so
+/// that redis-cli hints `key [key ...]` and not one more.
+fn push_folding_repeat(out: &mut Vec<Arg>, arg: Arg) {
+    if arg.multiple && arg.token.is_none() {
+        let plain = |a: &Arg| Arg { optional: false, multiple: false, ..a.clone() };
+        let repeated: Vec<Arg> = match &arg.kind {
+            Kind::Block(inner) => inner.clone(),
+            _ => vec![plain(&arg)],
+        };
+        let n = repeated.len();
+        if out.len() >= n && out[out.len() - n..] == repeated[..] {
+            out.truncate(out.len() - n);
+            out.push(Arg { optional: false, ..arg });
+            return;
+        }
+    }
+    out.push(arg);
 }
 
 /// One word: a token (uppercase or a digit, as `HELLO 3`) or an argument.
@@ -290,11 +310,10 @@ mod tests {
     fn repetition_and_nesting() {
         let mset = parse("mset", "key value [key value ...]").unwrap();
         let pair = Kind::Block(vec![arg("key", Kind::Key), arg("value", Kind::String)]);
-        assert_eq!(mset[2], Arg { multiple: true, ..optional(arg("key-value", pair)) });
-        assert_eq!(
-            parse("del", "key [key ...]").unwrap()[1],
-            Arg { multiple: true, ..optional(arg("key", Kind::Key)) }
-        );
+        assert_eq!(mset, vec![Arg { multiple: true, ..arg("key-value", pair) }]);
+        assert_eq!(parse("del", "key [key ...]").unwrap(), vec![Arg { multiple: true, ..arg("key", Kind::Key) }]);
+        let eval = parse("eval", "script numkeys [key ...] [arg ...]").unwrap();
+        assert_eq!(eval[2], Arg { multiple: true, ..optional(arg("key", Kind::Key)) });
         let hello = parse("hello", "[protover [AUTH username password] [SETNAME clientname]]").unwrap();
         let auth = Arg {
             token: Some("AUTH".into()),

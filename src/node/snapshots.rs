@@ -256,11 +256,15 @@ impl Snapshots {
     /// may be newer).
     pub fn finished(&mut self, taken: Taken) -> Result<Option<SnapshotFile>, String> {
         self.taking = None;
-        let file = taken.result?;
+        // Obsolete first: a newer snapshot installed meanwhile may have had
+        // this file removed before its check.
         if taken.meta.index <= self.index() {
-            self.remove(Removal::One(file.path));
+            if let Ok(file) = taken.result {
+                self.remove(Removal::One(file.path));
+            }
             return Ok(None);
         }
+        let file = taken.result?;
         log::info!("took snapshot {}/{} in {:?}", taken.meta.index, taken.meta.term, taken.took);
         Ok(Some(file))
     }

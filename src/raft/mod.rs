@@ -221,12 +221,14 @@ impl Raft {
     }
 
     /// Leader: appends an entry of the node's own making (the expiry sweep,
-    /// `crate::expiry`), also while a transfer is under way: the leader
-    /// still answers reads then, and they must see it. The transfer target
-    /// catches up with it as with any entry before it takes over.
+    /// `crate::expiry`): one entry, not batched with clients' writes. Not
+    /// while a transfer is under way (the target, caught up, would lose its
+    /// election to a log that grew).
     pub fn propose_own(&mut self, command: Vec<u8>) -> Result<Proposed, ProposeError> {
-        if self.role != Role::Leader {
-            return Err(ProposeError::NoLeader);
+        match self.role {
+            Role::Leader if self.transfer.is_some() => return Err(ProposeError::TransferInProgress),
+            Role::Leader => {}
+            _ => return Err(ProposeError::NoLeader),
         }
         let (index, term) = self.append_new(Payload::command(command));
         Ok(Proposed::Appended { index, term })

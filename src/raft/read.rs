@@ -147,11 +147,14 @@ impl Raft {
         }
         let applied = self.log.applied();
         while let Some(&(ctx, index)) = self.reads.confirmed.front() {
-            if index > applied {
+            // Released at the floor too (a sweep proposed since the read
+            // came in), and only once that is applied here as well.
+            let at = index.max(self.reads.floor);
+            if at > applied {
                 break;
             }
             self.reads.confirmed.pop_front();
-            self.release_read(ctx, Some(index.max(self.reads.floor)));
+            self.release_read(ctx, Some(at));
         }
     }
 

@@ -8,6 +8,7 @@ pub mod failover;
 pub mod insert;
 pub mod limits;
 pub mod mixes;
+pub mod scale;
 pub mod security;
 pub mod sizes;
 pub mod stragglers;
@@ -30,6 +31,8 @@ pub struct Lab {
     pub rounds: usize,
     /// A build of the node to compare with (the limits experiment).
     pub baseline_node: Option<PathBuf>,
+    /// The sizes the scale experiment grows the store to.
+    pub scale_keys: Vec<u64>,
 }
 
 /// The run with the median throughput. The disk of a shared machine has
