@@ -111,6 +111,39 @@ fn a_killed_leader_is_replaced_and_catches_up_after_restart() {
     assert_eq!(info["role"], "follower", "{info:?}");
 }
 
+/// A follower whose data directory is wiped, started again with the same id
+/// and peers file: the leader still counts it as holding what it had
+/// acknowledged, so nothing would be sent to it. Its first heartbeat tells
+/// it otherwise; both sides log it, and it gets the log again with no new
+/// write to push it.
+#[test]
+fn a_follower_that_lost_its_data_directory_says_so_and_catches_up() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    let l = leader(&mut c);
+    for i in 0..50 {
+        assert_eq!(cmd(&c, l, &["SET", &format!("k{i}"), &i.to_string()]), "OK");
+    }
+    let f = (1..=3).find(|&id| id != l).unwrap();
+    get_eventually(&c, f, "k49", "49");
+    c.kill(f);
+    std::fs::remove_dir_all(&c.nodes[&f].data).unwrap();
+    c.start(f);
+    wait_logged(&c, f, "entries it acknowledged are lost");
+    wait_logged(&c, l, &format!("node {f} restarted holding entries through 0 only"));
+    let mut client = c.client(f).unwrap();
+    assert_eq!(text(&client.cmd(&["READONLY"]).unwrap()), "OK");
+    let deadline = Instant::now() + LEADER_TIMEOUT;
+    while text(&client.cmd(&["GET", "k49"]).unwrap()) != "49" {
+        assert!(Instant::now() < deadline, "node {f} never caught up\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 0..50 {
+        assert_eq!(text(&client.cmd(&["GET", &format!("k{i}")]).unwrap()), i.to_string());
+    }
+    c.assert_none_exited();
+}
+
 #[test]
 fn a_paused_leader_steps_down_when_resumed_and_takes_the_new_log() {
     let mut c = TestCluster::new(3);

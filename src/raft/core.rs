@@ -150,6 +150,13 @@ pub struct Raft {
     /// are unique across restarts (`ReadId`).
     pub(super) incarnation: u64,
     pub(super) next_read_seq: u64,
+    /// Follower: the leader counted this node as holding entries through
+    /// this index, but its log ends before it: the node lost what it had
+    /// acknowledged (its data directory wiped or replaced). Until its log
+    /// reaches the index again it grants no votes: its empty log would make
+    /// any candidate look up to date, and could elect one that lacks
+    /// entries committed with this node's help.
+    pub(super) lost_through: Index,
 
     pub(super) out: Outbox,
     /// The hard state last handed out in a `Ready` (to be written, or
@@ -220,6 +227,7 @@ impl Raft {
             forwarded_reads: BTreeMap::new(),
             incarnation,
             next_read_seq: 0,
+            lost_through: Index::ZERO,
             clock_ms: 0,
             out: Outbox::default(),
             hard_state_sent: init.hard_state,

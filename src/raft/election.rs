@@ -102,7 +102,8 @@ impl Raft {
         let can_vote =
             self.vote == Some(m.from) || (self.vote.is_none() && self.leader.is_none()) || (pre && m.term > self.term);
         let skip_log_check = self.cfg.planted_bug == Some(super::config::PlantedBug::VoteWithoutLogCheck);
-        let granted = can_vote && (skip_log_check || self.log.is_up_to_date(last_index, last_term));
+        let granted =
+            can_vote && (skip_log_check || self.log.is_up_to_date(last_index, last_term)) && !self.lost_entries();
         if pre {
             // A granted pre-vote echoes the term asked about; a refusal tells
             // the asker our term.

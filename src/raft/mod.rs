@@ -483,7 +483,7 @@ impl Raft {
         (&self.log, &self.memberships, &self.votes, &self.progress, &self.departing).hash(h);
         (&self.transfer, &self.reads, &self.membership_change).hash(h);
         (&self.forward_queue, &self.forward_to, &self.forwarded_reads, &self.out).hash(h);
-        (self.incarnation, self.next_read_seq).hash(h);
+        (self.incarnation, self.next_read_seq, self.lost_through).hash(h);
         (self.hard_state_sent, &self.pending_snapshot, &self.snapshot_receive).hash(h);
         (self.compact_wanted, self.compact_held_bytes).hash(h);
     }

@@ -178,6 +178,15 @@ impl Progress {
         self.reset_state(ProgressState::Snapshot { pending });
     }
 
+    /// The member lost its log: nothing it acknowledged is known to be
+    /// held, and the match point is looked for again from `next` down (or
+    /// the snapshot, when the log no longer goes back that far).
+    pub fn forget_match(&mut self, next: Index) {
+        self.matched = Index::ZERO;
+        self.reset_state(ProgressState::Probe);
+        self.next = next.max(Index(1));
+    }
+
     /// An Append was acknowledged through `index`. Returns whether it told us
     /// anything new.
     pub fn on_match(&mut self, index: Index) -> bool {

@@ -174,6 +174,35 @@ impl Raft {
         Ok(())
     }
 
+    fn on_lost_entries(&mut self, leader: NodeId, acknowledged: Index) {
+        let last = self.log.last_index();
+        if self.lost_through < acknowledged {
+            log::error!(
+                "{} t{}: leader {leader} counts this node as holding entries through {acknowledged}, but its log ends \
+                 at {last}: entries it acknowledged are lost (data directory wiped or replaced?). Catching up; no \
+                 votes from this node until its log reaches {acknowledged}",
+                self.id,
+                self.term
+            );
+            self.lost_through = acknowledged;
+        }
+        let hint_term = self.log.term(last).unwrap_or(Term(0));
+        let resp = AppendResp {
+            index: acknowledged,
+            rejected: true,
+            hint_index: last,
+            hint_term,
+            incarnation: self.incarnation,
+        };
+        self.send(leader, Body::AppendResp(resp));
+    }
+
+    /// Whether this node lost entries it acknowledged and has not caught up
+    /// since (`lost_through`).
+    pub(super) fn lost_entries(&self) -> bool {
+        self.log.last_index() < self.lost_through
+    }
+
     fn send_append_ack(&mut self, to: NodeId, index: Index) {
         let incarnation = self.incarnation;
         let resp = AppendResp { index, rejected: false, hint_index: Index::ZERO, hint_term: Term(0), incarnation };
@@ -181,7 +210,15 @@ impl Raft {
     }
 
     pub(super) fn handle_heartbeat(&mut self, from: NodeId, commit: Index, read_round: u64) -> Result<(), Dropped> {
-        let commit = commit.min(self.log.last_index());
+        let last = self.log.last_index();
+        if commit > last {
+            // A leader sends no commit index beyond what we acknowledged, and
+            // an acknowledged entry is durable: we lost entries (the data
+            // directory was wiped or replaced). Appends alone would never
+            // tell it, as the leader believes we hold them; say so.
+            self.on_lost_entries(from, commit);
+        }
+        let commit = commit.min(last);
         if commit > self.log.committed() {
             self.log.commit_to(commit);
         }
@@ -195,6 +232,22 @@ impl Raft {
             return Err(Dropped::Invalid);
         }
         if let Some(p) = self.progress.get_mut(&from) {
+            // A new process that holds less than the old one acknowledged
+            // lost its log; what it acknowledged no longer counts.
+            if r.rejected && r.incarnation != p.incarnation && r.hint_index < p.matched {
+                log::error!(
+                    "{} t{}: node {from} restarted holding entries through {} only, having acknowledged {}: its \
+                     data was lost; sending it the log again",
+                    self.id,
+                    self.term,
+                    r.hint_index,
+                    p.matched
+                );
+                p.forget_match(r.hint_index.next());
+                p.incarnation = r.incarnation;
+                self.send_append(from, true);
+                return Ok(());
+            }
             p.incarnation = r.incarnation;
         }
         if r.rejected {

@@ -239,6 +239,23 @@ impl Cluster {
         cluster
     }
 
+    /// Node `id` as a new process on `disk`, whatever it held before (a
+    /// replaced or wiped data directory): a process of its own, so its
+    /// incarnation differs from the last one's.
+    pub fn replace_node(&mut self, id: NodeId, disk: Disk) {
+        let restarts = self.nodes.get(&id).map_or(0, |n| n.restarts + 1);
+        self.checker.forget(id);
+        self.nodes.remove(&id);
+        self.add_node(id, disk);
+        if restarts > 0
+            && let Some(node) = self.nodes.get_mut(&id)
+        {
+            node.restarts = restarts;
+            node.raft = None;
+            self.boot(id);
+        }
+    }
+
     pub fn add_node(&mut self, id: NodeId, disk: Disk) {
         // A generator of its own, so that clocks change no other draw.
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.opts.seed ^ 0xc10c_0000 ^ id.0);

@@ -222,8 +222,7 @@ impl Runner {
         };
         let disk = Disk { hard_state: HardState { term, vote: None, commit: Index::ZERO }, entries, ..Disk::default() };
         let c = self.cluster()?;
-        c.nodes.remove(&id);
-        c.add_node(id, disk);
+        c.replace_node(id, disk);
         Ok(())
     }
 
