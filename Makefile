@@ -4,7 +4,7 @@
 
 BINS := node kv sim lincheck walbench snapbench bench lab
 SEEDS ?= 100000
-EXPERIMENTS := insert mixes sizes election stragglers failover etcd security limits scale
+EXPERIMENTS := insert mixes sizes election stragglers failover etcd security limits goals scale
 
 .PHONY: all build cluster cluster-secure stop clean-data test sim bench jepsen $(addprefix bench-,$(EXPERIMENTS))
 

@@ -47,6 +47,9 @@ pub struct LoadSpec {
     pub progress: bool,
     /// TLS and a login, for nodes that want them.
     pub security: crate::client::Security,
+    /// Each connection sends `READONLY` first: reads from the node's own
+    /// state, not linearizable (README, Guarantees).
+    pub readonly: bool,
 }
 
 impl Default for LoadSpec {
@@ -63,6 +66,7 @@ impl Default for LoadSpec {
             seed: 1,
             progress: false,
             security: crate::client::Security::default(),
+            readonly: false,
         }
     }
 }
@@ -247,6 +251,14 @@ fn progress(shared: &Shared, start: Instant) {
 /// Consecutive failed connection attempts after which a connection gives up.
 const CONNECT_ATTEMPTS_MAX: u32 = 50;
 
+fn readonly(c: &mut Conn) -> Result<(), String> {
+    match c.call(&["READONLY"]) {
+        Ok(r) if !r.is_error() => Ok(()),
+        Ok(r) => Err(format!("READONLY: {r:?}")),
+        Err(e) => Err(format!("READONLY: {e}")),
+    }
+}
+
 fn connection(shared: &Shared, index: usize) -> LoadResult {
     let spec = &shared.spec;
     let target = &spec.targets[index % spec.targets.len()];
@@ -264,7 +276,9 @@ fn connection(shared: &Shared, index: usize) -> LoadResult {
     while let Some((first, n)) = shared.claim(spec.pipeline as u64) {
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match Conn::open_secure(target, crate::client::CONNECT_TIMEOUT, &spec.security) {
+            None => match Conn::open_secure(target, crate::client::CONNECT_TIMEOUT, &spec.security)
+                .and_then(|mut c| if spec.readonly { readonly(&mut c).map(|()| c) } else { Ok(c) })
+            {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
                     fail(&mut result, e);

@@ -6,9 +6,10 @@
 //!     [--scale-keys N,N,...] EXPERIMENT...
 //! ```
 //!
-//! Experiments: insert, mixes, sizes, election, stragglers, failover, etcd, security,
-//! limits, or all; and scale (not in all: it grows the store to 10 million
-//! keys, `--scale-keys` for other sizes).
+//! Experiments: insert, mixes, sizes, election, stragglers, failover, etcd,
+//! security, limits, goals (the speed goals side by side), or all; and scale
+//! (not in all: it grows the store to 10 million keys, `--scale-keys` for
+//! other sizes).
 //! `--seconds` is the length of each load point (default 3), `--rounds`
 //! how often the side-by-side comparisons (mixes, etcd) repeat each point
 //! (default 3, the median is reported), `--trials` the kills per election
@@ -25,8 +26,9 @@ use raftkv::bench::lab::{self, Lab};
 
 const USAGE: &str = "usage: lab [--out DIR] [--seconds S] [--rounds N] [--trials N] [--baseline-node PATH] \
 [--scale-keys N,N,...] EXPERIMENT...\nexperiments: insert mixes sizes election stragglers failover etcd security limits \
-all scale";
-const ALL: [&str; 9] = ["insert", "mixes", "sizes", "election", "stragglers", "failover", "etcd", "security", "limits"];
+goals all scale";
+const ALL: [&str; 10] =
+    ["insert", "mixes", "sizes", "election", "stragglers", "failover", "etcd", "security", "limits", "goals"];
 
 /// A flag's value as a number above zero.
 fn positive<T: std::str::FromStr + PartialOrd + Default>(flag: &str, v: Option<&String>) -> Result<T, String> {
@@ -118,6 +120,7 @@ fn main() -> ExitCode {
             "security" => lab::security::run(&lab),
             "limits" => lab::limits::run(&lab),
             "scale" => lab::scale::run(&lab, &lab.scale_keys),
+            "goals" => lab::goals::run(&lab),
             _ => lab::versus_etcd::run(&lab),
         };
         if let Err(e) = result {

@@ -44,6 +44,58 @@ const BATCH_INPUTS_MAX: usize = 4096;
 /// How long after a failed snapshot the next is tried unasked.
 const SNAPSHOT_RETRY: Duration = Duration::from_secs(10);
 
+/// A turn of the core thread longer than this is logged with where its time
+/// went: heartbeats and answers wait for the whole turn, and a turn near an
+/// election timeout costs a leader its followers.
+const SLOW_TURN: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Copy)]
+enum Phase {
+    Inputs,
+    Written,
+    SnapshotTaken,
+    Work,
+}
+
+/// Where one turn of the core loop spent its time.
+#[derive(Default)]
+struct Turn {
+    started: Option<Instant>,
+    last: Option<Instant>,
+    spent: [Duration; 4],
+}
+
+impl Turn {
+    fn start(&mut self) {
+        let now = Instant::now();
+        self.started = Some(now);
+        self.last = Some(now);
+    }
+
+    fn mark(&mut self, phase: Phase) {
+        let now = Instant::now();
+        if let Some(last) = self.last.replace(now) {
+            self.spent[phase as usize] += now - last;
+        }
+    }
+
+    fn report(&self) {
+        let Some(started) = self.started else { return };
+        let took = started.elapsed();
+        if took >= SLOW_TURN {
+            let [inputs, written, taken, work] = self.spent;
+            log::warn!(
+                "the core thread took {took:?} for one turn (messages and requests {inputs:?}, finished writes \
+                 {written:?}, a finished snapshot {taken:?}, applying and sending {work:?})"
+            );
+        }
+    }
+}
+
+/// With `--snapshot-bytes 0`, snapshots larger than this are spaced by the
+/// log's size (`maybe_snapshot`).
+const SNAPSHOT_AMORTIZED_ABOVE: u64 = 64 << 20;
+
 /// Ticks caught up at once after the thread was held up (a long sync, a
 /// SIGSTOP): more than an election timeout's worth changes nothing.
 const CATCH_UP_TICKS_MAX: u64 = 100_000;
@@ -209,10 +261,12 @@ impl Core {
         loop {
             let mut taken = None;
             let mut done = None;
+            let mut turn = Turn::default();
             select! {
-                recv(inbound) -> m => if let Ok(m) = m { self.step(m) },
-                recv(requests) -> r => if let Ok(r) = r { self.on_request(r) },
+                recv(inbound) -> m => if let Ok(m) = m { turn.start(); self.step(m) },
+                recv(requests) -> r => if let Ok(r) = r { turn.start(); self.on_request(r) },
                 recv(ticker) -> _ => {
+                    turn.start();
                     // What peers said while this thread was held up (a
                     // long sync) comes before the time that passed: a
                     // leader must not count its followers silent because
@@ -223,8 +277,8 @@ impl Core {
                     }
                     self.on_tick()
                 }
-                recv(snapshots_taken) -> t => taken = t.ok(),
-                recv(written) -> d => done = Some(d.unwrap_or_else(|_| Err(writer_gone()))),
+                recv(snapshots_taken) -> t => { turn.start(); taken = t.ok() },
+                recv(written) -> d => { turn.start(); done = Some(d.unwrap_or_else(|_| Err(writer_gone()))) },
             }
             for _ in 0..BATCH_INPUTS_MAX {
                 let mut idle = true;
@@ -240,15 +294,21 @@ impl Core {
                     break;
                 }
             }
+            turn.mark(Phase::Inputs);
             let result = match done {
                 Some(d) => self.on_written(d),
                 None => Ok(()),
             };
+            turn.mark(Phase::Written);
             let result = result.and_then(|()| match taken {
                 Some(t) => self.on_snapshot_taken(t),
                 None => Ok(()),
             });
-            if let Err(e) = result.and_then(|()| self.work()) {
+            turn.mark(Phase::SnapshotTaken);
+            let result = result.and_then(|()| self.work());
+            turn.mark(Phase::Work);
+            turn.report();
+            if let Err(e) = result {
                 log::error!("storage failed: {e}; no further write will be acknowledged");
                 self.pending.abandon("the node's storage failed");
                 return CoreExit::Storage(e);
@@ -518,6 +578,7 @@ impl Core {
     }
 
     fn carry_out(&mut self, mut rd: Ready) -> Result<(), WalError> {
+        self.snapshots.free(std::mem::take(&mut rd.discarded));
         for m in std::mem::take(&mut rd.messages) {
             self.send(m);
         }
@@ -726,8 +787,17 @@ impl Core {
         }
         let applied = self.raft.applied();
         let since = applied.0.saturating_sub(self.snapshots.index().0);
-        let due = (self.settings.snapshot_entries > 0 && since >= self.settings.snapshot_entries)
+        let asked = (self.settings.snapshot_entries > 0 && since >= self.settings.snapshot_entries)
             || (self.settings.snapshot_bytes > 0 && self.applied_bytes_since_snapshot >= self.settings.snapshot_bytes);
+        // A snapshot costs the whole store, whatever asked for it: one larger
+        // than the byte threshold is taken again only once the log since
+        // holds a quarter of it, so snapshots cost at most four bytes
+        // written per byte of log at any size. By count alone a store of
+        // ten million keys (1.1 GB) was written out again every 15 MB.
+        let last = self.snapshots.disk_bytes();
+        let small =
+            if self.settings.snapshot_bytes > 0 { self.settings.snapshot_bytes } else { SNAPSHOT_AMORTIZED_ABOVE };
+        let due = asked && (last <= small || self.applied_bytes_since_snapshot >= last / 4);
         let backing_off = self.snapshot_retry_at.is_some_and(|at| Instant::now() < at);
         if (!due || backing_off) && self.snapshot_waiters.is_empty() {
             return;

@@ -111,12 +111,13 @@ pub struct Snapshots {
     taking: Option<SnapshotMeta>,
     done_tx: Sender<Taken>,
     pub done: Receiver<Taken>,
-    /// The thread removing old snapshot files (`None` if it could not be
-    /// started: they are removed on the core thread).
+    /// The thread removing old snapshot files and freeing the log entries
+    /// compaction cut (`None` if it could not be started: the core thread
+    /// does both).
     remover: Option<Sender<Removal>>,
 }
 
-/// Old snapshot files to remove.
+/// Old snapshot files to remove, or cut log entries to free.
 enum Removal {
     /// Those older than `keep`, except `also` (one still in use).
     OlderThan {
@@ -124,6 +125,7 @@ enum Removal {
         also: Option<PathBuf>,
     },
     One(PathBuf),
+    Entries(crate::raft::Discarded),
     /// Answers once every removal asked for before it is done.
     #[cfg(test)]
     Settled(Sender<()>),
@@ -137,6 +139,7 @@ impl Removal {
                     log::warn!("cannot remove old snapshots: {e}");
                 }
             }
+            Removal::Entries(cut) => drop(cut),
             Removal::One(path) => {
                 if let Err(e) = std::fs::remove_file(&path)
                     && e.kind() != std::io::ErrorKind::NotFound
@@ -236,6 +239,7 @@ impl Snapshots {
         let (store, tx) = (self.store.clone(), self.done_tx.clone());
         self.taking = Some(meta.clone());
         let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
+            crate::limits::lower_thread_priority();
             let started = Instant::now();
             let result = (|| {
                 let mut w = store.create(&meta).map_err(|e| e.to_string())?;
@@ -278,6 +282,13 @@ impl Snapshots {
             None => removal,
         };
         removal.carry_out(&self.store);
+    }
+
+    /// Frees log entries compaction cut, away from the core thread.
+    pub fn free(&self, cut: crate::raft::Discarded) {
+        if !cut.0.is_empty() {
+            self.remove(Removal::Entries(cut));
+        }
     }
 
     /// Waits for the removals asked for so far.

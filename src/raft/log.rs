@@ -17,6 +17,26 @@ pub struct CommittedConflict {
     pub committed: Index,
 }
 
+/// Entries cut from the log by compaction, handed to the caller in a
+/// `Ready` to be freed where it suits it: freeing a few hundred thousand
+/// entries took the node's core thread 100 ms and more, long enough to
+/// cost a leader its followers. Not part of the log's state: any two are
+/// equal and hash alike.
+#[derive(Clone, Debug, Default)]
+pub struct Discarded(pub Vec<VecDeque<Entry>>);
+
+impl PartialEq for Discarded {
+    fn eq(&self, _: &Discarded) -> bool {
+        true
+    }
+}
+
+impl Eq for Discarded {}
+
+impl std::hash::Hash for Discarded {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RaftLog {
     /// The last index and term the latest snapshot covers (0/0 without one).
@@ -35,6 +55,7 @@ pub struct RaftLog {
     /// handed <= last_index()`); the write of those after `stable` may still
     /// be under way.
     handed: Index,
+    discarded: Discarded,
 }
 
 impl RaftLog {
@@ -56,6 +77,7 @@ impl RaftLog {
             applied: snapshot_index,
             stable: Index::ZERO,
             handed: Index::ZERO,
+            discarded: Discarded::default(),
         };
         log.stable = log.last_index();
         log.handed = log.stable;
@@ -255,9 +277,15 @@ impl RaftLog {
         }
         let term = self.term(index).expect("an applied index after the snapshot has a term");
         let drop = (index.0 - self.snapshot_index.0) as usize;
-        self.entries.drain(..drop);
+        let kept = self.entries.split_off(drop);
+        self.discarded.0.push(std::mem::replace(&mut self.entries, kept));
         self.snapshot_index = index;
         self.snapshot_term = term;
+    }
+
+    /// What compaction cut since the last call.
+    pub fn take_discarded(&mut self) -> Discarded {
+        std::mem::take(&mut self.discarded)
     }
 
     /// Installs a snapshot from a leader (paper §7): a matching suffix is
@@ -367,6 +395,9 @@ mod tests {
         log.commit_to(Index(4));
         log.applied_to(Index(4));
         log.compact(Index(3));
+        let cut: Vec<Index> = log.take_discarded().0.iter().flatten().map(|e| e.index).collect();
+        assert_eq!(cut, [Index(1), Index(2), Index(3)], "the cut entries are handed over, not freed here");
+        assert!(log.take_discarded().0.is_empty());
         assert_eq!(log.snapshot_index().next(), Index(4));
         assert_eq!(log.term(Index(3)), Some(Term(2)));
         assert_eq!(log.term(Index(2)), None);

@@ -47,7 +47,7 @@ mod types;
 pub use bounds::{INDEX_MAX, TERM_MAX};
 pub use config::{Config, PlantedBug};
 pub use core::{Dropped, InitialState, Raft, Role, Stats};
-pub use log::entry_payload_bytes;
+pub use log::{Discarded, entry_payload_bytes};
 pub use membership::{MembershipChange, MembershipError};
 pub use message::{
     Addrs, AppendResp, Body, Entry, HardState, Membership, Message, Payload, Printable, ReadId, SnapshotMeta,
@@ -118,6 +118,8 @@ pub struct Ready {
     /// leader or term changed first. No node ever appends them; their
     /// clients may be told so.
     pub forward_failures: Vec<Vec<u8>>,
+    /// Entries compaction cut from the log, to be freed off the hot path.
+    pub discarded: log::Discarded,
     /// What becomes true once the write is durable.
     persist: Persist,
 }
@@ -354,6 +356,7 @@ impl Raft {
             read_states: out.read_states,
             read_failures: out.read_failures,
             forward_failures: out.forward_failures,
+            discarded: self.log.take_discarded(),
         }
     }
 

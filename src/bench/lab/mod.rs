@@ -5,6 +5,7 @@
 pub mod compare;
 pub mod election;
 pub mod failover;
+pub mod goals;
 pub mod insert;
 pub mod limits;
 pub mod mixes;

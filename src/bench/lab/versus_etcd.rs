@@ -20,11 +20,11 @@ const KINDS: [&str; 2] = ["write", "read"];
 
 /// Throughput and the latency percentiles both tools report.
 #[derive(Clone, Copy, Default)]
-struct Point {
-    ops_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: u64,
+pub(super) struct Point {
+    pub ops_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
 }
 
 fn base64(data: &[u8]) -> String {
@@ -45,7 +45,7 @@ fn base64(data: &[u8]) -> String {
 }
 
 /// The wrk script for one kind of request.
-fn script(kind: &str) -> String {
+pub(super) fn script(kind: &str) -> String {
     let keys: Vec<String> =
         (0..load::LoadSpec::default().keys).map(|i| format!("\"{}\"", base64(&load::key(i)))).collect();
     let value = base64(&[b'v'; 100]);
@@ -97,7 +97,7 @@ fn parse_wrk(out: &str) -> Result<Point, String> {
     Ok(p)
 }
 
-fn wrk(url: &str, script: &std::path::Path, connections: usize, seconds: f64) -> Result<Point, String> {
+pub(super) fn wrk(url: &str, script: &std::path::Path, connections: usize, seconds: f64) -> Result<Point, String> {
     let out = Command::new("wrk")
         .arg(format!("-t{}", connections.min(2)))
         .arg(format!("-c{connections}"))

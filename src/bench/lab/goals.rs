@@ -1,0 +1,174 @@
+//! Experiment: the speed goals, side by side in one run. Every system runs
+//! at once (raftkv with 3 nodes and with 1, Redis with appendfsync always,
+//! etcd with 3 nodes) and each point is measured on each in turn, in
+//! rounds; the median round counts. Then each goal is checked against what
+//! was measured, and the table says met or missed with the figures.
+
+use std::time::Duration;
+
+use super::versus_etcd::{self, Point};
+use super::{Lab, measure, median_by, preload, spec};
+use crate::bench::load::{LoadResult, LoadSpec, Workload};
+use crate::bench::local::{ClusterOptions, EtcdCluster, LocalCluster, RedisServer, Scratch};
+use crate::bench::report::{Report, thousands};
+
+/// The points, in the order each round measures them.
+const POINTS: [&str; 10] = [
+    "raftkv 3 nodes: writes, 64 conn",
+    "raftkv 1 node: writes, 64 conn",
+    "Redis appendfsync always: writes, 64 conn",
+    "etcd 3 nodes: writes, 64 conn",
+    "raftkv 3 nodes: linearizable reads, 64 conn",
+    "raftkv 3 nodes: READONLY reads, 64 conn",
+    "etcd 3 nodes: linearizable reads, 64 conn",
+    "raftkv 3 nodes: writes, 1 conn",
+    "raftkv 3 nodes: linearizable reads, 1 conn",
+    "raftkv 3 nodes: writes, 64 conn, -P 16",
+];
+
+fn of(r: &LoadResult) -> Point {
+    let f = r.latency.figures_ms();
+    Point { ops_per_sec: r.ops_per_sec(), p50_ms: f.p50, p99_ms: f.p99, errors: r.errors }
+}
+
+pub fn run(lab: &Lab) -> Result<(), String> {
+    let mut report = Report::new(&lab.out, "goals", "The speed goals, side by side");
+    report.text(&format!(
+        "One run, one machine, every system running at once. raftkv with fsync always (3 nodes, and 1 node as the \
+non-replicated baseline), Redis 7 with appendfsync always, etcd at its defaults (loaded by wrk through its JSON \
+gateway). 100-byte values, 10,000 keys, {} s per point, all connections to the leader, one request in flight per \
+connection unless `-P 16`. {} rounds, each point on each system in turn; the median round is shown.",
+        lab.seconds, lab.rounds
+    ));
+    report.csv("round,point,ops_per_sec,p50_ms,p99_ms,errors".to_string());
+    let scratch = Scratch::new("goals")?;
+    for kind in ["write", "read"] {
+        let path = scratch.0.join(format!("{kind}.lua"));
+        std::fs::write(&path, versus_etcd::script(kind)).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    let three = LocalCluster::start(ClusterOptions { size: 3, ..ClusterOptions::default() })?;
+    let one = LocalCluster::start(ClusterOptions { size: 1, ..ClusterOptions::default() })?;
+    let redis = RedisServer::start("always")?;
+    let etcd = EtcdCluster::start(3)?;
+    let etcd_url = etcd.client_urls[etcd.leader().ok_or("etcd has no leader")?].clone();
+    let leader =
+        |c: &LocalCluster| -> Result<String, String> { Ok(c.client_addr(c.wait_leader(Duration::from_secs(10))?)) };
+    for addr in [leader(&three)?, leader(&one)?, redis.addr.clone()] {
+        preload(&addr)?;
+    }
+    let etcd_script = |kind: &str| scratch.0.join(format!("{kind}.lua"));
+    let mut runs: Vec<Vec<Point>> = vec![Vec::new(); POINTS.len()];
+    for round in 1..=lab.rounds {
+        println!("== round {round} of {}", lab.rounds);
+        // Leaders are looked up each round: one may have changed.
+        let (a3, a1) = (leader(&three)?, leader(&one)?);
+        let ours = |addr: &str, connections, read_pct, pipeline, readonly| LoadSpec {
+            pipeline,
+            readonly,
+            ..spec(vec![addr.to_string()], connections, Workload::Mix { read_pct }, lab.seconds)
+        };
+        for (i, name) in POINTS.iter().enumerate() {
+            let point = match i {
+                0 => of(&measure(name, &ours(&a3, 64, 0, 1, false))),
+                1 => of(&measure(name, &ours(&a1, 64, 0, 1, false))),
+                2 => of(&measure(name, &ours(&redis.addr, 64, 0, 1, false))),
+                3 | 6 => {
+                    let kind = if i == 3 { "write" } else { "read" };
+                    let p = versus_etcd::wrk(&etcd_url, &etcd_script(kind), 64, lab.seconds)?;
+                    println!("  {name}: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms", p.ops_per_sec, p.p50_ms, p.p99_ms);
+                    p
+                }
+                4 => of(&measure(name, &ours(&a3, 64, 100, 1, false))),
+                5 => of(&measure(name, &ours(&a3, 64, 100, 1, true))),
+                7 => of(&measure(name, &ours(&a3, 1, 0, 1, false))),
+                8 => of(&measure(name, &ours(&a3, 1, 100, 1, false))),
+                _ => of(&measure(name, &ours(&a3, 64, 0, 16, false))),
+            };
+            report.csv(format!(
+                "{round},{name},{:.1},{:.3},{:.3},{}",
+                point.ops_per_sec, point.p50_ms, point.p99_ms, point.errors
+            ));
+            runs[i].push(point);
+        }
+    }
+    drop((three, one, redis, etcd));
+    let m: Vec<Point> = runs.into_iter().map(|r| median_by(r, |p| p.ops_per_sec)).collect();
+    let rows: Vec<Vec<String>> = POINTS
+        .iter()
+        .zip(&m)
+        .map(|(name, p)| {
+            vec![
+                name.to_string(),
+                thousands(p.ops_per_sec),
+                format!("{:.2}", p.p50_ms),
+                format!("{:.2}", p.p99_ms),
+                p.errors.to_string(),
+            ]
+        })
+        .collect();
+    report.table(&["point", "ops/s", "p50 ms", "p99 ms", "errors"], &rows);
+
+    let verdict = |met: bool| if met { "met" } else { "missed" }.to_string();
+    let ratio = |a: &Point, b: &Point| a.ops_per_sec / b.ops_per_sec.max(1e-9);
+    let goals = vec![
+        vec![
+            "3 nodes' writes at 64 conn >= Redis appendfsync always".into(),
+            format!(
+                "{:.2}x ({} vs {}/s)",
+                ratio(&m[0], &m[2]),
+                thousands(m[0].ops_per_sec),
+                thousands(m[2].ops_per_sec)
+            ),
+            verdict(ratio(&m[0], &m[2]) >= 1.0),
+        ],
+        vec!["their p99 <= 3 ms".into(), format!("{:.2} ms", m[0].p99_ms), verdict(m[0].p99_ms <= 3.0)],
+        vec![
+            "linearizable reads at 64 conn >= 10x etcd".into(),
+            format!(
+                "{:.1}x ({} vs {}/s)",
+                ratio(&m[4], &m[6]),
+                thousands(m[4].ops_per_sec),
+                thousands(m[6].ops_per_sec)
+            ),
+            verdict(ratio(&m[4], &m[6]) >= 10.0),
+        ],
+        vec![
+            "... and within 20% of READONLY reads".into(),
+            format!(
+                "{:.0}% ({} vs {}/s)",
+                100.0 * ratio(&m[4], &m[5]),
+                thousands(m[4].ops_per_sec),
+                thousands(m[5].ops_per_sec)
+            ),
+            verdict(ratio(&m[4], &m[5]) >= 0.8),
+        ],
+        vec![
+            "one connection's write p50 < 0.35 ms".into(),
+            format!("{:.3} ms", m[7].p50_ms),
+            verdict(m[7].p50_ms < 0.35),
+        ],
+        vec![
+            "one connection's read p50 < 0.15 ms".into(),
+            format!("{:.3} ms", m[8].p50_ms),
+            verdict(m[8].p50_ms < 0.15),
+        ],
+        vec![
+            "-P 16 writes at 64 conn >= 150,000/s".into(),
+            format!("{}/s", thousands(m[9].ops_per_sec)),
+            verdict(m[9].ops_per_sec >= 150_000.0),
+        ],
+        vec![
+            "3 nodes >= 75% of 1 node, writes at 64 conn".into(),
+            format!(
+                "{:.0}% ({} vs {}/s)",
+                100.0 * ratio(&m[0], &m[1]),
+                thousands(m[0].ops_per_sec),
+                thousands(m[1].ops_per_sec)
+            ),
+            verdict(ratio(&m[0], &m[1]) >= 0.75),
+        ],
+    ];
+    report.text("## Against the goals");
+    report.table(&["goal", "measured", ""], &goals);
+    report.finish()
+}
