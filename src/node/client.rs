@@ -633,7 +633,7 @@ impl Connection {
             let reply = match slot {
                 Slot::Ready(reply) => reply,
                 Slot::Waiting { seq, args, then } => {
-                    let reply = match self.wait_for(seq) {
+                    let reply = match self.wait_for(seq, answer_timeout(&args, self.opts.answer_timeout)) {
                         Answer::Reply(reply) => reply,
                         Answer::Forward { client_addr } => {
                             let login = self.login.as_ref().map(|l| (l.user.as_bytes(), &l.password[..]));
@@ -692,13 +692,13 @@ impl Connection {
         Ok(())
     }
 
-    fn wait_for(&mut self, seq: u64) -> Answer {
+    fn wait_for(&mut self, seq: u64, timeout: Duration) -> Answer {
         loop {
             if let Some(answer) = self.answers.remove(&seq) {
                 self.answers_bytes -= answer_bytes(&answer);
                 return answer;
             }
-            match self.mailbox.wait(self.opts.answer_timeout) {
+            match self.mailbox.wait(timeout) {
                 Some((s, answer)) => self.keep(s, answer),
                 None => {
                     return Answer::Reply(Reply::Error("TIMEOUT the node did not answer in time".into()));
@@ -781,6 +781,21 @@ impl Connection {
         Ok(())
     }
 }
+
+/// How long a connection waits for the core's answer to `args`. The core
+/// answers `RAFT SNAPSHOT` once the snapshot is durable, success or not:
+/// serializing ten million keys takes longer than any request's timeout,
+/// and the operator would be told `-TIMEOUT` for a snapshot still being
+/// taken.
+fn answer_timeout(args: &[Vec<u8>], usual: Duration) -> Duration {
+    let snapshot =
+        args.len() == 2 && args[0].eq_ignore_ascii_case(b"RAFT") && args[1].eq_ignore_ascii_case(b"SNAPSHOT");
+    if snapshot { usual.max(SNAPSHOT_ANSWER_TIMEOUT) } else { usual }
+}
+
+/// `answer_timeout` for `RAFT SNAPSHOT`: a bound, in case the core never
+/// answers, far beyond any snapshot this machine takes.
+const SNAPSHOT_ANSWER_TIMEOUT: Duration = Duration::from_secs(3600);
 
 fn answer_bytes(answer: &Answer) -> usize {
     match answer {
