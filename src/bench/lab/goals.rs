@@ -135,7 +135,7 @@ connection unless `-P 16`. {} rounds, each point on each system in turn; the med
         vec![
             "... and within 20% of READONLY reads".into(),
             format!(
-                "{:.0}% ({} vs {}/s)",
+                "{:.1}% ({} vs {}/s)",
                 100.0 * ratio(&m[4], &m[5]),
                 thousands(m[4].ops_per_sec),
                 thousands(m[5].ops_per_sec)
@@ -160,7 +160,7 @@ connection unless `-P 16`. {} rounds, each point on each system in turn; the med
         vec![
             "3 nodes >= 75% of 1 node, writes at 64 conn".into(),
             format!(
-                "{:.0}% ({} vs {}/s)",
+                "{:.1}% ({} vs {}/s)",
                 100.0 * ratio(&m[0], &m[1]),
                 thousands(m[0].ops_per_sec),
                 thousands(m[1].ops_per_sec)
