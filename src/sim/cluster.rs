@@ -245,18 +245,15 @@ impl Cluster {
     pub fn replace_node(&mut self, id: NodeId, disk: Disk) {
         let restarts = self.nodes.get(&id).map_or(0, |n| n.restarts + 1);
         self.checker.forget(id);
-        self.nodes.remove(&id);
-        self.add_node(id, disk);
-        if restarts > 0
-            && let Some(node) = self.nodes.get_mut(&id)
-        {
-            node.restarts = restarts;
-            node.raft = None;
-            self.boot(id);
-        }
+        self.start_node(id, disk, restarts);
     }
 
     pub fn add_node(&mut self, id: NodeId, disk: Disk) {
+        self.start_node(id, disk, 0);
+    }
+
+    /// Node `id` on `disk`, booted as its `restarts`-th process.
+    fn start_node(&mut self, id: NodeId, disk: Disk, restarts: u64) {
         // A generator of its own, so that clocks change no other draw.
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.opts.seed ^ 0xc10c_0000 ^ id.0);
         let (offset, drift) = (self.opts.clocks.offset_ms_max as i64, self.opts.clocks.drift_ppm_max as i64);
@@ -271,7 +268,7 @@ impl Cluster {
             pending: std::collections::VecDeque::new(),
             reads_waiting: Vec::new(),
             read_keys: HashMap::new(),
-            restarts: 0,
+            restarts,
             snapshot_due: None,
         };
         self.nodes.insert(id, node);

@@ -108,65 +108,30 @@ connection unless `-P 16`. {} rounds, each point on each system in turn; the med
         .collect();
     report.table(&["point", "ops/s", "p50 ms", "p99 ms", "errors"], &rows);
 
-    let verdict = |met: bool| if met { "met" } else { "missed" }.to_string();
-    let ratio = |a: &Point, b: &Point| a.ops_per_sec / b.ops_per_sec.max(1e-9);
+    let row = |goal: &str, measured: String, met: bool| {
+        vec![goal.to_string(), measured, if met { "met" } else { "missed" }.to_string()]
+    };
+    // A goal on the throughput of `a` against `b`, shown by `show`.
+    let versus = |goal: &str, a: &Point, b: &Point, at_least: f64, show: &dyn Fn(f64) -> String| {
+        let r = a.ops_per_sec / b.ops_per_sec.max(1e-9);
+        let measured = format!("{} ({} vs {}/s)", show(r), thousands(a.ops_per_sec), thousands(b.ops_per_sec));
+        row(goal, measured, r >= at_least)
+    };
+    let times = |digits: usize| move |r: f64| format!("{r:.digits$}x");
+    let percent = |r: f64| format!("{:.1}%", 100.0 * r);
     let goals = vec![
-        vec![
-            "3 nodes' writes at 64 conn >= Redis appendfsync always".into(),
-            format!(
-                "{:.2}x ({} vs {}/s)",
-                ratio(&m[0], &m[2]),
-                thousands(m[0].ops_per_sec),
-                thousands(m[2].ops_per_sec)
-            ),
-            verdict(ratio(&m[0], &m[2]) >= 1.0),
-        ],
-        vec!["their p99 <= 3 ms".into(), format!("{:.2} ms", m[0].p99_ms), verdict(m[0].p99_ms <= 3.0)],
-        vec![
-            "linearizable reads at 64 conn >= 10x etcd".into(),
-            format!(
-                "{:.1}x ({} vs {}/s)",
-                ratio(&m[4], &m[6]),
-                thousands(m[4].ops_per_sec),
-                thousands(m[6].ops_per_sec)
-            ),
-            verdict(ratio(&m[4], &m[6]) >= 10.0),
-        ],
-        vec![
-            "... and within 20% of READONLY reads".into(),
-            format!(
-                "{:.1}% ({} vs {}/s)",
-                100.0 * ratio(&m[4], &m[5]),
-                thousands(m[4].ops_per_sec),
-                thousands(m[5].ops_per_sec)
-            ),
-            verdict(ratio(&m[4], &m[5]) >= 0.8),
-        ],
-        vec![
-            "one connection's write p50 < 0.35 ms".into(),
-            format!("{:.3} ms", m[7].p50_ms),
-            verdict(m[7].p50_ms < 0.35),
-        ],
-        vec![
-            "one connection's read p50 < 0.15 ms".into(),
-            format!("{:.3} ms", m[8].p50_ms),
-            verdict(m[8].p50_ms < 0.15),
-        ],
-        vec![
-            "-P 16 writes at 64 conn >= 150,000/s".into(),
+        versus("3 nodes' writes at 64 conn >= Redis appendfsync always", &m[0], &m[2], 1.0, &times(2)),
+        row("their p99 <= 3 ms", format!("{:.2} ms", m[0].p99_ms), m[0].p99_ms <= 3.0),
+        versus("linearizable reads at 64 conn >= 10x etcd", &m[4], &m[6], 10.0, &times(1)),
+        versus("... and within 20% of READONLY reads", &m[4], &m[5], 0.8, &percent),
+        row("one connection's write p50 < 0.35 ms", format!("{:.3} ms", m[7].p50_ms), m[7].p50_ms < 0.35),
+        row("one connection's read p50 < 0.15 ms", format!("{:.3} ms", m[8].p50_ms), m[8].p50_ms < 0.15),
+        row(
+            "-P 16 writes at 64 conn >= 150,000/s",
             format!("{}/s", thousands(m[9].ops_per_sec)),
-            verdict(m[9].ops_per_sec >= 150_000.0),
-        ],
-        vec![
-            "3 nodes >= 75% of 1 node, writes at 64 conn".into(),
-            format!(
-                "{:.1}% ({} vs {}/s)",
-                100.0 * ratio(&m[0], &m[1]),
-                thousands(m[0].ops_per_sec),
-                thousands(m[1].ops_per_sec)
-            ),
-            verdict(ratio(&m[0], &m[1]) >= 0.75),
-        ],
+            m[9].ops_per_sec >= 150_000.0,
+        ),
+        versus("3 nodes >= 75% of 1 node, writes at 64 conn", &m[0], &m[1], 0.75, &percent),
     ];
     report.text("## Against the goals");
     report.table(&["goal", "measured", ""], &goals);
