@@ -220,7 +220,7 @@ pub struct Transport {
     shared: Arc<Shared>,
     peers: Mutex<BTreeMap<NodeId, PeerSender>>,
     listen_addr: SocketAddr,
-    accept_thread: Option<JoinHandle<()>>,
+    accept_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Transport {
@@ -254,8 +254,12 @@ impl Transport {
                 .name("peer-accept".into())
                 .spawn(move || accept_loop(listener, inbound, shared))?
         };
-        let transport =
-            Transport { shared, peers: Mutex::new(BTreeMap::new()), listen_addr, accept_thread: Some(accept_thread) };
+        let transport = Transport {
+            shared,
+            peers: Mutex::new(BTreeMap::new()),
+            listen_addr,
+            accept_thread: Mutex::new(Some(accept_thread)),
+        };
         transport.set_peers(peers);
         Ok(transport)
     }
@@ -353,11 +357,12 @@ impl Transport {
 
     /// Stops every thread this transport started and waits for them (each
     /// looks at the stop flag at least every poll interval).
-    pub fn shutdown(mut self) {
+    pub fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         // Wake the accept call.
         let _ = TcpStream::connect_timeout(&self.listen_addr, Duration::from_millis(200));
-        if let Some(t) = self.accept_thread.take() {
+        let accept_thread = self.accept_thread.lock().take();
+        if let Some(t) = accept_thread {
             let _ = t.join();
         }
         let peers = std::mem::take(&mut *self.peers.lock());

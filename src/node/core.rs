@@ -146,7 +146,7 @@ pub struct Core {
     marking: Option<SnapshotFile>,
     /// After a failed snapshot (a full disk), when to try again unasked.
     snapshot_retry_at: Option<Instant>,
-    transport: Transport,
+    transport: Arc<Transport>,
     log_context: Arc<LogContext>,
     incarnation: u64,
     next_seq: u64,
@@ -209,7 +209,7 @@ impl Core {
         writer: LogWriter,
         kv: KvStore,
         snapshots: Snapshots,
-        transport: Transport,
+        transport: Arc<Transport>,
         log_context: Arc<LogContext>,
     ) -> Core {
         let incarnation = settings.incarnation;
@@ -243,7 +243,7 @@ impl Core {
         }
     }
 
-    pub fn transport(self) -> Transport {
+    pub fn transport(self) -> Arc<Transport> {
         self.transport
     }
 
@@ -604,11 +604,15 @@ impl Core {
             messages: std::mem::take(&mut rd.persisted_messages),
             persist: rd.take_persist(),
         };
-        let nothing = write.entries.is_empty()
-            && write.hard_state.is_none()
-            && write.messages.is_empty()
-            && write.persist.is_empty();
-        if !nothing {
+        let writes_nothing = write.entries.is_empty() && write.hard_state.is_none() && write.persist.is_empty();
+        if writes_nothing && self.writer.is_idle() {
+            // Answers (to heartbeats, to read-index rounds) that promise
+            // only what is durable already: through the log writer they
+            // would cost every linearizable read one more thread handoff.
+            for m in write.messages {
+                self.send(m);
+            }
+        } else if !writes_nothing || !write.messages.is_empty() {
             self.writer.write(write);
         }
         if whole {
@@ -648,12 +652,7 @@ impl Core {
         self.writer.finished(&done);
         for d in done? {
             match d {
-                Done::Written { messages, persist } => {
-                    for m in messages {
-                        self.send(m);
-                    }
-                    self.raft.persisted(persist);
-                }
+                Done::Written { persist } => self.raft.persisted(persist),
                 Done::Marked { index } => self.on_marked(index),
             }
         }

@@ -8,9 +8,12 @@
 //! a follower to its leader's check-quorum.
 //!
 //! Jobs are written in the order they were handed over, and everything
-//! queued while one sync ran is covered by the next (group commit). Each
-//! finished job comes back to the core in order, which then sends the
-//! messages that promised its durability and tells the Raft core.
+//! queued while one sync ran is covered by the next (group commit). The
+//! answers a sync made true (a follower's acknowledgement of new entries,
+//! a vote) leave from this thread as soon as it returns, straight to the
+//! peers' sender threads: through the core they waited for its next turn,
+//! one more thread handoff on every write's path. Each finished job then
+//! comes back to the core in order, which tells the Raft core.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +38,7 @@ pub struct Write {
     pub entries: Vec<Entry>,
     pub hard_state: Option<HardState>,
     pub must_sync: bool,
-    /// Sent once the write is durable.
+    /// Sent (by `spawn`'s `answers`) once the write is durable.
     pub messages: Vec<Message>,
     pub persist: Persist,
 }
@@ -48,7 +51,6 @@ enum Job {
 /// A finished job, in the order the jobs were handed over.
 pub enum Done {
     Written {
-        messages: Vec<Message>,
         persist: Persist,
     },
     /// The snapshot marker is durable and the segments it covers deleted.
@@ -81,8 +83,10 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// `fsync`: whether a write is synced, or only handed to the kernel.
-    pub fn spawn(wal: Wal, fsync: bool) -> std::io::Result<LogWriter> {
+    /// `fsync`: whether a write is synced, or only handed to the kernel;
+    /// `answers` sends a message to its peer once what it promises is
+    /// durable.
+    pub fn spawn(wal: Wal, fsync: bool, answers: impl Fn(Message) + Send + 'static) -> std::io::Result<LogWriter> {
         let (jobs, jobs_rx) = crossbeam_channel::unbounded();
         let (done_tx, done) = crossbeam_channel::unbounded();
         let stats = Arc::new(StorageStats::default());
@@ -91,7 +95,7 @@ impl LogWriter {
         let shared = stats.clone();
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || run(wal, fsync, &jobs_rx, &done_tx, &shared))?;
+            .spawn(move || run(wal, fsync, &jobs_rx, &done_tx, &shared, &answers))?;
         Ok(LogWriter { jobs: Some(jobs), done, in_flight: 0, stats, thread: Some(thread) })
     }
 
@@ -163,7 +167,14 @@ pub fn writer_gone() -> WalError {
 /// How often the writer looks at the free space.
 const SPACE_CHECK: Duration = Duration::from_secs(5);
 
-fn run(mut wal: Wal, fsync: bool, jobs: &Receiver<Job>, done: &Sender<Completions>, stats: &StorageStats) {
+fn run(
+    mut wal: Wal,
+    fsync: bool,
+    jobs: &Receiver<Job>,
+    done: &Sender<Completions>,
+    stats: &StorageStats,
+    answers: &dyn Fn(Message),
+) {
     let mut space_checked = Instant::now();
     loop {
         let first = match jobs.recv_timeout(SPACE_CHECK) {
@@ -186,7 +197,7 @@ fn run(mut wal: Wal, fsync: bool, jobs: &Receiver<Job>, done: &Sender<Completion
                 Err(_) => break,
             }
         }
-        let result = write_batch(&mut wal, fsync, batch, stats);
+        let result = write_batch(&mut wal, fsync, batch, stats, answers);
         publish_sizes(&wal, stats);
         let failed = result.is_err();
         if done.send(result).is_err() || failed {
@@ -195,8 +206,15 @@ fn run(mut wal: Wal, fsync: bool, jobs: &Receiver<Job>, done: &Sender<Completion
     }
 }
 
-fn write_batch(wal: &mut Wal, fsync: bool, batch: Vec<Job>, stats: &StorageStats) -> Completions {
+fn write_batch(
+    wal: &mut Wal,
+    fsync: bool,
+    batch: Vec<Job>,
+    stats: &StorageStats,
+    answers: &dyn Fn(Message),
+) -> Completions {
     let mut finished = Vec::with_capacity(batch.len());
+    let mut messages = Vec::new();
     let mut must_sync = false;
     for job in batch {
         match job {
@@ -208,7 +226,8 @@ fn write_batch(wal: &mut Wal, fsync: bool, batch: Vec<Job>, stats: &StorageStats
                     wal.set_hard_state(hs)?;
                 }
                 must_sync |= w.must_sync;
-                finished.push(Done::Written { messages: w.messages, persist: w.persist });
+                messages.extend(w.messages);
+                finished.push(Done::Written { persist: w.persist });
             }
             Job::MarkSnapshot { index, term } => {
                 // The marker is synced with everything written before it.
@@ -220,6 +239,10 @@ fn write_batch(wal: &mut Wal, fsync: bool, batch: Vec<Job>, stats: &StorageStats
     }
     if must_sync {
         timed(stats, || if fsync { wal.sync() } else { wal.flush() })?;
+    }
+    // In the order the core made them.
+    for m in messages {
+        answers(m);
     }
     Ok(finished)
 }

@@ -272,6 +272,7 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
         security.peers.clone(),
         identity.clone(),
     )
+    .map(Arc::new)
     .map_err(|e| NodeError::Fatal(format!("cannot start the peer transport: {e}")))?;
     let stop_clients = Arc::new(AtomicBool::new(false));
     let registry = clients::Registry::new(max_clients);
@@ -329,7 +330,11 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
         clients: registry,
         snapshot_bytes: opts.snapshot_bytes,
     };
-    let writer = log_writer::LogWriter::spawn(wal, opts.fsync == Fsync::Always)
+    let answers = {
+        let transport = transport.clone();
+        move |m| transport.send(m)
+    };
+    let writer = log_writer::LogWriter::spawn(wal, opts.fsync == Fsync::Always, answers)
         .map_err(|e| NodeError::Fatal(format!("cannot start the log writer thread: {e}")))?;
     let mut core = core::Core::new(settings, raft, writer, loaded.kv, loaded.snapshots, transport, log_context);
     let exit = core.run(&inbound, &requests, signals::stop_requested);
