@@ -49,6 +49,25 @@ const SNAPSHOT_RETRY: Duration = Duration::from_secs(10);
 /// election timeout costs a leader its followers.
 const SLOW_TURN: Duration = Duration::from_millis(100);
 
+/// Applying committed entries stops for the turn once the turn's work has
+/// taken this long and nothing else is left to carry out: the rest is
+/// applied in the next turns, with the messages that arrived meanwhile
+/// (heartbeats, votes) stepped in between. A follower that fell behind
+/// (a slow sync, a leader's burst) otherwise applied everything it had in
+/// one turn, at 10 million keys about 20 us an entry, while its leader's
+/// heartbeats waited.
+const APPLY_TURN_MAX: Duration = Duration::from_millis(10);
+
+/// Inputs taken in one turn stop after this long, so that what they
+/// asked for (acknowledgements, answers) leaves before more is taken in: a
+/// follower whose disk held it up for 100-200 ms found thousands of
+/// appends waiting and took 95-115 ms to step them in one turn.
+const INPUTS_TURN_MAX: Duration = Duration::from_millis(10);
+
+/// The longest the core waits for input with nothing to do; the ticker
+/// wakes it long before.
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
+
 #[derive(Clone, Copy)]
 enum Phase {
     Inputs,
@@ -79,14 +98,17 @@ impl Turn {
         }
     }
 
-    fn report(&self) {
+    /// `applied`: entries applied in the turn, in how many Readys.
+    fn report(&self, applied: (usize, usize)) {
         let Some(started) = self.started else { return };
         let took = started.elapsed();
         if took >= SLOW_TURN {
             let [inputs, written, taken, work] = self.spent;
+            let (entries, readys) = applied;
             log::warn!(
                 "the core thread took {took:?} for one turn (messages and requests {inputs:?}, finished writes \
-                 {written:?}, a finished snapshot {taken:?}, applying and sending {work:?})"
+                 {written:?}, a finished snapshot {taken:?}, applying and sending {work:?}: {entries} entries \
+                 applied in {readys} Readys)"
             );
         }
     }
@@ -169,6 +191,9 @@ pub struct Core {
     /// log a restart replays, and the core keeps in memory, stays bounded
     /// by `--snapshot-bytes` whatever the write pattern).
     applied_bytes_since_snapshot: u64,
+    /// Entries applied in this turn of the core loop, and in how many
+    /// Readys (for the slow-turn log line).
+    turn_applied: (usize, usize),
     /// The leader's expiry sweep.
     sweep: crate::expiry::Sweep,
     /// Scans (KEYS, SCAN, HGETALL, HSCAN) run on their own thread, on a
@@ -234,6 +259,7 @@ impl Core {
             membership_seen: Membership::default(),
             cluster_id_proposed: None,
             applied_bytes_since_snapshot: 0,
+            turn_applied: (0, 0),
             sweep: crate::expiry::Sweep::default(),
             scanner: spawn_scanner(),
             write_target: None,
@@ -262,6 +288,9 @@ impl Core {
             let mut taken = None;
             let mut done = None;
             let mut turn = Turn::default();
+            // Entries left to apply (`work`): look at the inputs, do not
+            // wait for them.
+            let wait = if self.raft.has_ready() { Duration::ZERO } else { IDLE_WAIT };
             select! {
                 recv(inbound) -> m => if let Ok(m) = m { turn.start(); self.step(m) },
                 recv(requests) -> r => if let Ok(r) = r { turn.start(); self.on_request(r) },
@@ -279,8 +308,13 @@ impl Core {
                 }
                 recv(snapshots_taken) -> t => { turn.start(); taken = t.ok() },
                 recv(written) -> d => { turn.start(); done = Some(d.unwrap_or_else(|_| Err(writer_gone()))) },
+                default(wait) => turn.start(),
             }
-            for _ in 0..BATCH_INPUTS_MAX {
+            let inputs_from = Instant::now();
+            for i in 0..BATCH_INPUTS_MAX {
+                if i % 64 == 63 && inputs_from.elapsed() >= INPUTS_TURN_MAX {
+                    break;
+                }
                 let mut idle = true;
                 if let Ok(m) = inbound.try_recv() {
                     self.step(m);
@@ -307,7 +341,7 @@ impl Core {
             turn.mark(Phase::SnapshotTaken);
             let result = result.and_then(|()| self.work());
             turn.mark(Phase::Work);
-            turn.report();
+            turn.report(std::mem::take(&mut self.turn_applied));
             if let Err(e) = result {
                 log::error!("storage failed: {e}; no further write will be acknowledged");
                 self.pending.abandon("the node's storage failed");
@@ -558,7 +592,11 @@ impl Core {
 
     fn work(&mut self) -> Result<(), WalError> {
         self.follow_leader();
+        let started = Instant::now();
         while self.raft.has_ready() {
+            if started.elapsed() >= APPLY_TURN_MAX && !self.raft.has_ready_besides_applying() {
+                break;
+            }
             let rd = self.raft.ready();
             self.carry_out(rd)?;
         }
@@ -622,6 +660,8 @@ impl Core {
             self.snapshots.adopt(file, self.raft.snapshot_index());
         }
         let applied_any = !rd.committed_entries.is_empty();
+        self.turn_applied.0 += rd.committed_entries.len();
+        self.turn_applied.1 += 1;
         for e in std::mem::take(&mut rd.committed_entries) {
             self.apply(e)?;
         }

@@ -301,11 +301,17 @@ impl Raft {
 
     /// Whether `ready()` would hand out anything.
     pub fn has_ready(&mut self) -> bool {
+        self.has_ready_besides_applying() || self.log.committed() > self.log.applied()
+    }
+
+    /// Whether `ready()` would hand out anything but committed entries to
+    /// apply. A caller may leave applying for later (bounding the time it
+    /// spends per turn); everything else it must carry out now.
+    pub fn has_ready_besides_applying(&mut self) -> bool {
         self.flush();
         self.hard_state() != self.hard_state_sent
             || self.log.handed() < self.log.last_index()
             || self.pending_snapshot.is_some()
-            || self.log.committed() > self.log.applied()
             || !self.out.msgs.is_empty()
             || !self.out.msgs_after_persist.is_empty()
             || !self.out.read_states.is_empty()
@@ -499,5 +505,57 @@ impl Raft {
 
     pub fn progress_of(&self, id: NodeId) -> Option<&Progress> {
         self.progress.get(&id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A single voter leads at once and commits what it writes: the Readys
+    /// then hold committed entries in slices, which a caller may leave for
+    /// later while nothing else waits.
+    #[test]
+    fn applying_may_wait_while_nothing_else_does() {
+        let id = NodeId(1);
+        let mut cfg = Config::new(id);
+        cfg.apply_entries_max = 3;
+        let init = InitialState {
+            hard_state: HardState::default(),
+            snapshot: None,
+            entries: Vec::new(),
+            bootstrap: Membership::with_voters([id]),
+        };
+        let mut raft = Raft::new(cfg, init);
+        raft.campaign_now();
+        let carry_out = |raft: &mut Raft| {
+            let rd = raft.ready();
+            let applied = rd.committed_entries.len();
+            raft.advance(rd);
+            applied
+        };
+        for _ in 0..100 {
+            if raft.role() == Role::Leader && !raft.has_ready_besides_applying() {
+                break;
+            }
+            carry_out(&mut raft);
+        }
+        assert_eq!(raft.role(), Role::Leader);
+        for i in 0..10u8 {
+            raft.propose(vec![i]).expect("a leader takes proposals");
+        }
+        while raft.has_ready_besides_applying() {
+            carry_out(&mut raft);
+        }
+        assert!(raft.committed() > raft.applied(), "written and committed, not all applied yet");
+        assert!(raft.has_ready(), "applying is still to do");
+        let mut slices = 0;
+        while raft.has_ready() {
+            assert!(!raft.has_ready_besides_applying());
+            assert!(carry_out(&mut raft) <= 3);
+            slices += 1;
+        }
+        assert!(slices >= 2, "ten entries and more apply in slices of three");
+        assert_eq!(raft.applied(), raft.committed());
     }
 }

@@ -46,6 +46,14 @@ pub struct SimOptions {
     /// and the clocks they read are noted (`Cluster::leader_clocks`).
     pub expiry: bool,
     pub clocks: Clocks,
+    /// `Config::apply_entries_max`: committed entries one Ready hands out.
+    pub apply_entries_max: usize,
+    /// Probability that a node with nothing to do but apply committed
+    /// entries leaves them for a later event, as the node's core does
+    /// once a turn has applied for long enough: messages are stepped,
+    /// reads asked and snapshots taken with entries committed but not yet
+    /// applied.
+    pub apply_late: f64,
 }
 
 /// How far the nodes' clocks stray from the simulator's time: each node's
@@ -96,6 +104,8 @@ impl SimOptions {
             seed,
             expiry: false,
             clocks: Clocks::default(),
+            apply_entries_max: 4096,
+            apply_late: 0.0,
         }
     }
 }
@@ -283,6 +293,7 @@ impl Cluster {
         cfg.pre_vote = self.opts.pre_vote;
         cfg.check_quorum = self.opts.check_quorum;
         cfg.append_entries_max = self.opts.append_entries_max;
+        cfg.apply_entries_max = self.opts.apply_entries_max;
         cfg.inflight_appends_max = self.opts.inflight_appends_max;
         cfg.compaction_hold_bytes_max = self.opts.compaction_hold_bytes_max;
         cfg.planted_bug = self.opts.planted_bug;
@@ -494,6 +505,12 @@ impl Cluster {
         let Some(node) = self.nodes.get_mut(&id) else { return Ok(false) };
         let Some(raft) = node.raft.as_mut() else { return Ok(false) };
         if !raft.has_ready() {
+            return Ok(false);
+        }
+        if self.opts.apply_late > 0.0
+            && !raft.has_ready_besides_applying()
+            && self.rng.random_bool(self.opts.apply_late)
+        {
             return Ok(false);
         }
         let mut rd = raft.ready();

@@ -71,6 +71,10 @@ pub struct Plan {
     pub expiry_share: f64,
     /// How far the nodes' clocks stray (they decide expiry).
     pub clocks: Clocks,
+    /// Committed entries a Ready hands out, and how often a node leaves
+    /// them unapplied for a later event (`SimOptions::apply_late`).
+    pub apply_entries_max: usize,
+    pub apply_late: f64,
 }
 
 impl Plan {
@@ -210,11 +214,22 @@ impl Plan {
             stay_after_timeout: 0.0,
             expiry_share: 0.0,
             clocks: Clocks::default(),
+            apply_entries_max: 4096,
+            apply_late: 0.0,
         }
         .with_membership_draw(&mut rng)
         .with_incarnation_draw(&mut rng)
         .with_compaction_draw(&mut rng)
         .with_expiry_draw(&mut rng)
+        .with_apply_draw(&mut rng)
+    }
+
+    /// Applying in slices, left for later events (the node's core bounds
+    /// the time a turn applies): drawn last of all.
+    fn with_apply_draw(mut self, rng: &mut Xoshiro256PlusPlus) -> Plan {
+        self.apply_entries_max = [4096, 4096, 8, 2][rng.random_range(0..4)];
+        self.apply_late = [0.0, 0.0, 0.3, 0.6][rng.random_range(0..4)];
+        self
     }
 
     /// Keys with deadlines, and clocks off by up to 50 ms either way and up
@@ -270,7 +285,7 @@ impl Plan {
         format!(
             "{} nodes (+{} spares), drop {} dup {} delay<={} hold {} corrupt {} crash {} leader-fault {} partition {} \
              compact {} every {} chunk {} membership {} persist-at-once {} prevote {} checkquorum {} append<={} inflight<={} clients {} \
-             (stay {}) keys {} ticks {} expiry {} clocks ±{} ms ±{} ppm",
+             (stay {}) keys {} ticks {} expiry {} clocks ±{} ms ±{} ppm apply<={} late {}",
             self.size,
             self.spares,
             self.faults.drop,
@@ -296,7 +311,9 @@ impl Plan {
             self.safety_ticks,
             self.expiry_share,
             self.clocks.offset_ms_max,
-            self.clocks.drift_ppm_max
+            self.clocks.drift_ppm_max,
+            self.apply_entries_max,
+            self.apply_late
         )
     }
 
@@ -316,6 +333,8 @@ impl Plan {
         opts.heartbeat_ticks = 3;
         opts.expiry = self.expiry_share > 0.0;
         opts.clocks = self.clocks;
+        opts.apply_entries_max = self.apply_entries_max;
+        opts.apply_late = self.apply_late;
         opts
     }
 }
