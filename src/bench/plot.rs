@@ -23,6 +23,8 @@ const H: f64 = 420.0;
 const LEFT: f64 = 80.0;
 const RIGHT: f64 = 190.0;
 const TOP: f64 = 40.0;
+/// Where a legend name starts, right of the plot.
+const LEGEND_TEXT_X: f64 = 36.0;
 const BOTTOM: f64 = 60.0;
 const COLOURS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
@@ -74,14 +76,19 @@ pub fn svg(chart: &Chart) -> String {
     let y_ticks = ticks(0.0, if y1 > 0.0 { y1 * 1.05 } else { 1.0 });
     let y1 = y_ticks.last().copied().unwrap_or(1.0).max(y1);
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    // The legend's column grows with its longest name (about 7 px a
+    // character at this size), the plot keeps its size: a name such as
+    // "0/100 read/write, 64 conn" ran past the picture's edge.
+    let longest = chart.series.iter().map(|s| s.name.chars().count()).max().unwrap_or(0) as f64;
+    let w = W - RIGHT + RIGHT.max(LEGEND_TEXT_X + 7.0 * longest + 8.0);
     let sx = |x: f64| LEFT + (x - x0) / (x1 - x0) * pw;
     let sy = |y: f64| TOP + ph - y / y1 * ph;
     let mut o = String::new();
     let _ = writeln!(
         o,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{H}" font-family="sans-serif" font-size="12">"#
     );
-    let _ = writeln!(o, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = writeln!(o, r#"<rect width="{w}" height="{H}" fill="white"/>"#);
     let _ = writeln!(
         o,
         r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
@@ -132,7 +139,7 @@ pub fn svg(chart: &Chart) -> String {
             r#"<line x1="{lx}" x2="{}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="3"/>"#,
             lx + 18.0
         );
-        let _ = writeln!(o, r#"<text x="{}" y="{}">{}</text>"#, lx + 24.0, ly + 4.0, escape(&s.name));
+        let _ = writeln!(o, r#"<text x="{}" y="{}">{}</text>"#, LEFT + pw + LEGEND_TEXT_X, ly + 4.0, escape(&s.name));
     }
     o.push_str("</svg>\n");
     o
@@ -162,5 +169,24 @@ mod tests {
         assert!(s.starts_with("<svg") && s.ends_with("</svg>\n"));
         assert!(s.contains("a &lt; b") && s.contains("ours &amp; theirs") && s.contains(">two<"));
         assert_eq!(s.matches("<circle").count(), 2);
+    }
+
+    #[test]
+    fn the_picture_widens_for_long_legend_names() {
+        let chart = |name: &str| Chart {
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            categories: None,
+            series: vec![Series { name: name.into(), points: vec![(1.0, 1.0), (2.0, 2.0)] }],
+        };
+        let width = |s: String| -> f64 {
+            let at = s.find("width=\"").expect("a width") + 7;
+            s[at..].split('"').next().and_then(|w| w.parse().ok()).expect("a number")
+        };
+        assert_eq!(width(svg(&chart("short"))), W);
+        let long = "0/100 read/write, 64 conn, and then some";
+        let w = width(svg(&chart(long)));
+        assert!(w >= W - RIGHT + LEGEND_TEXT_X + 7.0 * long.len() as f64, "{w}");
     }
 }
