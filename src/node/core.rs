@@ -76,6 +76,16 @@ enum Phase {
     Work,
 }
 
+/// Where the `work` of one turn went, for the slow-turn line.
+#[derive(Default)]
+struct WorkSplit {
+    entries: usize,
+    readys: usize,
+    in_readys: Duration,
+    reads: Duration,
+    snapshot: Duration,
+}
+
 /// Where one turn of the core loop spent its time.
 #[derive(Default)]
 struct Turn {
@@ -98,17 +108,20 @@ impl Turn {
         }
     }
 
-    /// `applied`: entries applied in the turn, in how many Readys.
-    fn report(&self, applied: (usize, usize)) {
+    fn report(&self, w: &WorkSplit) {
         let Some(started) = self.started else { return };
         let took = started.elapsed();
         if took >= SLOW_TURN {
             let [inputs, written, taken, work] = self.spent;
-            let (entries, readys) = applied;
             log::warn!(
                 "the core thread took {took:?} for one turn (messages and requests {inputs:?}, finished writes \
-                 {written:?}, a finished snapshot {taken:?}, applying and sending {work:?}: {entries} entries \
-                 applied in {readys} Readys)"
+                 {written:?}, a finished snapshot {taken:?}, applying and sending {work:?}: {} entries applied in {} \
+                 Readys taking {:?}, reads served in {:?}, starting a snapshot {:?})",
+                w.entries,
+                w.readys,
+                w.in_readys,
+                w.reads,
+                w.snapshot
             );
         }
     }
@@ -191,9 +204,8 @@ pub struct Core {
     /// log a restart replays, and the core keeps in memory, stays bounded
     /// by `--snapshot-bytes` whatever the write pattern).
     applied_bytes_since_snapshot: u64,
-    /// Entries applied in this turn of the core loop, and in how many
-    /// Readys (for the slow-turn log line).
-    turn_applied: (usize, usize),
+    /// Where this turn's `work` went (for the slow-turn log line).
+    work_split: WorkSplit,
     /// The leader's expiry sweep.
     sweep: crate::expiry::Sweep,
     /// Scans (KEYS, SCAN, HGETALL, HSCAN) run on their own thread, on a
@@ -259,7 +271,7 @@ impl Core {
             membership_seen: Membership::default(),
             cluster_id_proposed: None,
             applied_bytes_since_snapshot: 0,
-            turn_applied: (0, 0),
+            work_split: WorkSplit::default(),
             sweep: crate::expiry::Sweep::default(),
             scanner: spawn_scanner(),
             write_target: None,
@@ -341,7 +353,7 @@ impl Core {
             turn.mark(Phase::SnapshotTaken);
             let result = result.and_then(|()| self.work());
             turn.mark(Phase::Work);
-            turn.report(std::mem::take(&mut self.turn_applied));
+            turn.report(&std::mem::take(&mut self.work_split));
             if let Err(e) = result {
                 log::error!("storage failed: {e}; no further write will be acknowledged");
                 self.pending.abandon("the node's storage failed");
@@ -600,10 +612,16 @@ impl Core {
             let rd = self.raft.ready();
             self.carry_out(rd)?;
         }
+        let readys_done = Instant::now();
         self.serve_reads();
         self.answer_local();
+        let reads_done = Instant::now();
         self.maybe_propose_cluster_id();
         self.maybe_snapshot();
+        let snapshot_done = Instant::now();
+        self.work_split.in_readys += readys_done - started;
+        self.work_split.reads += reads_done - readys_done;
+        self.work_split.snapshot += snapshot_done - reads_done;
         if !self.pending.admin.is_empty() {
             self.check_admin();
         }
@@ -660,8 +678,8 @@ impl Core {
             self.snapshots.adopt(file, self.raft.snapshot_index());
         }
         let applied_any = !rd.committed_entries.is_empty();
-        self.turn_applied.0 += rd.committed_entries.len();
-        self.turn_applied.1 += 1;
+        self.work_split.entries += rd.committed_entries.len();
+        self.work_split.readys += 1;
         for e in std::mem::take(&mut rd.committed_entries) {
             self.apply(e)?;
         }
