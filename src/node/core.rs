@@ -54,8 +54,9 @@ const SLOW_TURN: Duration = Duration::from_millis(100);
 /// applied in the next turns, with the messages that arrived meanwhile
 /// (heartbeats, votes) stepped in between. A follower that fell behind
 /// (a slow sync, a leader's burst) otherwise applied everything it had in
-/// one turn, at 10 million keys about 20 us an entry, while its leader's
-/// heartbeats waited.
+/// one turn, at 10 million keys about 20 us an entry (up to 3 ms while a
+/// snapshot's view of the store is held), while its leader's heartbeats
+/// waited.
 const APPLY_TURN_MAX: Duration = Duration::from_millis(10);
 
 /// Inputs taken in one turn stop after this long, so that what they
