@@ -670,7 +670,7 @@ fn scan(data: &Data, at: u64, cursor: u64, pattern: Option<&[u8]>, count: usize,
     let mut looked = 0;
     let mut shard = cursor as usize;
     while shard < SHARD_COUNT && looked < count {
-        for (k, item) in data.shards[shard].iter() {
+        for (k, item) in data.shards.shard(shard) {
             looked += 1;
             let wanted = item.live(at)
                 && pattern.is_none_or(|p| glob::matches(p, k))
@@ -691,8 +691,8 @@ fn random_key(data: &Data, at: u64) -> Reply {
     }
     let start = rand::random_range(0..SHARD_COUNT);
     for i in 0..SHARD_COUNT {
-        let shard = &data.shards[(start + i) % SHARD_COUNT];
-        let live: Vec<&Bytes> = shard.iter().filter(|(_, it)| it.live(at)).map(|(k, _)| k).collect();
+        let shard = data.shards.shard((start + i) % SHARD_COUNT);
+        let live: Vec<&Bytes> = shard.filter(|(_, it)| it.live(at)).map(|(k, _)| k).collect();
         if !live.is_empty() {
             return Reply::bulk(live[rand::random_range(0..live.len())].to_vec());
         }

@@ -28,22 +28,22 @@
 //!
 //! A snapshot of a million keys must not stall writes (DESIGN: the core thread
 //! applies entries while a snapshot is written). The store is therefore
-//! [`SHARD_COUNT`] ordered maps, each behind an `Arc`, and keys and values are
-//! `Arc<[u8]>`. [`KvStore::view`] clones the shard pointers: O(shards), a few
-//! microseconds, and the view is a consistent copy that another thread
-//! serializes (or scans, for `KEYS` and `SCAN`) at its own pace. A write
-//! that lands in a shard still shared with a view first copies that one
-//! shard (`Arc::make_mut`), which bumps a refcount per entry but copies no
-//! key or value bytes; each shard is copied at most once per view. A hash is
-//! one value behind its own `Arc`: changing a hash shared with a view copies
-//! that hash's field map once.
+//! [`SHARD_COUNT`] shards of small ordered maps, every level behind an `Arc`
+//! (`shards`), and keys and values are `Arc<[u8]>`. [`KvStore::view`]
+//! clones 256 pointers, a few microseconds, and the view is a consistent
+//! copy that another thread serializes (or scans, for `KEYS` and `SCAN`) at
+//! its own pace. A write that lands in a map still shared with a view first
+//! copies that one map (`Arc::make_mut`), about 150 keys at 10 million,
+//! which bumps a refcount per entry but copies no key or value bytes; each
+//! map is copied at most once per view. A hash is one value behind its own
+//! `Arc`: changing a hash shared with a view copies that hash's field map
+//! once.
 //!
-//! Shards are chosen by CRC32 of the key and are `BTreeMap`s, so a snapshot
-//! of a given state is the same bytes on every node whatever order the keys
-//! arrived in, and a key never moves between shards, which is what makes
-//! `SCAN`'s cursor (a shard number) return every key present for the whole
-//! scan. The hash is fixed, not keyed: a client that crafts keys for one
-//! shard makes that shard big (still O(log n) per operation), nothing worse.
+//! Shards are chosen by CRC32 of the key and their maps are `BTreeMap`s, so
+//! a snapshot of a given state is the same bytes on every node whatever
+//! order the keys arrived in, and a key never moves between shards, which
+//! is what makes `SCAN`'s cursor (a shard number) return every key present
+//! for the whole scan.
 
 mod cmd;
 mod exec;
@@ -51,6 +51,7 @@ pub mod glob;
 mod ops;
 pub mod script;
 pub mod sessions;
+mod shards;
 mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -59,13 +60,12 @@ use std::sync::Arc;
 
 pub use cmd::{Cmd, Cond, ExpireCond, ScriptRef, Ttl, Unit, key as key_arg, parse as parse_cmd, parse_float};
 pub use ops::{Stamp, Watch, WriteOp};
+pub use shards::SHARD_COUNT;
 pub use snapshot::{SnapshotError, SnapshotErrorKind};
 
-use crate::resp::Reply;
+use shards::{Shards, shard_of};
 
-/// Shards of the store; a power of two so a hash picks one with a mask.
-pub const SHARD_COUNT: usize = 4096;
-const _: () = assert!(SHARD_COUNT.is_power_of_two());
+use crate::resp::Reply;
 
 /// The reply to INCR on a value that is not a decimal i64 (docs/commands.md).
 pub const NOT_AN_INTEGER: &str = "ERR value is not an integer";
@@ -148,17 +148,11 @@ impl Item {
     }
 }
 
-type Shard = BTreeMap<Bytes, Item>;
-
-fn shard_of(key: &[u8]) -> usize {
-    crc32fast::hash(key) as usize & (SHARD_COUNT - 1)
-}
-
 /// The replicated data, shared by the store and its views.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Data {
-    /// Exactly `SHARD_COUNT` shards; a key lives in `shards[shard_of(key)]`.
-    shards: Vec<Arc<Shard>>,
+    /// The keys, by shard (`shards`).
+    shards: Shards,
     /// Keys stored, expired or not.
     keys: usize,
     /// Bytes of keys and values together (INFO `memory`).
@@ -176,9 +170,8 @@ pub struct Data {
 
 impl Data {
     fn new() -> Data {
-        let empty = Arc::new(Shard::new());
         Data {
-            shards: vec![empty; SHARD_COUNT],
+            shards: Shards::new(),
             keys: 0,
             bytes: 0,
             clock: 0,
@@ -195,7 +188,7 @@ impl Data {
 
     /// The key's item if it is there and not expired by `at`.
     fn live_at(&self, key: &[u8], at: u64) -> Option<&Item> {
-        self.shards[shard_of(key)].get(key).filter(|i| i.live(at))
+        self.shards.get(key).filter(|i| i.live(at))
     }
 
     /// Live pairs in snapshot order (shard, then key).
@@ -205,11 +198,12 @@ impl Data {
 
     /// Pairs not expired by `at`, in snapshot order.
     fn iter_live_at(&self, at: u64) -> impl Iterator<Item = (&Bytes, &Item)> {
-        self.shards.iter().flat_map(|s| s.iter()).filter(move |(_, i)| i.live(at))
+        self.shards.iter().filter(move |(_, i)| i.live(at))
     }
 }
 
-/// The key-value map. Cloning is cheap (O(shards)); so is [`KvStore::view`].
+/// The key-value map. [`KvStore::view`] is cheap; cloning the store also
+/// copies its index of deadlines.
 #[derive(Clone)]
 pub struct KvStore {
     data: Data,
@@ -312,16 +306,15 @@ impl KvStore {
 
     /// What `WATCH` records for `key` (see [`WatchMark`]).
     pub fn watch_mark(&self, key: &[u8]) -> WatchMark {
-        let shard = shard_of(key);
-        match self.data.shards[shard].get(key) {
+        match self.data.shards.get(key) {
             Some(i) if i.live(self.data.clock) => i.version,
             Some(i) => MARK_EXPIRED | i.version,
-            None => MARK_ABSENT | self.data.removed[shard],
+            None => MARK_ABSENT | self.data.removed[shard_of(key)],
         }
     }
 
-    fn shard_mut(&mut self, key: &[u8]) -> &mut Shard {
-        Arc::make_mut(&mut self.data.shards[shard_of(key)])
+    fn shard_mut(&mut self, key: &[u8]) -> &mut shards::Map {
+        self.data.shards.map_mut(key)
     }
 
     fn index_deadline(&mut self, key: &[u8], old: u64, new: u64) {
@@ -363,7 +356,7 @@ impl KvStore {
     /// Changes a stored item in place, keeping the counts and the deadline
     /// index right.
     fn modify<R>(&mut self, key: &[u8], f: impl FnOnce(&mut Item) -> R) -> Option<R> {
-        if !self.data.shards[shard_of(key)].contains_key(key) {
+        if !self.data.shards.contains_key(key) {
             return None;
         }
         let item = self.shard_mut(key).get_mut(key)?;
@@ -377,16 +370,15 @@ impl KvStore {
 
     /// Deletes `key` at log index `index`; whether it was stored.
     fn remove(&mut self, key: &[u8], index: u64) -> Option<Item> {
-        let shard = shard_of(key);
-        if !self.data.shards[shard].contains_key(key) {
-            // Do not copy a shard shared with a view just to find nothing.
+        if !self.data.shards.contains_key(key) {
+            // Do not copy a map shared with a view just to find nothing.
             return None;
         }
         let item = self.shard_mut(key).remove(key)?;
         self.data.keys -= 1;
         self.data.bytes -= key.len() + item.value.bytes();
         self.index_deadline(key, item.deadline, 0);
-        Arc::make_mut(&mut self.data.removed)[shard] = index;
+        Arc::make_mut(&mut self.data.removed)[shard_of(key)] = index;
         Some(item)
     }
 
@@ -394,7 +386,7 @@ impl KvStore {
     /// that a write finds only live keys.
     fn purge(&mut self, key: &[u8], index: u64) {
         let now = self.data.clock;
-        if self.data.shards[shard_of(key)].get(key).is_some_and(|i| !i.live(now)) {
+        if self.data.shards.get(key).is_some_and(|i| !i.live(now)) {
             self.remove(key, index);
         }
     }

@@ -42,7 +42,7 @@ impl KvView {
         out.write_all(&data.clock.to_le_bytes())?;
         out.write_all(&(data.keys as u64).to_le_bytes())?;
         let mut written = 0;
-        for (key, item) in data.shards.iter().flat_map(|s| s.iter()) {
+        for (key, item) in data.shards.iter() {
             out.bytes(key)?;
             let kind = match item.value {
                 Value::Str(_) => KIND_STRING,
@@ -268,7 +268,7 @@ impl KvStore {
             } else {
                 r.item()?
             };
-            if store.data.shards[super::shard_of(&key)].contains_key(&key[..]) {
+            if store.data.shards.contains_key(&key[..]) {
                 return Err(SnapshotError { offset: at, kind: SnapshotErrorKind::DuplicateKey });
             }
             store.put(&key, item);
