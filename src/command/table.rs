@@ -730,7 +730,15 @@ pub static COMMANDS: &[Spec] = &[
             ),
             sub("raft|remove", 3, Class::Node, A, "raft", "id", "Removes a member; +OK once committed."),
             sub("raft|transfer", 3, Class::Node, A, "raft", "id", "Hands leadership to a voter; +OK once it leads."),
-            sub("raft|snapshot", 2, Class::Node, A, "raft", "", "Takes a snapshot here and compacts the log."),
+            sub(
+                "raft|snapshot",
+                2,
+                Class::Node,
+                A,
+                "raft",
+                "",
+                "Takes a snapshot here and compacts the log; +OK once one holding all applied when asked is durable.",
+            ),
         ],
     },
 ];

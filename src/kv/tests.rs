@@ -804,6 +804,22 @@ fn snapshot_runs_on_another_thread_while_writes_continue() {
 }
 
 #[test]
+fn a_store_knows_while_a_view_of_it_lives() {
+    let mut n = Node::new();
+    assert!(!n.kv.is_viewed());
+    let view = n.kv.view();
+    let copy = view.clone();
+    assert!(n.kv.is_viewed());
+    n.run("SET k v");
+    drop(view);
+    assert!(n.kv.is_viewed(), "a clone of the view still shares the store's maps");
+    drop(copy);
+    assert!(!n.kv.is_viewed());
+    n.run("SET k w");
+    assert!(!n.kv.is_viewed(), "writes and their map copies do not count as views");
+}
+
+#[test]
 fn scripts_run_as_redis_runs_them_and_alike_on_every_node() {
     let mut n = Node::new();
     let release = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";

@@ -131,15 +131,7 @@ fn raft_config(opts: &NodeOptions, tick: Duration) -> Config {
     cfg.election_ticks_min = ticks(opts.election_timeout_ms_min).max(1);
     cfg.election_ticks_max = ticks(opts.election_timeout_ms_max).max(cfg.election_ticks_min);
     cfg.heartbeat_ticks = ticks(opts.heartbeat_ms).max(1);
-    // The core bounds the time it applies per turn between Readys
-    // (`core::APPLY_TURN_MAX`); this bounds one Ready's share. Usually an
-    // entry costs microseconds, but while a snapshot's view of the store is
-    // held the first write to each of its maps copies that map: when a
-    // 10-million-key store had 4,096 maps of 2,400 keys, Readys of 160-256
-    // entries took 0.3-0.8 s (the slow-turn log line). Maps are 16 times
-    // smaller now (`kv::shards`); at ordinary load 32 and 256 measured the
-    // same (8 alternating rounds, 4 each way).
-    cfg.apply_entries_max = 32;
+    // How many committed entries a Ready applies: `core::APPLY_ENTRIES_MAX`.
     cfg.seed = rand::random();
     cfg
 }

@@ -304,6 +304,14 @@ impl Raft {
         self.has_ready_besides_applying() || self.log.committed() > self.log.applied()
     }
 
+    /// Committed entries the next Readys hand out at most, from now on
+    /// (`Config::apply_entries_max`): a driver may lower it while applying
+    /// costs more than usual. Which entries are applied, and in what order,
+    /// does not change.
+    pub fn set_apply_entries_max(&mut self, n: usize) {
+        self.cfg.apply_entries_max = n.max(1);
+    }
+
     /// Whether `ready()` would hand out anything but committed entries to
     /// apply. A caller may leave applying for later (bounding the time it
     /// spends per turn); everything else it must carry out now.
