@@ -896,7 +896,8 @@ impl Core {
                 self.marking = Some(file);
                 return Ok(());
             }
-            Ok(None) => self.answer_snapshot_waiters(Reply::ok()),
+            // One installed from the leader meanwhile is newer.
+            Ok(None) => self.answer_covered_waiters(self.raft.snapshot_index()),
             Err(e) => {
                 log::error!("taking a snapshot failed: {e}; trying again in {SNAPSHOT_RETRY:?}");
                 self.snapshot_retry_at = Some(Instant::now() + SNAPSHOT_RETRY);
@@ -916,9 +917,14 @@ impl Core {
             self.raft.compact(index);
         }
         self.snapshots.adopt(file, self.raft.snapshot_index());
-        // An operator who asked while this snapshot was being written has
-        // writes it does not hold: those wait for the next one, which
-        // `maybe_snapshot` starts at once for them.
+        self.answer_covered_waiters(index);
+    }
+
+    /// Answers the operators whose `RAFT SNAPSHOT` a durable snapshot
+    /// through `index` covers. One who asked while it was being written has
+    /// writes it does not hold: they wait for the next, which
+    /// `maybe_snapshot` starts at once for them.
+    fn answer_covered_waiters(&mut self, index: crate::raft::Index) {
         let (covered, later) = std::mem::take(&mut self.snapshot_waiters).into_iter().partition(|(_, at)| *at <= index);
         self.snapshot_waiters = later;
         for (w, _) in covered {
