@@ -61,6 +61,10 @@ pub const COMPACTION_HOLD_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Commands in one forwarded Propose message.
 pub const PROPOSE_COMMANDS_MAX: usize = 4096;
 
+/// Committed entries one Ready hands out, unless its driver sets fewer
+/// (the node does: `node::core`'s caps, lower while a snapshot is written).
+pub const APPLY_ENTRIES_MAX: usize = 4096;
+
 /// A WAL record, header included.
 pub const RECORD_BYTES_MAX: usize = FRAME_BYTES_MAX;
 

@@ -187,6 +187,6 @@ mod tests {
         assert_eq!(width(svg(&chart("short"))), W);
         let long = "0/100 read/write, 64 conn, and then some";
         let w = width(svg(&chart(long)));
-        assert!(w >= W - RIGHT + LEGEND_TEXT_X + 7.0 * long.len() as f64, "{w}");
+        assert!(w >= W - RIGHT + LEGEND_TEXT_X + 7.0 * long.chars().count() as f64, "{w}");
     }
 }

@@ -55,8 +55,8 @@ const SLOW_TURN: Duration = Duration::from_millis(100);
 /// (heartbeats, votes) stepped in between. A follower that fell behind
 /// (a slow sync, a leader's burst) otherwise applied everything it had in
 /// one turn, at 10 million keys about 20 us an entry (up to 3 ms while a
-/// snapshot's view of the store is held), while its leader's heartbeats
-/// waited.
+/// snapshot's view of the store was held, when its shards were one map
+/// each), while its leader's heartbeats waited.
 const APPLY_TURN_MAX: Duration = Duration::from_millis(10);
 /// Committed entries one Ready applies at most; `APPLY_TURN_MAX` bounds
 /// the Readys of a turn. Pipelined writes (8 connections, 32 deep) did 10%
@@ -925,9 +925,7 @@ impl Core {
     /// writes it does not hold: they wait for the next, which
     /// `maybe_snapshot` starts at once for them.
     fn answer_covered_waiters(&mut self, index: crate::raft::Index) {
-        let (covered, later) = std::mem::take(&mut self.snapshot_waiters).into_iter().partition(|(_, at)| *at <= index);
-        self.snapshot_waiters = later;
-        for (w, _) in covered {
+        for (w, _) in self.snapshot_waiters.extract_if(.., |(_, at)| *at <= index) {
             w.reply(Reply::ok());
         }
     }

@@ -131,7 +131,6 @@ fn raft_config(opts: &NodeOptions, tick: Duration) -> Config {
     cfg.election_ticks_min = ticks(opts.election_timeout_ms_min).max(1);
     cfg.election_ticks_max = ticks(opts.election_timeout_ms_max).max(cfg.election_ticks_min);
     cfg.heartbeat_ticks = ticks(opts.heartbeat_ms).max(1);
-    // How many committed entries a Ready applies: `core::APPLY_ENTRIES_MAX`.
     cfg.seed = rand::random();
     cfg
 }

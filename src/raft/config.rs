@@ -97,7 +97,7 @@ impl Config {
             append_bytes_soft_max: crate::config::APPEND_BYTES_SOFT_MAX,
             inflight_appends_max: crate::config::INFLIGHT_APPENDS_MAX,
             inflight_bytes_max: crate::config::INFLIGHT_BYTES_MAX,
-            apply_entries_max: 4096,
+            apply_entries_max: crate::config::APPLY_ENTRIES_MAX,
             propose_commands_max: crate::config::PROPOSE_COMMANDS_MAX,
             compaction_hold_bytes_max: crate::config::COMPACTION_HOLD_BYTES_MAX,
             seed: 0,

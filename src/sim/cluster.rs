@@ -104,7 +104,7 @@ impl SimOptions {
             seed,
             expiry: false,
             clocks: Clocks::default(),
-            apply_entries_max: 4096,
+            apply_entries_max: crate::config::APPLY_ENTRIES_MAX,
             apply_late: 0.0,
         }
     }

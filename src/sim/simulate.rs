@@ -214,7 +214,7 @@ impl Plan {
             stay_after_timeout: 0.0,
             expiry_share: 0.0,
             clocks: Clocks::default(),
-            apply_entries_max: 4096,
+            apply_entries_max: crate::config::APPLY_ENTRIES_MAX,
             apply_late: 0.0,
         }
         .with_membership_draw(&mut rng)
@@ -227,7 +227,8 @@ impl Plan {
     /// Applying in slices, left for later events (the node's core bounds
     /// the time a turn applies): drawn last of all.
     fn with_apply_draw(mut self, rng: &mut Xoshiro256PlusPlus) -> Plan {
-        self.apply_entries_max = [4096, 4096, 8, 2][rng.random_range(0..4)];
+        let max = crate::config::APPLY_ENTRIES_MAX;
+        self.apply_entries_max = [max, max, 8, 2][rng.random_range(0..4)];
         self.apply_late = [0.0, 0.0, 0.3, 0.6][rng.random_range(0..4)];
         self
     }
