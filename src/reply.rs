@@ -179,6 +179,35 @@ impl Reply {
         }
     }
 
+    /// What is left of `budget` bytes once the reply is encoded (either
+    /// protocol), or `None` if it does not fit: a bound on what
+    /// [`Reply::encoded_len`] says, a few bytes over an element, found
+    /// without allocating and stopping as soon as the budget is spent,
+    /// however large the reply.
+    pub fn spend_within(&self, budget: usize) -> Option<usize> {
+        // A header: a type byte, up to 20 digits, CRLF; data adds its CRLF.
+        const HEAD: usize = 24;
+        let items = |budget: usize, replies: &mut dyn Iterator<Item = &Reply>| {
+            let mut left = budget.checked_sub(HEAD)?;
+            for r in replies {
+                left = r.spend_within(left)?;
+            }
+            Some(left)
+        };
+        match self {
+            Reply::Simple(t) | Reply::Error(t) | Reply::Verbatim(t) | Reply::BigNumber(t) => {
+                budget.checked_sub(HEAD + 8 + t.len())
+            }
+            Reply::Bulk(Some(b)) => budget.checked_sub(HEAD + 2 + b.len()),
+            Reply::Value(b) => budget.checked_sub(HEAD + 2 + b.len()),
+            Reply::Integer(_) | Reply::Bulk(None) | Reply::Array(None) | Reply::Bool(_) | Reply::Double(_) => {
+                budget.checked_sub(2 * HEAD + 2)
+            }
+            Reply::Array(Some(list)) | Reply::Set(list) => items(budget, &mut list.iter()),
+            Reply::Map(pairs) => items(budget, &mut pairs.iter().flat_map(|(k, v)| [k, v])),
+        }
+    }
+
     /// The reply as RESP2 carries it: maps and sets as arrays, verbatim
     /// text as a bulk string.
     pub fn to_resp2(&self) -> Reply {
@@ -268,5 +297,24 @@ mod tests {
         for r in [hello, set, info, Reply::Integer(-12), Reply::bulk("xy")] {
             assert_eq!(r.encoded_len(), r.to_bytes().len(), "{r:?}");
         }
+    }
+
+    #[test]
+    fn a_budget_bounds_either_encoding_and_stops_early() {
+        let value = |n: usize| Reply::Value(vec![b'v'; n].into());
+        let replies = [
+            Reply::map([("a", Reply::Double(-1.0e-300)), ("b", Reply::Bool(true)), ("c", Reply::Integer(i64::MIN))]),
+            Reply::Set(vec![Reply::BigNumber("1".repeat(100)), Reply::Verbatim("x\r\n".into())]),
+            Reply::array(vec![value(1000), Reply::nil(), Reply::Array(None), Reply::Error("ERR e".into())]),
+        ];
+        for r in &replies {
+            let worst = r.to_bytes().len().max(r.to_bytes_as(Proto::Resp3).len());
+            let spent = 10_000 - r.spend_within(10_000).expect("fits");
+            assert!(spent >= worst, "{r:?}: {spent} < {worst}");
+            assert!(r.spend_within(worst / 2).is_none(), "{r:?}");
+        }
+        // Five hundred values of a megabyte: refused after the first.
+        let big = Reply::array((0..500).map(|_| value(1 << 20)).collect());
+        assert!(big.spend_within(64 * 1024).is_none());
     }
 }

@@ -7,6 +7,7 @@ pub mod handshake;
 pub mod ratelimit;
 pub mod secret;
 pub mod stream;
+pub mod sys;
 pub mod tls;
 
 pub use secret::Secret;

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::clients::{ClientInfo, Place, Registry};
-use super::mailbox::Mailbox;
+use super::mailbox::{Mailbox, Settled};
 
 use super::session::{self, Multi, Queued, Session};
 use crate::auth::{Role, Users};
@@ -252,12 +253,32 @@ struct Connection {
     answers_bytes: usize,
     /// This connection wrote to this node while it led (`demoted`).
     wrote_to_leader: bool,
+    /// The socket, for a poster to write replies to (plain TCP only).
+    fd: Option<RawFd>,
+    /// The batch handed to the mailbox (`finish_batch`), until it settles.
+    armed: Option<Vec<Slot>>,
+}
+
+/// How long a connection with a batch handed over waits for input before
+/// it looks at the batch again: a bound on a lost wake (`sys::Waker`), far
+/// above a reply's usual time so that waiting costs no wakeups.
+const ARMED_POLL: Duration = Duration::from_millis(10);
+
+/// Tells the mailbox the socket is closing, before it closes: declared
+/// after the connection, it is dropped first.
+struct CloseMailbox(Mailbox);
+
+impl Drop for CloseMailbox {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 fn serve(stream: Stream, to_core: Sender<Submission>, opts: &ClientOptions, place: &Place) -> io::Result<()> {
     let peer = place.info.addr.clone();
     stream.set_read_timeout(opts.idle_timeout)?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(stream.tcp());
+    let plain = matches!(stream, Stream::Plain(_));
     let mut conn = Connection {
         stream: RequestReader::new(stream).with_budget(opts.pending.clone()),
         to_core,
@@ -274,7 +295,10 @@ fn serve(stream: Stream, to_core: Sender<Submission>, opts: &ClientOptions, plac
         info: place.info.clone(),
         answers_bytes: 0,
         wrote_to_leader: false,
+        fd: plain.then_some(fd),
+        armed: None,
     };
+    let _closing = CloseMailbox(conn.mailbox.clone());
     let _killable = super::clients::SocketHandle::new(&place.info, fd);
     loop {
         // Block for one request, then take every one already buffered.
@@ -290,17 +314,20 @@ fn serve(stream: Stream, to_core: Sender<Submission>, opts: &ClientOptions, plac
                 None => end = true,
             }
         }
-        conn.resolve()?;
-        conn.flush()?;
         if quit || end {
-            return Ok(());
+            conn.resolve()?;
+            return conn.flush();
         }
+        conn.finish_batch()?;
     }
 }
 
 /// The next request, or `None` at the end of the connection. A protocol
 /// error is answered and ends the connection (docs/commands.md).
 fn next(conn: &mut Connection) -> io::Result<Option<Vec<Vec<u8>>>> {
+    if conn.stream.buffered_bytes() == 0 {
+        conn.await_input()?;
+    }
     let result = conn.stream.next_request();
     conn.info.input_bytes.store(conn.stream.pending_request_bytes(), Ordering::Relaxed);
     match result {
@@ -629,6 +656,10 @@ impl Connection {
     /// each as soon as it is ready (a pipeline of large replies is never
     /// held whole).
     fn resolve(&mut self) -> io::Result<()> {
+        if self.armed.is_some() {
+            let outcome = self.mailbox.settle(self.opts.answer_timeout);
+            self.settled(outcome)?;
+        }
         for slot in std::mem::take(&mut self.slots) {
             let reply = match slot {
                 Slot::Ready(reply) => reply,
@@ -647,6 +678,77 @@ impl Connection {
             self.emit(&reply)?;
         }
         self.in_flight = None;
+        Ok(())
+    }
+
+    /// Replies to the batch just read: hands it to the mailbox when every
+    /// reply comes from the core as it is (module docs of `mailbox`), and
+    /// otherwise waits for the answers and writes them.
+    fn finish_batch(&mut self) -> io::Result<()> {
+        if self.armed.is_some() {
+            let outcome = self.mailbox.settle(self.opts.answer_timeout);
+            self.settled(outcome)?;
+        }
+        let plain = |slot: &Slot| matches!(slot, Slot::Waiting { then: Then::Reply, .. });
+        let handed = match (self.fd, self.slots.first()) {
+            (Some(fd), Some(&Slot::Waiting { seq, .. }))
+                if matches!(self.in_flight, Some(Kind::Write | Kind::Read))
+                    && self.out.is_empty()
+                    && self.slots.iter().all(plain)
+                    && !self.answers.keys().any(|&s| s >= seq) =>
+            {
+                self.mailbox.arm(fd, self.session.proto, seq, self.slots.len())
+            }
+            _ => false,
+        };
+        if handed {
+            self.armed = Some(std::mem::take(&mut self.slots));
+            return Ok(());
+        }
+        self.resolve()?;
+        self.flush()
+    }
+
+    /// With a batch handed over and nothing buffered: waits for input,
+    /// finishing the batch here if the mailbox gives it back.
+    fn await_input(&mut self) -> io::Result<()> {
+        let (Some(fd), Some(_)) = (self.fd, &self.armed) else { return Ok(()) };
+        let since = Instant::now();
+        loop {
+            if crate::net::sys::readable_within(fd, ARMED_POLL)? {
+                // The batch settles before anything else is written.
+                return Ok(());
+            }
+            match self.mailbox.try_settle() {
+                Settled::Pending if since.elapsed() < self.opts.answer_timeout => continue,
+                Settled::Pending => {
+                    let outcome = self.mailbox.settle(Duration::ZERO);
+                    self.settled(outcome)?;
+                }
+                Settled::Sent => {
+                    self.armed = None;
+                    return Ok(());
+                }
+                outcome => self.settled(outcome)?,
+            }
+            self.resolve()?;
+            return self.flush();
+        }
+    }
+
+    /// Takes back a batch the mailbox is done with: written, to write, or
+    /// to reply to as usual (ahead of the requests read since).
+    fn settled(&mut self, outcome: Settled) -> io::Result<()> {
+        let Some(armed) = self.armed.take() else { return Ok(()) };
+        match outcome {
+            Settled::Pending => self.armed = Some(armed),
+            Settled::Sent => {}
+            Settled::Unsent(bytes) => self.write_all(&bytes)?,
+            Settled::Back => {
+                let later = std::mem::replace(&mut self.slots, armed);
+                self.slots.extend(later);
+            }
+        }
         Ok(())
     }
 
@@ -729,6 +831,7 @@ impl Connection {
     /// client-output-buffer-limit does (and past `--client-timeout` of not
     /// reading at all).
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        debug_assert!(self.armed.is_none(), "a poster may be writing to the socket");
         let stream = self.stream.get_mut();
         stream.set_write_timeout(Some(WRITE_SLICE))?;
         let mut sent = 0;
