@@ -15,6 +15,10 @@ fn main() -> ExitCode {
         eprintln!("usage: lincheck HISTORY-FILE");
         return ExitCode::from(2);
     };
+    if path == "-h" || path == "--help" {
+        println!("usage: lincheck HISTORY-FILE");
+        return ExitCode::SUCCESS;
+    }
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {

@@ -33,7 +33,11 @@ fn parse_u64(s: &str) -> Result<u64, String> {
     r.map_err(|e| format!("{s:?}: {e}"))
 }
 
-fn parse_args() -> Result<Args, String> {
+const USAGE: &str = "usage: sim [--seeds N] [--start S] [--threads T] [--bug NAME]   many seeds
+       sim --seed S [--bug NAME] [--trace] [--history FILE]     one seed, replayed";
+
+/// The arguments, or `None` for `--help`.
+fn parse_args() -> Result<Option<Args>, String> {
     let mut args = Args { seeds: 1000, start: 0, threads: 2, one: None, bug: None, trace: false, history: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -46,15 +50,20 @@ fn parse_args() -> Result<Args, String> {
             "--bug" => args.bug = Some(parse_bug(&value()?)?),
             "--trace" => args.trace = true,
             "--history" => args.history = Some(value()?),
-            _ => return Err(format!("unknown argument {flag:?}")),
+            "-h" | "--help" => return Ok(None),
+            _ => return Err(format!("unknown argument {flag:?}\n{USAGE}")),
         }
     }
-    Ok(args)
+    Ok(Some(args))
 }
 
 fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(a) => a,
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("sim: {e}");
             return ExitCode::from(2);

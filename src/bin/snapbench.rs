@@ -82,6 +82,10 @@ fn main() -> ExitCode {
             },
             ("--dir", Some(v)) => dir = PathBuf::from(v),
             ("--out", Some(v)) => out = Some(PathBuf::from(v)),
+            ("-h" | "--help", _) => {
+                println!("usage: snapbench [--keys N] [--dir DIR] [--out FILE]");
+                return ExitCode::SUCCESS;
+            }
             _ => {
                 eprintln!("usage: snapbench [--keys N] [--dir DIR] [--out FILE]");
                 return ExitCode::from(2);

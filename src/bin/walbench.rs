@@ -157,6 +157,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
+            ("-h" | "--help", _) => {
+                println!("usage: walbench [--dir DIR] [--seconds S] [--rounds N] [--out FILE]");
+                return ExitCode::SUCCESS;
+            }
             _ => {
                 eprintln!("usage: walbench [--dir DIR] [--seconds S] [--rounds N] [--out FILE]");
                 return ExitCode::from(2);
