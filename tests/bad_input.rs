@@ -48,6 +48,16 @@ fn garbage_and_oversize_requests_get_errors_and_the_cluster_serves_on() {
     s.write_all(b"*3\r\n$3\r\nSET\r\n$4\r\nhalf\r\n$5\r\nval").unwrap();
     drop(s);
 
+    // A whole request, then half of one and the end of the client's
+    // writing: the whole one is applied and answered before the close.
+    for round in 0..20 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        let set = format!("*3\r\n$3\r\nSET\r\n$5\r\nwhole\r\n$2\r\n{round:02}\r\n");
+        s.write_all(format!("{set}*2\r\n$3\r\nGET\r\n$5\r\nwho").as_bytes()).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(String::from_utf8_lossy(&read_all(&mut s)), "+OK\r\n", "round {round}");
+    }
+
     // Oversized key and value: errors, connection stays open.
     let mut client = Client::connect(&addr).unwrap();
     let big_key = vec![b'k'; 64 * 1024 + 1];
@@ -62,6 +72,7 @@ fn garbage_and_oversize_requests_get_errors_and_the_cluster_serves_on() {
     assert_eq!(text(&client.cmd_bytes(&[b"SET", &max_key, &max_value]).unwrap()), "OK");
     assert_eq!(client.cmd_bytes(&[b"GET", &max_key]).unwrap(), raftkv::resp::Reply::Bulk(Some(max_value)));
     assert_eq!(text(&client.cmd(&["GET", "half"]).unwrap()), "(nil)");
+    assert_eq!(text(&client.cmd(&["GET", "whole"]).unwrap()), "19");
     assert_eq!(text(&client.cmd(&["nosuch", "x"]).unwrap()), "-ERR unknown command 'nosuch'");
     assert_eq!(text(&client.cmd(&["GET"]).unwrap()), "-ERR wrong number of arguments for 'get'");
 

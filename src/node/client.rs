@@ -354,8 +354,8 @@ fn next(conn: &mut Connection) -> io::Result<Option<Vec<Vec<u8>>>> {
             conn.flush()?;
             Ok(None)
         }
-        Err(ReadError::Io(e)) => Err(e),
-        Err(e) => Err(io::Error::other(e.to_string())),
+        Err(ReadError::Io(e)) => Err(conn.finish_then(e)),
+        Err(e) => Err(conn.finish_then(io::Error::other(e.to_string()))),
     }
 }
 
@@ -685,14 +685,20 @@ impl Connection {
     /// reply comes from the core as it is (module docs of `mailbox`), and
     /// otherwise waits for the answers and writes them.
     fn finish_batch(&mut self) -> io::Result<()> {
+        let mut came_back = false;
         if self.armed.is_some() {
             let outcome = self.mailbox.settle(self.opts.answer_timeout);
+            // A batch given back (too large, timed out) is not handed
+            // over again: it would come back again, held meanwhile where
+            // the output limit does not see it.
+            came_back = outcome == Settled::Back;
             self.settled(outcome)?;
         }
         let plain = |slot: &Slot| matches!(slot, Slot::Waiting { then: Then::Reply, .. });
         let handed = match (self.fd, self.slots.first()) {
             (Some(fd), Some(&Slot::Waiting { seq, .. }))
-                if matches!(self.in_flight, Some(Kind::Write | Kind::Read))
+                if !came_back
+                    && matches!(self.in_flight, Some(Kind::Write | Kind::Read))
                     && self.out.is_empty()
                     && self.slots.iter().all(plain)
                     && !self.answers.keys().any(|&s| s >= seq) =>
@@ -715,11 +721,10 @@ impl Connection {
         let (Some(fd), Some(_)) = (self.fd, &self.armed) else { return Ok(()) };
         let since = Instant::now();
         loop {
-            if crate::net::sys::readable_within(fd, ARMED_POLL)? {
-                // The batch settles before anything else is written.
-                return Ok(());
-            }
+            let readable = crate::net::sys::readable_within(fd, ARMED_POLL)?;
             match self.mailbox.try_settle() {
+                // The batch settles before anything else is written.
+                Settled::Pending if readable => return Ok(()),
                 Settled::Pending if since.elapsed() < self.opts.answer_timeout => continue,
                 Settled::Pending => {
                     let outcome = self.mailbox.settle(Duration::ZERO);
@@ -733,6 +738,16 @@ impl Connection {
             }
             self.resolve()?;
             return self.flush();
+        }
+    }
+
+    /// Replies to what was read before a read failed (a client that
+    /// half-closes in the middle of a request still gets the replies to
+    /// those before it), then gives back the failure.
+    fn finish_then(&mut self, e: io::Error) -> io::Error {
+        match self.resolve().and_then(|()| self.flush()) {
+            Ok(()) => e,
+            Err(write) => write,
         }
     }
 
