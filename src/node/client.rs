@@ -656,10 +656,7 @@ impl Connection {
     /// each as soon as it is ready (a pipeline of large replies is never
     /// held whole).
     fn resolve(&mut self) -> io::Result<()> {
-        if self.armed.is_some() {
-            let outcome = self.mailbox.settle(self.opts.answer_timeout);
-            self.settled(outcome)?;
-        }
+        self.settle_armed()?;
         for slot in std::mem::take(&mut self.slots) {
             let reply = match slot {
                 Slot::Ready(reply) => reply,
@@ -685,15 +682,10 @@ impl Connection {
     /// reply comes from the core as it is (module docs of `mailbox`), and
     /// otherwise waits for the answers and writes them.
     fn finish_batch(&mut self) -> io::Result<()> {
-        let mut came_back = false;
-        if self.armed.is_some() {
-            let outcome = self.mailbox.settle(self.opts.answer_timeout);
-            // A batch given back (too large, timed out) is not handed
-            // over again: it would come back again, held meanwhile where
-            // the output limit does not see it.
-            came_back = outcome == Settled::Back;
-            self.settled(outcome)?;
-        }
+        // A batch given back (too large, timed out) is not handed over
+        // again: it would come back again, held meanwhile where the output
+        // limit does not see it.
+        let came_back = self.settle_armed()?;
         let plain = |slot: &Slot| matches!(slot, Slot::Waiting { then: Then::Reply, .. });
         let handed = match (self.fd, self.slots.first()) {
             (Some(fd), Some(&Slot::Waiting { seq, .. }))
@@ -749,6 +741,18 @@ impl Connection {
             Ok(()) => e,
             Err(write) => write,
         }
+    }
+
+    /// Waits for a batch handed over to end, and takes it back; whether
+    /// it came back to be answered here.
+    fn settle_armed(&mut self) -> io::Result<bool> {
+        if self.armed.is_none() {
+            return Ok(false);
+        }
+        let outcome = self.mailbox.settle(self.opts.answer_timeout);
+        let back = outcome == Settled::Back;
+        self.settled(outcome)?;
+        Ok(back)
     }
 
     /// Takes back a batch the mailbox is done with: written, to write, or

@@ -108,43 +108,38 @@ impl Mailbox {
         if state.closed {
             return;
         }
-        let Direct::Armed(batch) = &mut state.direct else {
-            state.answers.push_back((seq, answer));
-            drop(state);
-            self.0.posted.notify_one();
-            return;
+        let slot = match &state.direct {
+            Direct::Armed(batch) => seq
+                .checked_sub(batch.first)
+                .map(|i| i as usize)
+                .filter(|&i| batch.replies.get(i).is_some_and(Option::is_none)),
+            _ => None,
         };
-        let Some(slot) = seq.checked_sub(batch.first).and_then(|i| batch.replies.get_mut(i as usize)) else {
-            state.answers.push_back((seq, answer));
-            drop(state);
-            self.0.posted.notify_one();
-            return;
-        };
-        match answer {
-            Answer::Reply(reply) if slot.is_none() => {
-                *slot = Some(reply);
-                batch.missing -= 1;
-                if batch.missing == 0
-                    && let Direct::Armed(batch) = std::mem::take(&mut state.direct)
-                {
-                    let waker = batch.waker;
-                    state.direct = send_batch(batch, &mut state.answers);
-                    if !matches!(state.direct, Direct::Sent) {
-                        waker.wake();
+        match (slot, answer) {
+            (Some(i), Answer::Reply(reply)) => {
+                let whole = match &mut state.direct {
+                    Direct::Armed(batch) => {
+                        batch.replies[i] = Some(reply);
+                        batch.missing -= 1;
+                        batch.missing == 0
                     }
-                    drop(state);
-                    self.0.posted.notify_one();
+                    _ => false,
+                };
+                if whole {
+                    send_armed(&mut state);
                 }
             }
-            other => {
-                let waker = batch.waker;
+            (Some(_), other) => {
                 state.answers.push_back((seq, other));
+                if let Direct::Armed(batch) = &state.direct {
+                    batch.waker.wake();
+                }
                 hand_back(&mut state);
-                waker.wake();
-                drop(state);
-                self.0.posted.notify_one();
             }
+            (None, answer) => state.answers.push_back((seq, answer)),
         }
+        drop(state);
+        self.0.posted.notify_one();
     }
 
     /// The next answer, or `None` if none came within `timeout`.
@@ -236,6 +231,17 @@ impl Mailbox {
         state.closed = true;
         state.direct = Direct::Off;
         state.answers.clear();
+    }
+}
+
+/// Sends the armed batch, now whole; wakes its connection if it comes back.
+fn send_armed(state: &mut State) {
+    if let Direct::Armed(batch) = std::mem::take(&mut state.direct) {
+        let waker = batch.waker;
+        state.direct = send_batch(batch, &mut state.answers);
+        if !matches!(state.direct, Direct::Sent) {
+            waker.wake();
+        }
     }
 }
 
