@@ -812,7 +812,15 @@ impl Reader {
             let n = match stream.read(&mut chunk) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => continue,
+                // Interrupted: a signal (the node's SIGURG, README), not the peer.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             buf.extend_from_slice(&chunk[..n]);

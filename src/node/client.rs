@@ -1002,6 +1002,8 @@ fn read_reply(stream: &mut Stream, buf: &mut Vec<u8>) -> Reply {
             Err(e) => return Reply::Error(format!("ERR the leader sent a malformed reply: {e}")),
         }
         match stream.read(&mut chunk) {
+            // A signal (the node's SIGURG, README) is not the leader's answer.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Ok(0) | Err(_) => return Reply::Error("TIMEOUT the leader did not answer in time".into()),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
