@@ -344,6 +344,11 @@ mod tests {
         (server, client)
     }
 
+    /// The sequence numbers of the answers waiting in the queue, taken out.
+    fn queued(mailbox: &Mailbox) -> Vec<u64> {
+        std::iter::from_fn(|| mailbox.wait(Duration::ZERO)).map(|(seq, _)| seq).collect()
+    }
+
     fn integer(n: i64) -> Answer {
         Answer::Reply(Reply::Integer(n))
     }
@@ -377,8 +382,7 @@ mod tests {
         assert_eq!(read_exactly(&mut client, 15), b":10\r\n:11\r\n:12\r\n");
         assert_eq!(mailbox.settle(Duration::from_secs(1)), Settled::Sent);
         assert!(nothing_to_read(&client));
-        let rest: Vec<u64> = std::iter::from_fn(|| mailbox.wait(Duration::ZERO)).map(|(s, _)| s).collect();
-        assert_eq!(rest, vec![3, 13], "answers outside the batch wait in the queue");
+        assert_eq!(queued(&mailbox), vec![3, 13], "answers outside the batch wait in the queue");
     }
 
     #[test]
@@ -388,8 +392,7 @@ mod tests {
         mailbox.post(0, integer(0));
         mailbox.post(1, integer(1));
         assert!(!mailbox.arm(server.as_raw_fd(), Proto::Resp2, 0, 2));
-        let got: Vec<u64> = std::iter::from_fn(|| mailbox.wait(Duration::ZERO)).map(|(s, _)| s).collect();
-        assert_eq!(got, vec![0, 1]);
+        assert_eq!(queued(&mailbox), vec![0, 1]);
         assert!(nothing_to_read(&client));
     }
 
@@ -401,7 +404,7 @@ mod tests {
         mailbox.post(0, integer(0));
         mailbox.post(1, Answer::Forward { client_addr: "127.0.0.1:1".into() });
         assert_eq!(mailbox.settle(Duration::from_secs(1)), Settled::Back);
-        let mut got: Vec<u64> = std::iter::from_fn(|| mailbox.wait(Duration::ZERO)).map(|(s, _)| s).collect();
+        let mut got = queued(&mailbox);
         got.sort_unstable();
         assert_eq!(got, vec![0, 1]);
         assert!(nothing_to_read(&client));
