@@ -9,7 +9,9 @@
 //! takes a snapshot as the node does (a copy-on-write view on the applying
 //! thread, serialized and fsynced by another) while the applying thread goes
 //! on writing, and reports the pause to take the view and the write
-//! latencies while the snapshot runs.
+//! latencies while the snapshot runs. Before that it reports how fast the
+//! store loaded, the memory it holds, and how many random GETs a second one
+//! thread does.
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -65,6 +67,23 @@ fn write_while(
     Latencies { micros, elapsed: start.elapsed() }
 }
 
+/// Random GETs a second for about a second: lookups only, where comparing
+/// keys is most of the work.
+fn lookups(kv: &KvStore, rng: &mut Xoshiro256PlusPlus, keys: u64) -> f64 {
+    let names: Vec<String> = (0..1_000_000).map(|_| format!("key-{:07}", rng.random_range(0..keys))).collect();
+    let start = Instant::now();
+    let mut found = 0usize;
+    let mut n = 0usize;
+    while start.elapsed() < Duration::from_secs(1) {
+        for name in &names[n % names.len()..][..10_000.min(names.len() - n % names.len())] {
+            found += usize::from(kv.get(name.as_bytes()).is_some());
+            n += 1;
+        }
+    }
+    assert_eq!(found, n, "every key was loaded");
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut keys = 1_000_000u64;
@@ -98,9 +117,14 @@ fn main() -> ExitCode {
     }
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
     let mut kv = KvStore::new();
+    let rss_before = raftkv::limits::resident_bytes("self").unwrap_or(0);
+    let t = Instant::now();
     for k in 0..keys {
         kv.apply(&set(k, 0), k + 1);
     }
+    let load = t.elapsed();
+    let rss = raftkv::limits::resident_bytes("self").unwrap_or(0).saturating_sub(rss_before);
+    let lookups = lookups(&kv, &mut rng, keys);
     let mut baseline = write_while(&mut kv, &mut rng, keys, |n| n >= 500_000);
 
     let path = dir.join("snapshot.bin");
@@ -135,6 +159,14 @@ fn main() -> ExitCode {
         bytes as f64 / 1e6,
         took.as_secs_f64()
     );
+    text.push_str(&format!(
+        "loading took {:.2} s ({:.0} SETs/s); the store holds {:.0} MB resident, {:.0} bytes a key\n",
+        load.as_secs_f64(),
+        keys as f64 / load.as_secs_f64(),
+        rss as f64 / 1e6,
+        rss as f64 / keys as f64
+    ));
+    text.push_str(&format!("random GETs, one thread: {lookups:.0}/s\n"));
     text.push_str(&format!(
         "taking the copy-on-write view paused the applying thread for {:.1} us\n",
         view_pause.as_secs_f64() * 1e6

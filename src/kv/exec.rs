@@ -8,7 +8,7 @@ use super::cmd::{Cmd, Cond, ScriptRef, Ttl, Unit, parse_float};
 use super::ops::WriteOp;
 use super::sessions::{Once, Origin, Seen};
 use super::{
-    Bytes, Data, Hash, INCR_OVERFLOW, Item, KvStore, NOT_AN_INTEGER, SHARD_COUNT, Value, WRONGTYPE, glob, script,
+    Bytes, Data, Hash, INCR_OVERFLOW, Item, Key, KvStore, NOT_AN_INTEGER, SHARD_COUNT, Value, WRONGTYPE, glob, script,
 };
 use crate::config::VALUE_BYTES_MAX;
 use crate::resp::{Reply, parse_i64};
@@ -692,7 +692,7 @@ fn random_key(data: &Data, at: u64) -> Reply {
     let start = rand::random_range(0..SHARD_COUNT);
     for i in 0..SHARD_COUNT {
         let shard = data.shards.shard((start + i) % SHARD_COUNT);
-        let live: Vec<&Bytes> = shard.filter(|(_, it)| it.live(at)).map(|(k, _)| k).collect();
+        let live: Vec<&Key> = shard.filter(|(_, it)| it.live(at)).map(|(k, _)| k).collect();
         if !live.is_empty() {
             return Reply::bulk(live[rand::random_range(0..live.len())].to_vec());
         }

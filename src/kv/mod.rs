@@ -48,6 +48,7 @@
 mod cmd;
 mod exec;
 pub mod glob;
+mod key;
 mod ops;
 pub mod script;
 pub mod sessions;
@@ -63,6 +64,7 @@ pub use ops::{Stamp, Watch, WriteOp};
 pub use shards::SHARD_COUNT;
 pub use snapshot::{SnapshotError, SnapshotErrorKind};
 
+use key::Key;
 use shards::{Shards, shard_of};
 
 use crate::resp::Reply;
@@ -196,12 +198,12 @@ impl Data {
     }
 
     /// Live pairs in snapshot order (shard, then key).
-    fn iter_live(&self) -> impl Iterator<Item = (&Bytes, &Item)> {
+    fn iter_live(&self) -> impl Iterator<Item = (&Key, &Item)> {
         self.iter_live_at(self.clock)
     }
 
     /// Pairs not expired by `at`, in snapshot order.
-    fn iter_live_at(&self, at: u64) -> impl Iterator<Item = (&Bytes, &Item)> {
+    fn iter_live_at(&self, at: u64) -> impl Iterator<Item = (&Key, &Item)> {
         self.shards.iter().filter(move |(_, i)| i.live(at))
     }
 }
@@ -213,7 +215,7 @@ pub struct KvStore {
     data: Data,
     /// Keys with a deadline, by deadline: derived from `data`, for the
     /// leader's sweep and INFO `expires`.
-    expiring: BTreeSet<(u64, Bytes)>,
+    expiring: BTreeSet<(u64, Key)>,
 }
 
 impl PartialEq for KvStore {
@@ -304,7 +306,7 @@ impl KvStore {
     /// Up to `max` keys whose deadline is after `after` and at or before
     /// `now`, earliest first.
     pub fn due(&self, after: u64, now: u64, max: usize) -> Vec<Vec<u8>> {
-        let from = (after.saturating_add(1), Bytes::from(&b""[..]));
+        let from = (after.saturating_add(1), Key::new(b""));
         self.expiring.range(from..).take_while(|(d, _)| *d <= now).take(max).map(|(_, k)| k.to_vec()).collect()
     }
 
@@ -326,10 +328,10 @@ impl KvStore {
             return;
         }
         if old != 0 {
-            self.expiring.remove(&(old, Bytes::from(key)));
+            self.expiring.remove(&(old, Key::new(key)));
         }
         if new != 0 {
-            self.expiring.insert((new, Bytes::from(key)));
+            self.expiring.insert((new, Key::new(key)));
         }
     }
 
@@ -340,7 +342,7 @@ impl KvStore {
         let old = match shard.get_mut(key) {
             Some(slot) => Some(std::mem::replace(slot, item)),
             None => {
-                shard.insert(Bytes::from(key), item);
+                shard.insert(Key::new(key), item);
                 None
             }
         };

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Bytes, Item};
+use super::{Item, Key};
 
 /// Shards of the store; a power of two so a hash picks one with a mask.
 pub const SHARD_COUNT: usize = 4096;
@@ -32,7 +32,7 @@ const GROUP: usize = 256;
 const _: () = assert!(GROUP.is_power_of_two() && GROUP.is_multiple_of(SLOTS_PER_SHARD));
 const GROUPS: usize = SHARD_COUNT * SLOTS_PER_SHARD / GROUP;
 
-pub(super) type Map = BTreeMap<Bytes, Item>;
+pub(super) type Map = BTreeMap<Key, Item>;
 
 /// The shard of `key`. Fixed, not keyed: a client that crafts keys for one
 /// shard makes that shard big (still O(log n) per operation), nothing worse.
@@ -81,14 +81,14 @@ impl Shards {
     }
 
     /// Shard `shard`'s pairs, in a fixed order.
-    pub(super) fn shard(&self, shard: usize) -> impl Iterator<Item = (&Bytes, &Item)> {
+    pub(super) fn shard(&self, shard: usize) -> impl Iterator<Item = (&Key, &Item)> {
         let first = shard * SLOTS_PER_SHARD;
         (first..first + SLOTS_PER_SHARD).flat_map(|slot| self.map(slot).iter())
     }
 
     /// Every pair, shard after shard, each in `shard`'s order: the same on
     /// every node for the same contents.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&Bytes, &Item)> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&Key, &Item)> {
         self.groups.iter().flat_map(|g| g.iter()).flat_map(|m| m.iter())
     }
 }
@@ -96,7 +96,7 @@ impl Shards {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::Value;
+    use crate::kv::{Bytes, Value};
 
     fn item(n: u64) -> Item {
         Item { value: Value::Str(Bytes::from(&b"v"[..])), deadline: 0, version: n }
@@ -107,7 +107,7 @@ mod tests {
         let mut shards = Shards::new();
         let keys: Vec<Vec<u8>> = (0..20_000u32).map(|i| format!("key:{i}").into_bytes()).collect();
         for (n, k) in keys.iter().enumerate() {
-            shards.map_mut(k).insert(Bytes::from(&k[..]), item(n as u64));
+            shards.map_mut(k).insert(Key::new(k), item(n as u64));
         }
         let mut seen = 0;
         for s in 0..SHARD_COUNT {
@@ -118,8 +118,8 @@ mod tests {
         }
         assert_eq!(seen, keys.len());
         assert_eq!(shards.iter().count(), keys.len());
-        let in_order: Vec<&Bytes> = shards.iter().map(|(k, _)| k).collect();
-        let by_shard: Vec<&Bytes> = (0..SHARD_COUNT).flat_map(|s| shards.shard(s).map(|(k, _)| k)).collect();
+        let in_order: Vec<&Key> = shards.iter().map(|(k, _)| k).collect();
+        let by_shard: Vec<&Key> = (0..SHARD_COUNT).flat_map(|s| shards.shard(s).map(|(k, _)| k)).collect();
         assert_eq!(in_order, by_shard, "iter goes shard after shard");
         for (n, k) in keys.iter().enumerate() {
             assert_eq!(shards.get(k).map(|i| i.version), Some(n as u64));
@@ -131,11 +131,11 @@ mod tests {
         let mut shards = Shards::new();
         for i in 0..10_000u32 {
             let k = format!("key:{i}").into_bytes();
-            shards.map_mut(&k).insert(Bytes::from(&k[..]), item(1));
+            shards.map_mut(&k).insert(Key::new(&k), item(1));
         }
         let view = shards.clone();
         let key = b"key:7".to_vec();
-        shards.map_mut(&key).insert(Bytes::from(&key[..]), item(2));
+        shards.map_mut(&key).insert(Key::new(&key), item(2));
         assert_eq!(view.get(&key).map(|i| i.version), Some(1), "the view keeps what it saw");
         assert_eq!(shards.get(&key).map(|i| i.version), Some(2));
         let shared_groups = shards.groups.iter().zip(&view.groups).filter(|(a, b)| Arc::ptr_eq(a, b)).count();
