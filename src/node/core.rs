@@ -21,6 +21,7 @@ use super::envelope::{self, Decoded, RequestId};
 use super::logging::LogContext;
 use super::pending::{AdminGoal, Pending, PendingAdmin, PendingRead, PendingWrite, Waiter, try_again};
 use super::snapshots::{Snapshots, Taken};
+use super::ticks::Ticks;
 use crate::command::RaftCommand;
 use crate::command::now_ms;
 use crate::identity::{ClusterId, ClusterIdentity};
@@ -143,10 +144,6 @@ impl Turn {
 /// log's size (`maybe_snapshot`).
 const SNAPSHOT_AMORTIZED_ABOVE: u64 = 64 << 20;
 
-/// Ticks caught up at once after the thread was held up (a long sync, a
-/// SIGSTOP): more than an election timeout's worth changes nothing.
-const CATCH_UP_TICKS_MAX: u64 = 100_000;
-
 pub struct CoreSettings {
     pub id: NodeId,
     pub tick: Duration,
@@ -207,7 +204,7 @@ pub struct Core {
     /// index), the map only when the Ready is carried out, and an answer in
     /// between would pair the new index with the old map.
     local: Vec<(Local, Waiter)>,
-    last_tick: Instant,
+    ticks: Ticks,
     /// The configuration the transport was last given addresses for.
     membership_seen: Membership,
     /// The term in which this node, leading a cluster without an id yet,
@@ -263,6 +260,7 @@ impl Core {
         log_context: Arc<LogContext>,
     ) -> Core {
         let incarnation = settings.incarnation;
+        let ticks = Ticks::new(settings.tick, settings.election_ticks_max + 1, Instant::now());
         Core {
             settings,
             raft,
@@ -280,7 +278,7 @@ impl Core {
             pending: Pending::default(),
             parked: VecDeque::new(),
             local: Vec::new(),
-            last_tick: Instant::now(),
+            ticks,
             membership_seen: Membership::default(),
             cluster_id_proposed: None,
             applied_bytes_since_snapshot: 0,
@@ -397,19 +395,15 @@ impl Core {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
-        let elapsed = now.duration_since(self.last_tick);
-        let tick_nanos = self.settings.tick.as_nanos().max(1);
-        let due = (elapsed.as_nanos() / tick_nanos) as u64;
-        let ticks = due.min(CATCH_UP_TICKS_MAX).min(self.settings.election_ticks_max + 1);
-        for _ in 0..ticks {
+        let late = self.ticks.since_wake(now);
+        if late >= SLOW_TURN {
+            log::warn!("the core thread woke for a tick {late:?} after the last one (a long turn, or no CPU for it)");
+        }
+        for _ in 0..self.ticks.due(now) {
             self.raft.tick();
         }
         // The core compacts a log it held for a follower at a tick.
         self.snapshots.release_held(self.raft.snapshot_index());
-        self.last_tick += self.settings.tick * due.min(u32::MAX as u64) as u32;
-        if now.duration_since(self.last_tick) > self.settings.tick * 2 {
-            self.last_tick = now;
-        }
         self.pending.expire(now);
         self.check_waiting_writes(now);
         self.sweep_expired();

@@ -23,6 +23,7 @@ mod sentinel;
 mod session;
 pub mod signals;
 mod snapshots;
+mod ticks;
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};

@@ -26,7 +26,20 @@ impl Raft {
     pub(super) fn tick_leader(&mut self) {
         self.heartbeat_elapsed_ticks += 1;
         if self.cfg.check_quorum && !self.quorum_heard_recently() {
-            log::warn!("{} t{}: no quorum heard from in an election timeout; stepping down", self.id, self.term);
+            let now = self.ticks;
+            let heard: Vec<String> = self
+                .progress
+                .iter()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(id, p)| format!("{id} {} ago", now - p.last_heard_tick))
+                .collect();
+            log::warn!(
+                "{} t{}: no quorum heard from in an election timeout ({} ticks); stepping down (last heard, in ticks: {})",
+                self.id,
+                self.term,
+                self.cfg.election_ticks_min,
+                heard.join(", ")
+            );
             self.become_follower(self.term, None);
             return;
         }
