@@ -54,12 +54,17 @@ impl Raft {
         }
     }
 
-    /// Check-quorum: has a quorum been heard from within the last
-    /// (minimum) election timeout? Checked at every tick, so a leader cut off
-    /// from its quorum steps down within one election timeout of last
-    /// hearing from it, just as its followers' leases expire.
+    /// Check-quorum: has a quorum been heard from within the longest
+    /// election timeout? Checked at every tick, so a leader cut off from its
+    /// quorum steps down by the time the last of its followers would have
+    /// started an election. Not the shortest: on an overloaded machine
+    /// (README, Scale) a leader's heartbeats reached its followers' cores
+    /// 175-270 ms apart now and then, and with a 150 ms window the leader
+    /// stepped down though every follower still followed it. Reads do not
+    /// rest on this (each is confirmed by a quorum round), only how soon a
+    /// cut-off leader gives up.
     fn quorum_heard_recently(&self) -> bool {
-        let (me, now, window) = (self.id, self.ticks, self.cfg.election_ticks_min);
+        let (me, now, window) = (self.id, self.ticks, self.cfg.election_ticks_max);
         super::quorum::is_quorum(self.memberships.current(), |id| {
             id == me || self.progress.get(&id).is_some_and(|p| now - p.last_heard_tick < window)
         })
