@@ -37,6 +37,20 @@ fn peak_rss_during(c: &TestCluster, id: u64, f: impl FnOnce()) -> f64 {
     sampler.join().unwrap()
 }
 
+/// A connection the node serves (PING answered), waiting up to 10 s for a
+/// place.
+fn take_place(c: &TestCluster, addr: &str) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut client = Client::connect(addr).unwrap();
+        match client.cmd(&["PING"]) {
+            Ok(reply) if text(&reply) == "PONG" => return client,
+            other => assert!(Instant::now() < deadline, "no place: {other:?}\n{}", c.logs()),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// One numeric field of `INFO section`, asked on `client`'s connection.
 fn info_field(client: &mut Client, section: &str, field: &str) -> u64 {
     let reply = text(&client.cmd(&["INFO", section]).unwrap());
@@ -58,19 +72,11 @@ fn past_maxclients_the_next_client_is_told_and_closed() {
     c.start(1);
     leader(&mut c);
     let addr = c.nodes[&1].client_addr.clone();
-    let held: Vec<Client> = (0..4).map(|_| Client::connect(&addr).unwrap()).collect();
-    // The fifth place. A connection the harness closed a moment ago (its
-    // INFO while waiting for the leader) keeps its place until the node reads
-    // its end, so this one may be refused for a while.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut info = loop {
-        let mut client = Client::connect(&addr).unwrap();
-        match client.cmd(&["PING"]) {
-            Ok(reply) if text(&reply) == "PONG" => break client,
-            other => assert!(Instant::now() < deadline, "no fifth place: {other:?}\n{}", c.logs()),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // Connections the harness closed a moment ago (its INFOs while waiting
+    // for the leader) keep their places until the node reads their end, so
+    // each place is taken with a PING, again until answered.
+    let held: Vec<Client> = (0..4).map(|_| take_place(&c, &addr)).collect();
+    let mut info = take_place(&c, &addr);
     let rejected_before = info_field(&mut info, "stats", "rejected_connections");
     let mut extra = TcpStream::connect(&addr).unwrap();
     extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

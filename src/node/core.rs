@@ -149,6 +149,9 @@ pub struct CoreSettings {
     pub tick: Duration,
     /// Ticks per election timeout, for bounding catch-up.
     pub election_ticks_max: u64,
+    /// Ticks owed that are run at once (`ticks`): a third of the shortest
+    /// election timeout.
+    pub tick_burst: u64,
     pub request_timeout: Duration,
     /// How long a request waits for a leader to be known before `-TRYAGAIN`.
     pub leader_wait: Duration,
@@ -260,7 +263,7 @@ impl Core {
         log_context: Arc<LogContext>,
     ) -> Core {
         let incarnation = settings.incarnation;
-        let ticks = Ticks::new(settings.tick, settings.election_ticks_max + 1, Instant::now());
+        let ticks = Ticks::new(settings.tick, settings.tick_burst, settings.election_ticks_max + 1, Instant::now());
         Core {
             settings,
             raft,

@@ -254,6 +254,7 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
     let tick = tick_for(&opts);
     let cfg = raft_config(&opts, tick);
     let election_ticks_max = cfg.election_ticks_max;
+    let tick_burst = cfg.election_ticks_min / 3;
     let init = InitialState { hard_state: recovered.hard_state, snapshot: loaded.meta, entries, bootstrap };
     let raft = Raft::new(cfg, init);
     let raft_listener = bind(&me.raft_addr, "raft", opts.id.0)?;
@@ -319,6 +320,7 @@ pub fn run(opts: NodeOptions, log_context: Arc<logging::LogContext>) -> Result<(
         id: opts.id,
         tick,
         election_ticks_max,
+        tick_burst,
         request_timeout: REQUEST_TIMEOUT,
         leader_wait: Duration::from_millis(2 * opts.election_timeout_ms_max)
             .clamp(Duration::from_secs(1), REQUEST_TIMEOUT),

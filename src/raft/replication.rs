@@ -37,7 +37,7 @@ impl Raft {
                 "{} t{}: no quorum heard from in an election timeout ({} ticks); stepping down (last heard, in ticks: {})",
                 self.id,
                 self.term,
-                self.cfg.election_ticks_min,
+                self.cfg.election_ticks_max,
                 heard.join(", ")
             );
             self.become_follower(self.term, None);
