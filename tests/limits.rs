@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use raftkv::resp;
-use support::{Client, TestCluster, text};
+use support::{Client, TestCluster, parse_info, text};
 
 fn leader(c: &mut TestCluster) -> u64 {
     c.wait_for_leader(Duration::from_secs(15)).unwrap_or_else(|| panic!("no leader\n{}", c.logs()))
@@ -54,11 +54,7 @@ fn take_place(c: &TestCluster, addr: &str) -> Client {
 /// One numeric field of `INFO section`, asked on `client`'s connection.
 fn info_field(client: &mut Client, section: &str, field: &str) -> u64 {
     let reply = text(&client.cmd(&["INFO", section]).unwrap());
-    let prefix = format!("{field}:");
-    reply
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in {reply}"))
+    parse_info(&reply).get(field).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {field} in {reply}"))
 }
 
 fn stat(c: &TestCluster, id: u64, field: &str) -> u64 {
