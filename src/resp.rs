@@ -617,14 +617,8 @@ impl<R: Read> RequestReader<R> {
     /// between requests. Blocks only when no buffered byte completes one.
     pub fn next_request(&mut self) -> Result<Option<Vec<Vec<u8>>>, ReadError> {
         loop {
-            if self.pos < self.end {
-                let input = &self.buf[self.pos..self.end];
-                let (parsed, used) = self.parser.parse(input).map_err(ReadError::Protocol)?;
-                self.pos += used;
-                self.charge()?;
-                if let Parsed::Request(args) = parsed {
-                    return Ok(Some(args));
-                }
+            if let Some(args) = self.next_buffered()? {
+                return Ok(Some(args));
             }
             let n = loop {
                 match self.inner.read(&mut self.buf) {
@@ -643,6 +637,35 @@ impl<R: Read> RequestReader<R> {
             self.pos = 0;
             self.end = n;
         }
+    }
+
+    /// The next request among the bytes already read; `None` when they
+    /// complete none (the parser keeps the part it has). Never reads.
+    pub fn next_buffered(&mut self) -> Result<Option<Vec<Vec<u8>>>, ReadError> {
+        while self.pos < self.end {
+            let input = &self.buf[self.pos..self.end];
+            let (parsed, used) = self.parser.parse(input).map_err(ReadError::Protocol)?;
+            self.pos += used;
+            self.charge()?;
+            if let Parsed::Request(args) = parsed {
+                return Ok(Some(args));
+            }
+            if used == 0 {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads more input with `read` (a non-blocking receive, say) once
+    /// every byte read before is parsed; what `read` returned (0: the
+    /// stream ended).
+    pub fn fill_with(&mut self, read: impl FnOnce(&mut [u8]) -> io::Result<usize>) -> io::Result<usize> {
+        debug_assert_eq!(self.pos, self.end, "unparsed input would be overwritten");
+        let n = read(&mut self.buf)?;
+        self.pos = 0;
+        self.end = n;
+        Ok(n)
     }
 
     /// Bytes already read from the stream and not yet parsed. When zero, the
@@ -1073,6 +1096,32 @@ mod tests {
             Err(ReadError::EofInRequest { offset: 13 }) => {}
             other => panic!("expected EOF inside a request, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn request_reader_fed_in_pieces_never_reads_on_its_own() {
+        let mut input = Vec::new();
+        encode_request(&["SET", "k", "v"], &mut input);
+        encode_request(&["GET", "k"], &mut input);
+        // A reader whose stream must not be touched: input comes by fill_with.
+        let mut reader = RequestReader::new(&b"never read"[..]);
+        let mut got = Vec::new();
+        for piece in input.chunks(5) {
+            assert_eq!(reader.buffered_bytes(), 0);
+            let n = reader
+                .fill_with(|buf| {
+                    buf[..piece.len()].copy_from_slice(piece);
+                    Ok(piece.len())
+                })
+                .unwrap();
+            assert_eq!(n, piece.len());
+            while let Some(args) = reader.next_buffered().unwrap() {
+                got.push(args);
+            }
+        }
+        assert_eq!(got, vec![words(&["SET", "k", "v"]), words(&["GET", "k"])]);
+        assert_eq!(reader.pending_request_bytes(), 0);
+        assert!(reader.next_buffered().unwrap().is_none());
     }
 
     #[test]

@@ -745,17 +745,12 @@ pub static COMMANDS: &[Spec] = &[
 
 /// The entry for a command name, in any case.
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
-    if name.len() > 32 {
-        return None;
-    }
-    let lower = name.to_ascii_lowercase();
-    COMMANDS.iter().find(|s| s.name.as_bytes() == lower)
+    COMMANDS.iter().find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// A container's subcommand, by name in any case.
 pub fn lookup_sub(spec: &'static Spec, sub: &[u8]) -> Option<&'static Spec> {
-    let lower = sub.to_ascii_lowercase();
-    spec.subcommands.iter().find(|s| s.name.rsplit('|').next().is_some_and(|n| n.as_bytes() == lower))
+    spec.subcommands.iter().find(|s| s.name.rsplit('|').next().is_some_and(|n| n.as_bytes().eq_ignore_ascii_case(sub)))
 }
 
 /// The command reference of `docs/commands.md`, generated from the table.

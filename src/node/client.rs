@@ -21,14 +21,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::clients::{ClientInfo, Place, Registry};
-use super::mailbox::{Mailbox, Settled};
+use super::mailbox::{Mailbox, Settled, Wake};
+use super::poller::{Park, Poller, Unparked, Verdict};
 
 use super::session::{self, Multi, Queued, Session};
 use crate::auth::{Role, Users};
+use crate::command::table::Class;
 use crate::command::{self, ClientCommand, RaftCommand};
 use crate::kv::{Cmd, Watch};
 use crate::limits::accept_failed;
 use crate::net::ratelimit::RateLimited;
+use crate::net::sys::Waker;
 use crate::net::{Stream, TlsSettings};
 use crate::resp::{self, PendingBudget, ReadError, Reply, RequestReader};
 
@@ -138,6 +141,13 @@ pub fn spawn_listener(
     stop: Arc<AtomicBool>,
     opts: ClientOptions,
 ) -> io::Result<JoinHandle<()>> {
+    let poller = match Poller::spawn(stop.clone()) {
+        Ok((poller, _)) => Some(poller),
+        Err(e) => {
+            log::warn!("cannot start the client poller ({e}); each connection reads on its own thread");
+            None
+        }
+    };
     std::thread::Builder::new().name("client-accept".into()).spawn(move || {
         for stream in listener.incoming() {
             if stop.load(Ordering::SeqCst) {
@@ -157,11 +167,11 @@ pub fn spawn_listener(
                 limit_log().warn(|| format!("refusing a client: --maxclients {} reached", opts.registry.max_clients));
                 continue;
             };
-            let (to_core, opts) = (to_core.clone(), opts.clone());
+            let (to_core, opts, poller) = (to_core.clone(), opts.clone(), poller.clone());
             let spawned = std::thread::Builder::new().name("client".into()).spawn(move || {
                 match open_connection(stream, &opts) {
                     Ok(Some(stream)) => {
-                        if let Err(e) = serve(stream, to_core, &opts, &place) {
+                        if let Err(e) = serve(stream, to_core, &opts, &place, poller.as_ref()) {
                             log::debug!("client connection ended: {e}");
                         }
                     }
@@ -234,7 +244,7 @@ struct Login {
     password: Vec<u8>,
 }
 
-struct Connection {
+pub struct Connection {
     stream: RequestReader<Stream>,
     to_core: Sender<Submission>,
     mailbox: Mailbox,
@@ -257,6 +267,12 @@ struct Connection {
     fd: Option<RawFd>,
     /// The batch handed to the mailbox (`finish_batch`), until it settles.
     armed: Option<Vec<Slot>>,
+    /// What the poller read and left to this connection's thread: the
+    /// next request, or the error that ended reading.
+    unread: Option<Result<Option<Vec<Vec<u8>>>, ReadError>>,
+    /// This connection's thread and park, told when an armed batch comes
+    /// back.
+    wake: Wake,
 }
 
 /// How long a connection with a batch handed over waits for input before
@@ -274,12 +290,35 @@ impl Drop for CloseMailbox {
     }
 }
 
-fn serve(stream: Stream, to_core: Sender<Submission>, opts: &ClientOptions, place: &Place) -> io::Result<()> {
+/// Takes the socket out of the poller's set before it closes (declared
+/// after the connection, it is dropped first).
+struct Unwatch<'a>(&'a Poller, Arc<Park>);
+
+impl Drop for Unwatch<'_> {
+    fn drop(&mut self) {
+        self.0.forget(&self.1);
+    }
+}
+
+/// Requests the poller reads from one connection per wake-up at most, in
+/// reads of the socket: enough for a pipeline, few enough that one
+/// connection streaming requests does not hold up the others.
+const POLL_READS_MAX: usize = 4;
+
+fn serve(
+    stream: Stream,
+    to_core: Sender<Submission>,
+    opts: &ClientOptions,
+    place: &Place,
+    poller: Option<&Arc<Poller>>,
+) -> io::Result<()> {
     let peer = place.info.addr.clone();
     stream.set_read_timeout(opts.idle_timeout)?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(stream.tcp());
     let plain = matches!(stream, Stream::Plain(_));
-    let mut conn = Connection {
+    // Plain TCP only: a TLS session's state belongs to the thread.
+    let parking = poller.filter(|_| plain).map(|p| (p, p.park_for(fd)));
+    let mut conn = Box::new(Connection {
         stream: RequestReader::new(stream).with_budget(opts.pending.clone()),
         to_core,
         mailbox: Mailbox::default(),
@@ -297,18 +336,35 @@ fn serve(stream: Stream, to_core: Sender<Submission>, opts: &ClientOptions, plac
         wrote_to_leader: false,
         fd: plain.then_some(fd),
         armed: None,
-    };
+        unread: None,
+        wake: Wake { thread: Waker::current(), park: parking.as_ref().map(|(_, park)| park.clone()) },
+    });
     let _closing = CloseMailbox(conn.mailbox.clone());
+    let _unwatch = parking.as_ref().map(|(poller, park)| Unwatch(poller, park.clone()));
     let _killable = super::clients::SocketHandle::new(&place.info, fd);
     loop {
-        // Block for one request, then take every one already buffered.
+        if let Some((poller, park)) = &parking
+            && conn.parkable()
+        {
+            let (back, idle) = park_until_needed(conn, poller, park);
+            conn = back;
+            if idle {
+                conn.count_idle();
+                conn.resolve()?;
+                return conn.flush();
+            }
+        }
+        // Block for one request (unless the poller left a batch to finish),
+        // then take every one already read.
         let mut quit = false;
         let mut end = false;
-        match next(&mut conn)? {
-            Some(args) => quit |= conn.handle(args)?,
-            None => end = true,
+        if conn.slots.is_empty() || (conn.has_input() && conn.slots.len() < PIPELINE_REQUESTS_MAX) {
+            match next(&mut conn)? {
+                Some(args) => quit |= conn.handle(args)?,
+                None => end = true,
+            }
         }
-        while !quit && !end && conn.stream.buffered_bytes() > 0 && conn.slots.len() < PIPELINE_REQUESTS_MAX {
+        while !quit && !end && conn.has_input() && conn.slots.len() < PIPELINE_REQUESTS_MAX {
             match next(&mut conn)? {
                 Some(args) => quit |= conn.handle(args)?,
                 None => end = true,
@@ -322,20 +378,53 @@ fn serve(stream: Stream, to_core: Sender<Submission>, opts: &ClientOptions, plac
     }
 }
 
+/// Leaves the connection with the poller until its thread is needed;
+/// whether it was idle past `--client-timeout`.
+fn park_until_needed(mut conn: Box<Connection>, poller: &Poller, park: &Park) -> (Box<Connection>, bool) {
+    let idle_limit = conn.opts.idle_timeout;
+    let start = Instant::now();
+    // A batch out with the core: the thread looks at it again after the
+    // answer timeout, as it does when it waits itself (`await_input`).
+    let armed_bound = conn.armed.is_some().then(|| start + conn.opts.answer_timeout);
+    let mut idle_deadline = idle_limit.map(|t| start + t);
+    loop {
+        let deadline = match (idle_deadline, armed_bound) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let (back, why) = park.wait(poller, conn, deadline);
+        conn = back;
+        match (why, idle_limit) {
+            (Unparked::Deadline { idle }, Some(limit)) if armed_bound.is_none_or(|b| Instant::now() < b) => {
+                if idle >= limit {
+                    return (conn, true);
+                }
+                // Input came meanwhile: the client has `limit` from then.
+                idle_deadline = Some(Instant::now() + (limit - idle));
+            }
+            _ => return (conn, false),
+        }
+    }
+}
+
 /// The next request, or `None` at the end of the connection. A protocol
 /// error is answered and ends the connection (docs/commands.md).
 fn next(conn: &mut Connection) -> io::Result<Option<Vec<Vec<u8>>>> {
-    if conn.stream.buffered_bytes() == 0 {
-        conn.await_input()?;
-    }
-    let result = conn.stream.next_request();
+    let result = match conn.unread.take() {
+        Some(result) => result,
+        None => {
+            if conn.stream.buffered_bytes() == 0 {
+                conn.await_input()?;
+            }
+            conn.stream.next_request()
+        }
+    };
     conn.info.input_bytes.store(conn.stream.pending_request_bytes(), Ordering::Relaxed);
     match result {
         Ok(request) => Ok(request),
         Err(ReadError::Io(e)) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
             // Silent for --client-timeout: closed, as Redis does.
-            conn.opts.registry.counters.idle_disconnects.fetch_add(1, Ordering::Relaxed);
-            log::debug!("closing client {}: idle for {:?}", conn.peer, conn.opts.idle_timeout.unwrap_or_default());
+            conn.count_idle();
             Ok(None)
         }
         Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::Other && e.to_string().contains("still arriving") => {
@@ -360,6 +449,101 @@ fn next(conn: &mut Connection) -> io::Result<Option<Vec<Vec<u8>>>> {
 }
 
 impl Connection {
+    /// A request read and not yet handled.
+    fn has_input(&self) -> bool {
+        self.unread.is_some() || self.stream.buffered_bytes() > 0
+    }
+
+    /// Nothing read is left to handle or reply to: the connection can wait
+    /// for input with the poller.
+    fn parkable(&self) -> bool {
+        self.slots.is_empty() && !self.has_input() && self.out.is_empty()
+    }
+
+    /// Closing for `--client-timeout`, as Redis does.
+    fn count_idle(&self) {
+        self.opts.registry.counters.idle_disconnects.fetch_add(1, Ordering::Relaxed);
+        log::debug!("closing client {}: idle for {:?}", self.peer, self.opts.idle_timeout.unwrap_or_default());
+    }
+
+    /// The poller's turn with a parked connection whose socket has input
+    /// (module docs of `poller`): reads what has arrived, submits the
+    /// reads and writes of the data, and hands the batch to the mailbox.
+    /// Never blocks: whatever might is left to the connection's thread.
+    pub(super) fn poll_step(&mut self) -> Verdict {
+        let Some(fd) = self.fd else { return Verdict::ToThread };
+        if self.armed.is_some() {
+            // The reply to the last batch must leave first.
+            if !self.mailbox.take_sent() {
+                return Verdict::ToThread;
+            }
+            self.armed = None;
+            self.in_flight = None;
+        }
+        for _ in 0..POLL_READS_MAX {
+            if self.has_input() {
+                return Verdict::ToThread;
+            }
+            let mut drained = false;
+            let read = self.stream.fill_with(|buf| {
+                let n = crate::net::sys::recv_now(fd, buf)?;
+                // Less than asked for: the socket held no more just now
+                // (a receive to find that out would cost a system call).
+                drained = n < buf.len();
+                Ok(n)
+            });
+            match read {
+                // The end of the stream, or an error: the thread reads it again.
+                Ok(0) => return Verdict::ToThread,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Verdict::ToThread,
+            }
+            while self.slots.len() < PIPELINE_REQUESTS_MAX {
+                let result = self.stream.next_buffered();
+                self.info.input_bytes.store(self.stream.pending_request_bytes(), Ordering::Relaxed);
+                match result {
+                    Ok(None) => break,
+                    Ok(Some(args)) if self.served_by_poller(&args) => {
+                        if !matches!(self.handle(args), Ok(false)) {
+                            return Verdict::ToThread;
+                        }
+                    }
+                    other => {
+                        self.unread = Some(other);
+                        return Verdict::ToThread;
+                    }
+                }
+            }
+            if drained {
+                break;
+            }
+        }
+        if self.has_input() || self.slots.is_empty() {
+            return if self.has_input() { Verdict::ToThread } else { Verdict::Keep };
+        }
+        match self.hand_over() {
+            true => Verdict::Keep,
+            false => Verdict::ToThread,
+        }
+    }
+
+    /// Whether handling `args` cannot block: a read or a write of the
+    /// data, outside a transaction, of the kind already in flight (another
+    /// kind waits for those answers first, `submit`).
+    fn served_by_poller(&self, args: &[Vec<u8>]) -> bool {
+        if self.session.multi.is_some() {
+            return false;
+        }
+        let kind = match command::resolve(args).map(|spec| command::class_of(spec, args)) {
+            Ok(Class::Read) => Kind::Read,
+            Ok(Class::Write) => Kind::Write,
+            _ => return false,
+        };
+        self.in_flight.is_none_or(|k| k == kind)
+    }
+
     /// Handles one request; returns true when the connection must close.
     fn handle(&mut self, args: Vec<Vec<u8>>) -> io::Result<bool> {
         {
@@ -686,25 +870,36 @@ impl Connection {
         // again: it would come back again, held meanwhile where the output
         // limit does not see it.
         let came_back = self.settle_armed()?;
+        if !came_back && self.hand_over() {
+            return Ok(());
+        }
+        self.resolve()?;
+        self.flush()
+    }
+
+    /// Arms the mailbox with the batch read when every reply comes from
+    /// the core as it is and nothing is out; whether it did.
+    fn hand_over(&mut self) -> bool {
         let plain = |slot: &Slot| matches!(slot, Slot::Waiting { then: Then::Reply, .. });
         let handed = match (self.fd, self.slots.first()) {
             (Some(fd), Some(&Slot::Waiting { seq, .. }))
-                if !came_back
+                if self.armed.is_none()
                     && matches!(self.in_flight, Some(Kind::Write | Kind::Read))
                     && self.out.is_empty()
                     && self.slots.iter().all(plain)
                     && !self.answers.keys().any(|&s| s >= seq) =>
             {
-                self.mailbox.arm(fd, self.session.proto, seq, self.slots.len())
+                if let Some(park) = &self.wake.park {
+                    park.clear_back();
+                }
+                self.mailbox.arm(fd, self.session.proto, seq, self.slots.len(), self.wake.clone())
             }
             _ => false,
         };
         if handed {
             self.armed = Some(std::mem::take(&mut self.slots));
-            return Ok(());
         }
-        self.resolve()?;
-        self.flush()
+        handed
     }
 
     /// With a batch handed over and nothing buffered: waits for input,

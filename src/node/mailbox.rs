@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::client::Answer;
+use super::poller::Park;
 use crate::net::sys::Waker;
 use crate::resp::{Proto, Reply};
 
@@ -79,12 +80,31 @@ enum Direct {
 #[derive(Debug)]
 struct Batch {
     fd: RawFd,
-    /// The connection's thread, waiting for input while the batch is out.
-    waker: Waker,
+    /// Who finishes the batch if it comes back.
+    waker: Wake,
     proto: Proto,
     first: u64,
     replies: Vec<Option<Reply>>,
     missing: usize,
+}
+
+/// Who is told that an armed batch came back to be finished: the
+/// connection's thread by a signal (when it waits for input in `poll` on
+/// its socket), and its park (when it waits parked while the poller reads
+/// its socket, `node::poller`).
+#[derive(Clone, Debug)]
+pub struct Wake {
+    pub thread: Waker,
+    pub park: Option<Arc<Park>>,
+}
+
+impl Wake {
+    fn wake(&self) {
+        if let Some(park) = &self.park {
+            park.ring();
+        }
+        self.thread.wake();
+    }
 }
 
 /// How a batch handed over with [`Mailbox::arm`] ended, for its connection.
@@ -165,11 +185,11 @@ impl Mailbox {
     /// The caller must not write to `fd` until [`Mailbox::settle`] (or
     /// `try_settle`) says the batch is over, and must call
     /// [`Mailbox::close`] before its thread ends or `fd` closes.
-    pub fn arm(&self, fd: RawFd, proto: Proto, first: u64, count: usize) -> bool {
+    pub fn arm(&self, fd: RawFd, proto: Proto, first: u64, count: usize, waker: Wake) -> bool {
         let mut state = self.0.state.lock();
         debug_assert!(matches!(state.direct, Direct::Off));
         let replies = (0..count).map(|_| None).collect();
-        let mut batch = Batch { fd, waker: Waker::current(), proto, first, replies, missing: count };
+        let mut batch = Batch { fd, waker, proto, first, replies, missing: count };
         let mut i = 0;
         while i < state.answers.len() {
             let seq = state.answers[i].0;
@@ -219,6 +239,17 @@ impl Mailbox {
         }
     }
 
+    /// Whether the armed batch went out whole; if so the mailbox is unarmed,
+    /// otherwise left as it is (for the connection's thread to settle).
+    pub fn take_sent(&self) -> bool {
+        let mut state = self.0.state.lock();
+        let sent = matches!(state.direct, Direct::Sent);
+        if sent {
+            state.direct = Direct::Off;
+        }
+        sent
+    }
+
     /// Whether the armed batch has ended, without waiting.
     pub fn try_settle(&self) -> Settled {
         end_of(&mut self.0.state.lock())
@@ -237,7 +268,7 @@ impl Mailbox {
 /// Sends the armed batch, now whole; wakes its connection if it comes back.
 fn send_armed(state: &mut State) {
     if let Direct::Armed(batch) = std::mem::take(&mut state.direct) {
-        let waker = batch.waker;
+        let waker = batch.waker.clone();
         state.direct = send_batch(batch, &mut state.answers);
         if !matches!(state.direct, Direct::Sent) {
             waker.wake();
@@ -315,6 +346,10 @@ mod tests {
 
     use super::*;
 
+    fn here() -> Wake {
+        Wake { thread: Waker::current(), park: None }
+    }
+
     #[test]
     fn answers_arrive_in_order_across_threads_and_waiting_times_out() {
         let mailbox = Mailbox::default();
@@ -373,7 +408,7 @@ mod tests {
         let mailbox = Mailbox::default();
         mailbox.post(10, integer(10));
         mailbox.post(3, integer(3));
-        assert!(mailbox.arm(server.as_raw_fd(), Proto::Resp2, 10, 3), "one answer of three was in");
+        assert!(mailbox.arm(server.as_raw_fd(), Proto::Resp2, 10, 3, here()), "one answer of three was in");
         mailbox.post(12, integer(12));
         mailbox.post(13, integer(13));
         assert_eq!(mailbox.try_settle(), Settled::Pending);
@@ -391,7 +426,7 @@ mod tests {
         let mailbox = Mailbox::default();
         mailbox.post(0, integer(0));
         mailbox.post(1, integer(1));
-        assert!(!mailbox.arm(server.as_raw_fd(), Proto::Resp2, 0, 2));
+        assert!(!mailbox.arm(server.as_raw_fd(), Proto::Resp2, 0, 2, here()));
         assert_eq!(queued(&mailbox), vec![0, 1]);
         assert!(nothing_to_read(&client));
     }
@@ -400,7 +435,7 @@ mod tests {
     fn an_answer_that_is_not_a_reply_hands_the_batch_back_unsent() {
         let (server, client) = socket_pair();
         let mailbox = Mailbox::default();
-        assert!(mailbox.arm(server.as_raw_fd(), Proto::Resp2, 0, 2));
+        assert!(mailbox.arm(server.as_raw_fd(), Proto::Resp2, 0, 2, here()));
         mailbox.post(0, integer(0));
         mailbox.post(1, Answer::Forward { client_addr: "127.0.0.1:1".into() });
         assert_eq!(mailbox.settle(Duration::from_secs(1)), Settled::Back);
@@ -414,7 +449,7 @@ mod tests {
     fn replies_too_large_to_send_here_come_back_as_answers() {
         let (server, client) = socket_pair();
         let mailbox = Mailbox::default();
-        assert!(mailbox.arm(server.as_raw_fd(), Proto::Resp2, 0, 1));
+        assert!(mailbox.arm(server.as_raw_fd(), Proto::Resp2, 0, 1, here()));
         mailbox.post(0, Answer::Reply(Reply::Value(vec![b'x'; DIRECT_BYTES_MAX].into())));
         assert_eq!(mailbox.settle(Duration::from_secs(1)), Settled::Back);
         assert!(
@@ -432,7 +467,7 @@ mod tests {
         // The client reads nothing until the socket's buffers are full.
         let unsent = (0..1000u64)
             .find_map(|seq| {
-                assert!(mailbox.arm(server.as_raw_fd(), Proto::Resp2, seq, 1));
+                assert!(mailbox.arm(server.as_raw_fd(), Proto::Resp2, seq, 1, here()));
                 let reply = Reply::Value(value.clone().into());
                 reply.encode_as(Proto::Resp2, &mut expected);
                 mailbox.post(seq, Answer::Reply(reply));
@@ -452,7 +487,7 @@ mod tests {
     fn a_closed_mailbox_drops_answers_and_writes_nothing() {
         let (server, client) = socket_pair();
         let mailbox = Mailbox::default();
-        assert!(mailbox.arm(server.as_raw_fd(), Proto::Resp2, 0, 1));
+        assert!(mailbox.arm(server.as_raw_fd(), Proto::Resp2, 0, 1, here()));
         mailbox.close();
         mailbox.post(0, integer(0));
         mailbox.post(1, integer(1));

@@ -19,6 +19,7 @@ mod log_writer;
 pub mod logging;
 mod mailbox;
 mod pending;
+mod poller;
 mod sentinel;
 mod session;
 pub mod signals;

@@ -1,0 +1,306 @@
+//! One thread that reads every idle client connection's requests (epoll),
+//! so that a request does not wake a thread of its own.
+//!
+//! Each connection still has its thread (`node::client`), which owns the
+//! connection and does everything that may block: transactions, replies it
+//! writes itself, forwarding, a client that does not read. But between
+//! requests a plain-TCP connection parks: it leaves itself in its [`Park`]
+//! and sleeps there, and the poller, told by epoll that the socket has
+//! input, takes the connection, reads, and submits what it can without
+//! blocking (reads and writes of the data, whose replies the core then
+//! sends itself, `node::mailbox`). Anything else (a command the connection
+//! must answer itself, the end of the stream, a batch that came back) and
+//! the poller hands the connection, with whatever it read, back to its
+//! thread, which goes on as if it had read it.
+//!
+//! Measured in the README (Performance): under 64 connections a thread per
+//! connection woke once per request, and on two vCPUs each wake-up was a
+//! context switch; the poller takes the input of many connections per
+//! wake-up.
+//!
+//! Who holds the connection is [`Owner`], changed only under the park's
+//! lock; sockets are armed in epoll one event at a time (`EPOLLONESHOT`),
+//! and re-armed only by whoever parks the connection again, so a
+//! connection is never in two threads' hands. Lock order: a mailbox's lock
+//! before a park's (the mailbox rings the park when a batch comes back);
+//! the poller holds no park's lock while it works on the connection.
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::client::Connection;
+use crate::net::sys::{Epoll, Ready};
+
+/// Sockets one epoll wait reports at most.
+const EVENTS_MAX: usize = 256;
+
+/// Threads waiting on the one epoll set (each socket still goes to one
+/// thread at a time). Two measured no better than one on two vCPUs
+/// (README, Performance): reads at 64 connections +13%, writes level with
+/// twice the p99.
+const THREADS: usize = 1;
+
+/// How often the poller looks at the node's stop flag.
+const STOP_POLL: Duration = Duration::from_millis(250);
+
+/// The poller and the connections parked with it.
+pub struct Poller {
+    epoll: Epoll,
+    parks: Mutex<HashMap<u64, Arc<Park>>>,
+    next_token: AtomicU64,
+    /// Cleared when the poller's threads stop: nothing parks after.
+    running: AtomicBool,
+}
+
+/// Where one connection waits while the poller watches its socket.
+pub struct Park {
+    token: u64,
+    fd: RawFd,
+    state: Mutex<State>,
+    changed: Condvar,
+    /// The connection's mailbox gave back a batch for its thread to finish.
+    back: AtomicBool,
+}
+
+impl std::fmt::Debug for Park {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Park").field("token", &self.token).field("fd", &self.fd).finish()
+    }
+}
+
+struct State {
+    conn: Option<Box<Connection>>,
+    owner: Owner,
+    /// In the epoll set (added once, re-armed after).
+    added: bool,
+    /// When the poller last read input for the connection.
+    last_input: Instant,
+    /// The thread waits for the poller to put the connection back (a ring
+    /// or its deadline came while the poller held it).
+    wanted: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    /// The connection's thread, which is not parked.
+    Thread,
+    /// In the park; the socket is armed in epoll.
+    Parked,
+    /// The poller is reading and submitting for it.
+    Poller,
+    /// The poller gave it back: the thread must go on with it.
+    Returned,
+}
+
+/// What the poller decided after working on a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing needs the thread: park the connection again.
+    Keep,
+    /// The thread must take over (what was read is in the connection).
+    ToThread,
+}
+
+/// Why a parked connection's thread woke up with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unparked {
+    /// The poller read something it leaves to the thread.
+    Input,
+    /// The mailbox gave back a batch.
+    Back,
+    /// The deadline the thread set passed; `idle` is how long since the
+    /// last input.
+    Deadline { idle: Duration },
+    /// The socket could not be watched: go on as without a poller.
+    Unwatched,
+}
+
+impl Poller {
+    /// Starts the poller's threads; they end once `stop` is set, giving
+    /// every parked connection back to its thread.
+    pub fn spawn(stop: Arc<AtomicBool>) -> std::io::Result<(Arc<Poller>, Vec<JoinHandle<()>>)> {
+        let poller = Arc::new(Poller {
+            epoll: Epoll::new()?,
+            parks: Mutex::default(),
+            next_token: AtomicU64::new(1),
+            running: AtomicBool::new(true),
+        });
+        let mut handles = Vec::new();
+        for _ in 0..THREADS {
+            let (run, stop) = (poller.clone(), stop.clone());
+            let spawned = std::thread::Builder::new().name("client-poller".into()).spawn(move || run.run(&stop));
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                Err(e) if handles.is_empty() => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok((poller, handles))
+    }
+
+    /// A park for a connection on socket `fd`.
+    pub fn park_for(&self, fd: RawFd) -> Arc<Park> {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let park = Arc::new(Park {
+            token,
+            fd,
+            state: Mutex::new(State {
+                conn: None,
+                owner: Owner::Thread,
+                added: false,
+                last_input: Instant::now(),
+                wanted: false,
+            }),
+            changed: Condvar::new(),
+            back: AtomicBool::new(false),
+        });
+        self.parks.lock().insert(token, park.clone());
+        park
+    }
+
+    /// The connection is ending (its thread holds it): its socket is no
+    /// longer watched, before it closes.
+    pub fn forget(&self, park: &Park) {
+        self.parks.lock().remove(&park.token);
+        if park.state.lock().added {
+            self.epoll.remove(park.fd);
+        }
+    }
+
+    fn run(&self, stop: &AtomicBool) {
+        let mut ready = Ready::with_capacity(EVENTS_MAX);
+        let mut tokens = Vec::with_capacity(EVENTS_MAX);
+        while !stop.load(Ordering::SeqCst) {
+            if let Err(e) = self.epoll.wait(&mut ready, STOP_POLL) {
+                log::error!("the client poller cannot wait for input ({e}); connections read on their own threads");
+                break;
+            }
+            tokens.clear();
+            tokens.extend(ready.tokens());
+            for &token in &tokens {
+                let park = self.parks.lock().get(&token).cloned();
+                if let Some(park) = park {
+                    self.serve(&park);
+                }
+            }
+        }
+        self.running.store(false, Ordering::SeqCst);
+        let parks: Vec<Arc<Park>> = self.parks.lock().values().cloned().collect();
+        for park in parks {
+            park.give_back();
+        }
+    }
+
+    /// Reads and submits for a parked connection whose socket has input.
+    fn serve(&self, park: &Park) {
+        let mut conn = {
+            let mut state = park.state.lock();
+            if state.owner != Owner::Parked {
+                // Its thread took it (a batch came back, a deadline): the
+                // thread arms the socket again when it parks.
+                return;
+            }
+            let Some(conn) = state.conn.take() else { return };
+            state.owner = Owner::Poller;
+            conn
+        };
+        let verdict = conn.poll_step();
+        let mut state = park.state.lock();
+        state.conn = Some(conn);
+        state.last_input = Instant::now();
+        state.owner = Owner::Returned;
+        if verdict == Verdict::Keep && self.epoll.arm(park.fd, park.token, !state.added).is_ok() {
+            state.added = true;
+            state.owner = Owner::Parked;
+        }
+        // The thread sleeps on: waking it is what the poller saves, unless
+        // it has work (or a ring came while the poller held the connection).
+        let wanted = std::mem::take(&mut state.wanted);
+        let wake = wanted || state.owner == Owner::Returned || park.back.load(Ordering::Acquire);
+        drop(state);
+        if wake {
+            park.changed.notify_all();
+        }
+    }
+}
+
+impl Park {
+    /// Leaves `conn` here while the poller watches its socket, and waits
+    /// until its thread must take it back: the poller returns it, its
+    /// mailbox gives back a batch, or `deadline` passes.
+    pub fn wait(
+        &self,
+        poller: &Poller,
+        conn: Box<Connection>,
+        deadline: Option<Instant>,
+    ) -> (Box<Connection>, Unparked) {
+        let mut state = self.state.lock();
+        // Checked under the park's lock, which the stopping poller takes
+        // after clearing it (`give_back`).
+        if !poller.running.load(Ordering::SeqCst) {
+            return (conn, Unparked::Unwatched);
+        }
+        if let Err(e) = poller.epoll.arm(self.fd, self.token, !state.added) {
+            log::debug!("cannot watch a client socket in epoll: {e}");
+            return (conn, Unparked::Unwatched);
+        }
+        state.added = true;
+        state.conn = Some(conn);
+        state.owner = Owner::Parked;
+        loop {
+            let back = self.back.load(Ordering::Acquire);
+            let due = deadline.is_some_and(|d| Instant::now() >= d);
+            let why = match state.owner {
+                Owner::Returned => Some(Unparked::Input),
+                Owner::Parked if back => Some(Unparked::Back),
+                Owner::Parked if due => Some(Unparked::Deadline { idle: state.last_input.elapsed() }),
+                _ => None,
+            };
+            if let Some(why) = why
+                && let Some(conn) = state.conn.take()
+            {
+                state.owner = Owner::Thread;
+                return (conn, why);
+            }
+            match deadline {
+                _ if state.owner == Owner::Poller && (back || due) => {
+                    // It puts the connection back soon, and then says so.
+                    state.wanted = true;
+                    self.changed.wait(&mut state);
+                }
+                Some(d) => {
+                    self.changed.wait_until(&mut state, d);
+                }
+                None => self.changed.wait(&mut state),
+            }
+        }
+    }
+
+    /// A batch is about to be armed: a ring from an earlier one is spent.
+    pub fn clear_back(&self) {
+        self.back.store(false, Ordering::Release);
+    }
+
+    /// The mailbox gave back a batch (called under the mailbox's lock).
+    pub fn ring(&self) {
+        self.back.store(true, Ordering::Release);
+        let _state = self.state.lock();
+        self.changed.notify_all();
+    }
+
+    /// The poller is stopping: a parked connection goes back to its thread.
+    fn give_back(&self) {
+        let mut state = self.state.lock();
+        if state.owner == Owner::Parked {
+            state.owner = Owner::Returned;
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+}

@@ -1,0 +1,174 @@
+//! How a node reads its clients (README, Performance: the client poller):
+//! between requests a connection waits with the poller, which reads and
+//! submits plain reads and writes itself and hands everything else back to
+//! the connection's thread. Each test drives one of the hand-overs and
+//! checks every reply, byte for byte, in order.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use raftkv::resp::{self, Reply};
+use support::{Client, TestCluster};
+
+fn one_node(flags: &[&str]) -> TestCluster {
+    let mut c = TestCluster::new(1);
+    c.flags.extend(flags.iter().map(|f| f.to_string()));
+    c.start(1);
+    assert_eq!(c.wait_for_leader(Duration::from_secs(20)), Some(1), "{}", c.logs());
+    c
+}
+
+fn connect(c: &TestCluster) -> TcpStream {
+    let conn = TcpStream::connect(&c.nodes[&1].client_addr).expect("connect");
+    conn.set_nodelay(true).expect("nodelay");
+    conn.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    conn
+}
+
+fn request(args: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    resp::encode_request(args, &mut out);
+    out
+}
+
+/// Reads exactly `expected.len()` bytes and compares them.
+fn expect_bytes(conn: &mut TcpStream, expected: &[u8]) {
+    let mut got = vec![0u8; expected.len()];
+    conn.read_exact(&mut got).unwrap_or_else(|e| panic!("reading {:?}: {e}", String::from_utf8_lossy(expected)));
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(expected));
+}
+
+#[test]
+fn requests_arriving_a_byte_at_a_time_are_served_in_order() {
+    let c = one_node(&[]);
+    let mut conn = connect(&c);
+    let mut input = Vec::new();
+    for args in [&["SET", "k", "v1"][..], &["GET", "k"], &["INCR", "n"], &["INCR", "n"], &["PING"], &["GET", "n"]] {
+        input.extend(request(args));
+    }
+    input.extend(b"GET k\r\n");
+    for byte in &input {
+        conn.write_all(std::slice::from_ref(byte)).expect("write");
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    expect_bytes(&mut conn, b"+OK\r\n$2\r\nv1\r\n:1\r\n:2\r\n+PONG\r\n$1\r\n2\r\n$2\r\nv1\r\n");
+}
+
+#[test]
+fn a_pipeline_mixing_every_kind_of_command_keeps_its_order() {
+    let c = one_node(&[]);
+    let mut conn = connect(&c);
+    let mut input = Vec::new();
+    let mut expected = Vec::new();
+    let mut counter = 0;
+    for i in 0..600 {
+        let key = format!("key-{}", i % 7);
+        let (args, reply): (Vec<String>, Vec<u8>) = match i % 9 {
+            0 | 1 => (vec!["SET".into(), key.clone(), format!("v{i}")], b"+OK\r\n".to_vec()),
+            2 => {
+                counter += 1;
+                (vec!["INCR".into(), "counter".into()], format!(":{counter}\r\n").into_bytes())
+            }
+            3 => (
+                vec!["GET".into(), "counter".into()],
+                format!("${}\r\n{counter}\r\n", counter.to_string().len()).into_bytes(),
+            ),
+            4 => (vec!["PING".into()], b"+PONG\r\n".to_vec()),
+            5 => (vec!["MULTI".into()], b"+OK\r\n".to_vec()),
+            6 => {
+                counter += 1;
+                (vec!["INCR".into(), "counter".into()], b"+QUEUED\r\n".to_vec())
+            }
+            7 => (vec!["EXEC".into()], format!("*1\r\n:{counter}\r\n").into_bytes()),
+            _ => (vec!["CLIENT".into(), "SETNAME".into(), format!("c{i}")], b"+OK\r\n".to_vec()),
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        input.extend(request(&args));
+        expected.extend(reply);
+    }
+    // Sent in pieces of uneven sizes, some of them while replies are out.
+    let reader = {
+        let mut conn = conn.try_clone().expect("clone");
+        std::thread::spawn(move || expect_bytes(&mut conn, &expected))
+    };
+    for chunk in input.chunks(1_000) {
+        conn.write_all(chunk).expect("write");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    reader.join().expect("every reply, in order");
+}
+
+#[test]
+fn many_connections_get_their_own_replies() {
+    let c = one_node(&[]);
+    let addr = c.nodes[&1].client_addr.clone();
+    let workers: Vec<_> = (0..32)
+        .map(|w| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut client = Client::connect(&addr).expect("connect");
+                for i in 1..=150 {
+                    let key = format!("w{w}");
+                    assert_eq!(client.cmd(&["INCR", &key]).expect("INCR"), Reply::Integer(i));
+                    let value = format!("{w}:{i}");
+                    assert_eq!(client.cmd(&["SET", &format!("s{w}"), &value]).expect("SET"), Reply::ok());
+                    assert_eq!(client.cmd(&["GET", &format!("s{w}")]).expect("GET"), Reply::bulk(value.as_str()));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a worker saw another's reply");
+    }
+}
+
+#[test]
+fn a_client_active_within_its_timeout_stays_and_is_closed_once_idle() {
+    let c = one_node(&["--client-timeout", "1"]);
+    let mut conn = connect(&c);
+    let started = Instant::now();
+    let mut last = started;
+    while started.elapsed() < Duration::from_millis(2_500) {
+        last = Instant::now();
+        conn.write_all(&request(&["PING"])).expect("still open");
+        expect_bytes(&mut conn, b"+PONG\r\n");
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let mut buf = [0u8; 16];
+    assert_eq!(conn.read(&mut buf).unwrap_or(0), 0, "closed once idle");
+    let after = last.elapsed();
+    assert!(after >= Duration::from_millis(900) && after < Duration::from_secs(4), "closed after {after:?}");
+    assert_eq!(c.info_u64(1, "client_idle_disconnections"), 1);
+}
+
+#[test]
+fn a_large_reply_and_an_unread_one_go_back_to_the_connection() {
+    let c = one_node(&[]);
+    let mut conn = connect(&c);
+    let big = "x".repeat(200_000);
+    conn.write_all(&request(&["SET", "big", &big])).expect("write");
+    expect_bytes(&mut conn, b"+OK\r\n");
+    // Larger than the core sends itself: the connection's thread writes it.
+    for _ in 0..3 {
+        conn.write_all(&request(&["GET", "big"])).expect("write");
+        expect_bytes(&mut conn, format!("$200000\r\n{big}\r\n").as_bytes());
+        conn.write_all(&request(&["GET", "missing"])).expect("write");
+        expect_bytes(&mut conn, b"$-1\r\n");
+    }
+    // Many before reading any: the socket fills, what it did not take is
+    // written by the thread.
+    let mut input = Vec::new();
+    for _ in 0..40 {
+        input.extend(request(&["GET", "big"]));
+    }
+    conn.write_all(&input).expect("write");
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..40 {
+        expect_bytes(&mut conn, format!("$200000\r\n{big}\r\n").as_bytes());
+    }
+    conn.write_all(&request(&["PING"])).expect("write");
+    expect_bytes(&mut conn, b"+PONG\r\n");
+}
