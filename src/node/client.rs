@@ -1,5 +1,8 @@
 //! Client connections: an accept thread and one thread per connection
 //! speaking RESP (src/resp.rs) and handing commands to the core thread.
+//! Between requests a plain-TCP connection parks with the poller
+//! (`node::poller`), which reads its requests and submits the reads and
+//! writes of the data itself; the thread takes over for everything else.
 //!
 //! A connection reads every request the client has pipelined, submits them
 //! to the core in order, and writes the replies in order with one write.
@@ -300,9 +303,9 @@ impl Drop for Unwatch<'_> {
     }
 }
 
-/// Requests the poller reads from one connection per wake-up at most, in
-/// reads of the socket: enough for a pipeline, few enough that one
-/// connection streaming requests does not hold up the others.
+/// Reads of one connection's socket per poller wake-up at most: enough for
+/// a pipeline, few enough that a client streaming requests does not hold
+/// up the others.
 const POLL_READS_MAX: usize = 4;
 
 fn serve(
