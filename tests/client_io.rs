@@ -172,3 +172,36 @@ fn a_large_reply_and_an_unread_one_go_back_to_the_connection() {
     conn.write_all(&request(&["PING"])).expect("write");
     expect_bytes(&mut conn, b"+PONG\r\n");
 }
+
+#[test]
+fn a_client_waiting_for_its_reply_is_not_idle() {
+    let mut c = TestCluster::new(3);
+    c.flags.extend(["--client-timeout".to_string(), "1".to_string()]);
+    c.start_all();
+    let leader = c.wait_for_leader(Duration::from_secs(20)).expect("a leader");
+    let mut conn = TcpStream::connect(&c.nodes[&leader].client_addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    conn.write_all(&request(&["SET", "warm", "up"])).expect("write");
+    expect_bytes(&mut conn, b"+OK\r\n");
+    // Without a quorum the write waits, well past --client-timeout.
+    let followers: Vec<u64> = c.nodes.keys().copied().filter(|&id| id != leader).collect();
+    for &id in &followers {
+        c.signal(id, "STOP");
+    }
+    conn.write_all(&request(&["SET", "k", "v"])).expect("write");
+    std::thread::sleep(Duration::from_millis(2_500));
+    for &id in &followers {
+        c.signal(id, "CONT");
+    }
+    let mut reply = [0u8; 1];
+    conn.read_exact(&mut reply).expect("a reply, not a disconnection");
+    let mut rest = Vec::new();
+    while !rest.ends_with(b"\r\n") {
+        let mut byte = [0u8; 1];
+        conn.read_exact(&mut byte).expect("the rest of the reply");
+        rest.push(byte[0]);
+    }
+    assert!(matches!(reply[0], b'+' | b'-'), "{}{}", reply[0] as char, String::from_utf8_lossy(&rest));
+    conn.write_all(&request(&["PING"])).expect("write");
+    expect_bytes(&mut conn, b"+PONG\r\n");
+}

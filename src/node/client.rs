@@ -270,6 +270,8 @@ pub struct Connection {
     fd: Option<RawFd>,
     /// The batch handed to the mailbox (`finish_batch`), until it settles.
     armed: Option<Vec<Slot>>,
+    /// When `armed` was handed over.
+    armed_at: Instant,
     /// What the poller read and left to this connection's thread: the
     /// next request, or the error that ended reading.
     unread: Option<Result<Option<Vec<Vec<u8>>>, ReadError>>,
@@ -339,6 +341,7 @@ fn serve(
         wrote_to_leader: false,
         fd: plain.then_some(fd),
         armed: None,
+        armed_at: Instant::now(),
         unread: None,
         wake: Wake { thread: Waker::current(), park: parking.as_ref().map(|(_, park)| park.clone()) },
     });
@@ -385,27 +388,28 @@ fn serve(
 /// whether it was idle past `--client-timeout`.
 fn park_until_needed(mut conn: Box<Connection>, poller: &Poller, park: &Park) -> (Box<Connection>, bool) {
     let idle_limit = conn.opts.idle_timeout;
-    let start = Instant::now();
-    // A batch out with the core: the thread looks at it again after the
-    // answer timeout, as it does when it waits itself (`await_input`).
-    let armed_bound = conn.armed.is_some().then(|| start + conn.opts.answer_timeout);
-    let mut idle_deadline = idle_limit.map(|t| start + t);
+    let answer_timeout = conn.opts.answer_timeout;
+    let mut idle_deadline = idle_limit.map(|t| Instant::now() + t);
     loop {
-        let deadline = match (idle_deadline, armed_bound) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let (back, why) = park.wait(poller, conn, deadline);
+        // The poller may arm a batch meanwhile: the thread looks at the
+        // connection at least once an answer timeout, and takes back a
+        // batch out that long (`await_input` then settles it).
+        let look = Instant::now() + answer_timeout;
+        let deadline = idle_deadline.map_or(look, |d| d.min(look));
+        let (back, why) = park.wait(poller, conn, Some(deadline));
         conn = back;
-        match (why, idle_limit) {
-            (Unparked::Deadline { idle }, Some(limit)) if armed_bound.is_none_or(|b| Instant::now() < b) => {
-                if idle >= limit {
-                    return (conn, true);
-                }
-                // Input came meanwhile: the client has `limit` from then.
-                idle_deadline = Some(Instant::now() + (limit - idle));
+        let Unparked::Deadline { idle } = why else { return (conn, false) };
+        if conn.armed.is_some() && conn.armed_at.elapsed() >= answer_timeout {
+            return (conn, false);
+        }
+        if let Some(limit) = idle_limit {
+            // A client waiting for a reply is not idle (nor was it before
+            // the poller: `await_input` waits for the batch first).
+            if idle >= limit && conn.armed.is_none() {
+                return (conn, true);
             }
-            _ => return (conn, false),
+            let left = limit.saturating_sub(idle);
+            idle_deadline = Some(Instant::now() + if left.is_zero() { limit } else { left });
         }
     }
 }
@@ -463,6 +467,12 @@ impl Connection {
         self.slots.is_empty() && !self.has_input() && self.out.is_empty()
     }
 
+    /// Ends the connection from its thread with `e`, after replying to
+    /// what was read (the poller could not go on with it).
+    pub(super) fn fail(&mut self, e: io::Error) {
+        self.unread = Some(Err(ReadError::Io(e)));
+    }
+
     /// Closing for `--client-timeout`, as Redis does.
     fn count_idle(&self) {
         self.opts.registry.counters.idle_disconnects.fetch_add(1, Ordering::Relaxed);
@@ -508,7 +518,9 @@ impl Connection {
                 self.info.input_bytes.store(self.stream.pending_request_bytes(), Ordering::Relaxed);
                 match result {
                     Ok(None) => break,
-                    Ok(Some(args)) if self.served_by_poller(&args) => {
+                    // A full core queue would block the poller, and every
+                    // client with it: the thread waits for room instead.
+                    Ok(Some(args)) if self.served_by_poller(&args) && !self.to_core.is_full() => {
                         if !matches!(self.handle(args), Ok(false)) {
                             return Verdict::ToThread;
                         }
@@ -901,6 +913,7 @@ impl Connection {
         };
         if handed {
             self.armed = Some(std::mem::take(&mut self.slots));
+            self.armed_at = Instant::now();
         }
         handed
     }
@@ -909,7 +922,7 @@ impl Connection {
     /// finishing the batch here if the mailbox gives it back.
     fn await_input(&mut self) -> io::Result<()> {
         let (Some(fd), Some(_)) = (self.fd, &self.armed) else { return Ok(()) };
-        let since = Instant::now();
+        let since = self.armed_at;
         loop {
             let readable = crate::net::sys::readable_within(fd, ARMED_POLL)?;
             match self.mailbox.try_settle() {
@@ -957,6 +970,13 @@ impl Connection {
     /// to reply to as usual (ahead of the requests read since).
     fn settled(&mut self, outcome: Settled) -> io::Result<()> {
         let Some(armed) = self.armed.take() else { return Ok(()) };
+        if outcome != Settled::Pending
+            && let Some(park) = &self.wake.park
+        {
+            // Its ring, if it rang, is answered: the next park must not
+            // return at once for it.
+            park.clear_back();
+        }
         match outcome {
             Settled::Pending => self.armed = Some(armed),
             Settled::Sent => {}

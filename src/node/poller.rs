@@ -210,12 +210,20 @@ impl Poller {
             state.owner = Owner::Poller;
             conn
         };
-        let verdict = conn.poll_step();
+        // A bug that panics here must not take the poller, and every
+        // parked client, with it: the connection's thread ends it.
+        let verdict =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conn.poll_step())).unwrap_or_else(|_| {
+                log::error!("the client poller failed serving a connection; closing it");
+                conn.fail(std::io::Error::other("the client poller failed serving this connection"));
+                Verdict::ToThread
+            });
         let mut state = park.state.lock();
         state.conn = Some(conn);
         state.last_input = Instant::now();
         state.owner = Owner::Returned;
-        if verdict == Verdict::Keep && self.epoll.arm(park.fd, park.token, !state.added).is_ok() {
+        let keep = verdict == Verdict::Keep && self.running.load(Ordering::SeqCst);
+        if keep && self.epoll.arm(park.fd, park.token, !state.added).is_ok() {
             state.added = true;
             state.owner = Owner::Parked;
         }
@@ -266,6 +274,9 @@ impl Park {
                 && let Some(conn) = state.conn.take()
             {
                 state.owner = Owner::Thread;
+                if why == Unparked::Back {
+                    self.clear_back();
+                }
                 return (conn, why);
             }
             match deadline {
