@@ -145,7 +145,7 @@ pub fn spawn_listener(
     opts: ClientOptions,
 ) -> io::Result<JoinHandle<()>> {
     let poller = match Poller::spawn(stop.clone()) {
-        Ok((poller, _)) => Some(poller),
+        Ok(poller) => Some(poller),
         Err(e) => {
             log::warn!("cannot start the client poller ({e}); each connection reads on its own thread");
             None
@@ -396,7 +396,7 @@ fn park_until_needed(mut conn: Box<Connection>, poller: &Poller, park: &Park) ->
         // batch out that long (`await_input` then settles it).
         let look = Instant::now() + answer_timeout;
         let deadline = idle_deadline.map_or(look, |d| d.min(look));
-        let (back, why) = park.wait(poller, conn, Some(deadline));
+        let (back, why) = park.wait(poller, conn, deadline);
         conn = back;
         let Unparked::Deadline { idle } = why else { return (conn, false) };
         if conn.armed.is_some() && conn.armed_at.elapsed() >= answer_timeout {
@@ -535,13 +535,10 @@ impl Connection {
                 break;
             }
         }
-        if self.has_input() || self.slots.is_empty() {
-            return if self.has_input() { Verdict::ToThread } else { Verdict::Keep };
+        if self.has_input() {
+            return Verdict::ToThread;
         }
-        match self.hand_over() {
-            true => Verdict::Keep,
-            false => Verdict::ToThread,
-        }
+        if self.slots.is_empty() || self.hand_over() { Verdict::Keep } else { Verdict::ToThread }
     }
 
     /// Whether handling `args` cannot block: a read or a write of the
@@ -904,9 +901,6 @@ impl Connection {
                     && self.slots.iter().all(plain)
                     && !self.answers.keys().any(|&s| s >= seq) =>
             {
-                if let Some(park) = &self.wake.park {
-                    park.clear_back();
-                }
                 self.mailbox.arm(fd, self.session.proto, seq, self.slots.len(), self.wake.clone())
             }
             _ => false,
@@ -974,7 +968,8 @@ impl Connection {
             && let Some(park) = &self.wake.park
         {
             // Its ring, if it rang, is answered: the next park must not
-            // return at once for it.
+            // return at once for it. (Every batch that rings settles here
+            // before the connection parks again.)
             park.clear_back();
         }
         match outcome {

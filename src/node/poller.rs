@@ -29,7 +29,6 @@ use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -123,24 +122,23 @@ pub enum Unparked {
 impl Poller {
     /// Starts the poller's threads; they end once `stop` is set, giving
     /// every parked connection back to its thread.
-    pub fn spawn(stop: Arc<AtomicBool>) -> std::io::Result<(Arc<Poller>, Vec<JoinHandle<()>>)> {
+    pub fn spawn(stop: Arc<AtomicBool>) -> std::io::Result<Arc<Poller>> {
         let poller = Arc::new(Poller {
             epoll: Epoll::new()?,
             parks: Mutex::default(),
             next_token: AtomicU64::new(1),
             running: AtomicBool::new(true),
         });
-        let mut handles = Vec::new();
-        for _ in 0..THREADS {
+        for started in 0..THREADS {
             let (run, stop) = (poller.clone(), stop.clone());
             let spawned = std::thread::Builder::new().name("client-poller".into()).spawn(move || run.run(&stop));
             match spawned {
-                Ok(handle) => handles.push(handle),
-                Err(e) if handles.is_empty() => return Err(e),
+                Ok(_) => {}
+                Err(e) if started == 0 => return Err(e),
                 Err(_) => break,
             }
         }
-        Ok((poller, handles))
+        Ok(poller)
     }
 
     /// A park for a connection on socket `fd`.
@@ -241,12 +239,7 @@ impl Park {
     /// Leaves `conn` here while the poller watches its socket, and waits
     /// until its thread must take it back: the poller returns it, its
     /// mailbox gives back a batch, or `deadline` passes.
-    pub fn wait(
-        &self,
-        poller: &Poller,
-        conn: Box<Connection>,
-        deadline: Option<Instant>,
-    ) -> (Box<Connection>, Unparked) {
+    pub fn wait(&self, poller: &Poller, conn: Box<Connection>, deadline: Instant) -> (Box<Connection>, Unparked) {
         let mut state = self.state.lock();
         // Checked under the park's lock, which the stopping poller takes
         // after clearing it (`give_back`).
@@ -262,7 +255,7 @@ impl Park {
         state.owner = Owner::Parked;
         loop {
             let back = self.back.load(Ordering::Acquire);
-            let due = deadline.is_some_and(|d| Instant::now() >= d);
+            let due = Instant::now() >= deadline;
             let why = match state.owner {
                 Owner::Returned => Some(Unparked::Input),
                 Owner::Parked if back => Some(Unparked::Back),
@@ -273,26 +266,19 @@ impl Park {
                 && let Some(conn) = state.conn.take()
             {
                 state.owner = Owner::Thread;
-                if why == Unparked::Back {
-                    self.clear_back();
-                }
                 return (conn, why);
             }
-            match deadline {
-                _ if state.owner == Owner::Poller && (back || due) => {
-                    // It puts the connection back soon, and then says so.
-                    state.wanted = true;
-                    self.changed.wait(&mut state);
-                }
-                Some(d) => {
-                    self.changed.wait_until(&mut state, d);
-                }
-                None => self.changed.wait(&mut state),
+            if state.owner == Owner::Poller && (back || due) {
+                // It puts the connection back soon, and then says so.
+                state.wanted = true;
+                self.changed.wait(&mut state);
+            } else {
+                self.changed.wait_until(&mut state, deadline);
             }
         }
     }
 
-    /// A batch is about to be armed: a ring from an earlier one is spent.
+    /// The batch that rang is settled: its ring is spent.
     pub fn clear_back(&self) {
         self.back.store(false, Ordering::Release);
     }
