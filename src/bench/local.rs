@@ -281,6 +281,11 @@ impl LocalCluster {
         self.nodes.get(&id).map(|n| n.client_addr.clone()).unwrap_or_default()
     }
 
+    /// The process ids of the running nodes, in id order.
+    pub fn pids(&self) -> Vec<(u64, u32)> {
+        self.nodes.iter().filter_map(|(&id, n)| Some((id, n.child.as_ref()?.id()))).collect()
+    }
+
     /// Node `id`'s INFO as field → value.
     pub fn info(&self, id: u64) -> Option<BTreeMap<String, String>> {
         info_secure(&self.client_addr(id), &self.client)
@@ -395,6 +400,10 @@ impl RedisServer {
         }
         Ok(server)
     }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
 }
 
 impl Drop for RedisServer {
@@ -455,6 +464,10 @@ impl EtcdCluster {
             return None;
         }
         ids.iter().position(|(m, _)| m == leader)
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().flatten().map(Child::id).collect()
     }
 }
 

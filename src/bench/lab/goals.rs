@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::versus_etcd::{self, Point};
 use super::{Lab, measure, median_by, preload, spec};
+use crate::bench::cpu::{self, CpuUse};
 use crate::bench::load::{LoadResult, LoadSpec, Workload};
 use crate::bench::local::{ClusterOptions, EtcdCluster, LocalCluster, RedisServer, Scratch};
 use crate::bench::report::{Report, thousands};
@@ -26,6 +27,62 @@ const POINTS: [&str; 10] = [
     "raftkv 3 nodes: writes, 64 conn, -P 16",
 ];
 
+/// `pids` (id, process) ordered with `leader`'s first.
+fn leader_first(mut pids: Vec<(u64, u32)>, leader: u64) -> Vec<u32> {
+    pids.sort_by_key(|&(id, _)| id != leader);
+    pids.into_iter().map(|(_, pid)| pid).collect()
+}
+
+/// The processor time each point cost per request, and the throughput it
+/// allows at most: what tells a system that is slow from one that ran out
+/// of processors.
+fn processor_time(report: &mut Report, medians: &[(Point, CpuUse)]) {
+    report.text(
+        "## Processor time per request\n\nFrom the kernel's accounting (`/proc`) over each point of the median \
+round: how many of the machine's processors were busy (every process, the idle systems too), and the processor \
+time per request of the system's servers (all its processes; the leader's alone) and of the load generator (the \
+lab's threads, or wrk for etcd). The ceilings divide processors by those times: on this machine, if the servers \
+and the load generator had every processor to themselves; and with the leader on a machine of its own of the \
+same size, the followers and the clients elsewhere.",
+    );
+    let us = |c: Option<f64>, p: &Point| CpuUse::per_op_us(c, p.ops_per_sec);
+    let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    let ceiling = |us: Option<f64>, processors: usize| {
+        us.filter(|&u| u > 0.0).map_or("-".to_string(), |u| thousands(processors as f64 * 1e6 / u))
+    };
+    let rows: Vec<Vec<String>> = POINTS
+        .iter()
+        .zip(medians)
+        .map(|(name, (p, used))| {
+            let servers = us(used.servers_total(), p);
+            let leader = us(used.servers.first().copied().flatten(), p);
+            let load = us(used.own, p);
+            let both = servers.zip(load).map(|(s, l)| s + l);
+            vec![
+                name.to_string(),
+                used.machine.map_or("-".to_string(), |m| format!("{m:.2} of {}", used.processors)),
+                show(servers),
+                show(leader),
+                show(load),
+                ceiling(both, used.processors),
+                ceiling(leader, used.processors),
+            ]
+        })
+        .collect();
+    report.table(
+        &[
+            "point",
+            "processors busy",
+            "servers µs/request",
+            "the leader's",
+            "load generator's",
+            "ceiling here, ops/s",
+            "ceiling, leader alone",
+        ],
+        &rows,
+    );
+}
+
 fn of(r: &LoadResult) -> Point {
     let f = r.latency.figures_ms();
     Point { ops_per_sec: r.ops_per_sec(), p50_ms: f.p50, p99_ms: f.p99, errors: r.errors }
@@ -40,7 +97,10 @@ gateway). 100-byte values, 10,000 keys, {} s per point, all connections to the l
 connection unless `-P 16`. {} rounds, each point on each system in turn; the median round is shown.",
         lab.seconds, lab.rounds
     ));
-    report.csv("round,point,ops_per_sec,p50_ms,p99_ms,errors".to_string());
+    report.csv(
+        "round,point,ops_per_sec,p50_ms,p99_ms,errors,machine_cpus,servers_cpus,leader_cpus,loadgen_cpus,processors"
+            .to_string(),
+    );
     let scratch = Scratch::new("goals")?;
     for kind in ["write", "read"] {
         let path = scratch.0.join(format!("{kind}.lua"));
@@ -57,17 +117,30 @@ connection unless `-P 16`. {} rounds, each point on each system in turn; the med
         preload(&addr)?;
     }
     let etcd_script = |kind: &str| scratch.0.join(format!("{kind}.lua"));
-    let mut runs: Vec<Vec<Point>> = vec![Vec::new(); POINTS.len()];
+    let mut runs: Vec<Vec<(Point, CpuUse)>> = vec![Vec::new(); POINTS.len()];
     for round in 1..=lab.rounds {
         println!("== round {round} of {}", lab.rounds);
         // Leaders are looked up each round: one may have changed.
-        let (a3, a1) = (leader(&three)?, leader(&one)?);
+        let (l3, l1) = (three.wait_leader(Duration::from_secs(10))?, one.wait_leader(Duration::from_secs(10))?);
+        let (a3, a1) = (three.client_addr(l3), one.client_addr(l1));
+        let etcd_leader = etcd.leader().unwrap_or(0);
         let ours = |addr: &str, connections, read_pct, pipeline, readonly| LoadSpec {
             pipeline,
             readonly,
             ..spec(vec![addr.to_string()], connections, Workload::Mix { read_pct }, lab.seconds)
         };
         for (i, name) in POINTS.iter().enumerate() {
+            // The processes serving this point, the leader first.
+            let servers = match i {
+                1 => leader_first(one.pids(), l1),
+                2 => redis.pid().into_iter().collect(),
+                3 | 6 => leader_first(
+                    etcd.pids().into_iter().enumerate().map(|(k, p)| (k as u64, p)).collect(),
+                    etcd_leader as u64,
+                ),
+                _ => leader_first(three.pids(), l3),
+            };
+            let meter = cpu::Meter::start(&servers);
             let point = match i {
                 0 => of(&measure(name, &ours(&a3, 64, 0, 1, false))),
                 1 => of(&measure(name, &ours(&a1, 64, 0, 1, false))),
@@ -84,15 +157,26 @@ connection unless `-P 16`. {} rounds, each point on each system in turn; the med
                 8 => of(&measure(name, &ours(&a3, 1, 100, 1, false))),
                 _ => of(&measure(name, &ours(&a3, 64, 0, 16, false))),
             };
+            let used = meter.stop();
+            let cpus = |c: Option<f64>| c.map_or(String::new(), |c| format!("{c:.3}"));
             report.csv(format!(
-                "{round},{name},{:.1},{:.3},{:.3},{}",
-                point.ops_per_sec, point.p50_ms, point.p99_ms, point.errors
+                "{round},{name},{:.1},{:.3},{:.3},{},{},{},{},{},{}",
+                point.ops_per_sec,
+                point.p50_ms,
+                point.p99_ms,
+                point.errors,
+                cpus(used.machine),
+                cpus(used.servers_total()),
+                cpus(used.servers.first().copied().flatten()),
+                cpus(used.own),
+                used.processors,
             ));
-            runs[i].push(point);
+            runs[i].push((point, used));
         }
     }
     drop((three, one, redis, etcd));
-    let m: Vec<Point> = runs.into_iter().map(|r| median_by(r, |p| p.ops_per_sec)).collect();
+    let medians: Vec<(Point, CpuUse)> = runs.into_iter().map(|r| median_by(r, |(p, _)| p.ops_per_sec)).collect();
+    let m: Vec<Point> = medians.iter().map(|(p, _)| *p).collect();
     let rows: Vec<Vec<String>> = POINTS
         .iter()
         .zip(&m)
@@ -135,5 +219,6 @@ connection unless `-P 16`. {} rounds, each point on each system in turn; the med
     ];
     report.text("## Against the goals");
     report.table(&["goal", "measured", ""], &goals);
+    processor_time(&mut report, &medians);
     report.finish()
 }
