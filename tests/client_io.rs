@@ -205,3 +205,23 @@ fn a_client_waiting_for_its_reply_is_not_idle() {
     conn.write_all(&request(&["PING"])).expect("write");
     expect_bytes(&mut conn, b"+PONG\r\n");
 }
+
+#[test]
+fn requests_after_a_pause_are_read_by_the_poller_and_counted() {
+    let c = one_node(&[]);
+    let (processed, by_poller) = (c.info_u64(1, "total_commands_processed"), c.info_u64(1, "commands_read_by_poller"));
+    let mut client = Client::connect(&c.nodes[&1].client_addr).expect("connect");
+    for i in 0..20 {
+        let value = format!("v{i}");
+        assert_eq!(client.cmd(&["SET", "k", &value]).expect("SET"), Reply::ok());
+        // Long enough for the connection to leave itself with the poller.
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(client.cmd(&["GET", "k"]).expect("GET"), Reply::bulk(value.as_str()));
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let processed = c.info_u64(1, "total_commands_processed") - processed;
+    let by_poller = c.info_u64(1, "commands_read_by_poller") - by_poller;
+    assert!(processed >= 41, "40 requests and an INFO, counted {processed}");
+    // The first request of the connection is its thread's to read.
+    assert!((39..=processed).contains(&by_poller), "{by_poller} of {processed} read by the poller");
+}

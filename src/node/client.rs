@@ -167,7 +167,7 @@ pub fn spawn_listener(
             let Some(place) = opts.registry.admit(addr) else {
                 // README, Limits; a TLS client cannot read it, but is closed alike.
                 let _ = (&stream).write_all(b"-ERR max number of clients reached\r\n");
-                limit_log().warn(|| format!("refusing a client: --maxclients {} reached", opts.registry.max_clients));
+                LIMIT_LOG.warn(|| format!("refusing a client: --maxclients {} reached", opts.registry.max_clients));
                 continue;
             };
             let (to_core, opts, poller) = (to_core.clone(), opts.clone(), poller.clone());
@@ -436,7 +436,7 @@ fn next(conn: &mut Connection) -> io::Result<Option<Vec<Vec<u8>>>> {
         }
         Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::Other && e.to_string().contains("still arriving") => {
             conn.opts.registry.counters.input_disconnects.fetch_add(1, Ordering::Relaxed);
-            limit_log().warn(|| format!("disconnecting client {}: {e}", conn.peer));
+            LIMIT_LOG.warn(|| format!("disconnecting client {}: {e}", conn.peer));
             let reply = Reply::err(format!("request too large: {e}"));
             conn.slots.push(Slot::Ready(reply));
             conn.resolve()?;
@@ -521,6 +521,7 @@ impl Connection {
                     // A full core queue would block the poller, and every
                     // client with it: the thread waits for room instead.
                     Ok(Some(args)) if self.served_by_poller(&args) && !self.to_core.is_full() => {
+                        self.opts.registry.commands.by_poller.fetch_add(1, Ordering::Relaxed);
                         if !matches!(self.handle(args), Ok(false)) {
                             return Verdict::ToThread;
                         }
@@ -558,6 +559,7 @@ impl Connection {
 
     /// Handles one request; returns true when the connection must close.
     fn handle(&mut self, args: Vec<Vec<u8>>) -> io::Result<bool> {
+        self.opts.registry.commands.processed.fetch_add(1, Ordering::Relaxed);
         {
             let mut meta = self.info.meta.lock();
             meta.cmd = session::command_name(&args);
@@ -749,7 +751,7 @@ impl Connection {
                 Ok(())
             }
             None => {
-                auth_failures().warn(|| format!("failed AUTH as {user:?} from {}", self.peer));
+                AUTH_FAILURES.warn(|| format!("failed AUTH as {user:?} from {}", self.peer));
                 Err(Reply::Error("WRONGPASS invalid username-password pair or user is disabled.".into()))
             }
         }
@@ -1101,7 +1103,7 @@ impl Connection {
         let counters = &self.opts.registry.counters;
         if unsent > self.opts.output_limit {
             counters.output_disconnects.fetch_add(1, Ordering::Relaxed);
-            limit_log().warn(|| {
+            LIMIT_LOG.warn(|| {
                 format!(
                     "disconnecting client {}: {unsent} bytes of replies unsent exceed --client-output-limit {}",
                     self.peer, self.opts.output_limit
@@ -1140,16 +1142,10 @@ fn answer_bytes(answer: &Answer) -> usize {
 }
 
 /// Clients refused or disconnected by a limit, logged without flooding.
-fn limit_log() -> &'static RateLimited {
-    static LOG: std::sync::OnceLock<RateLimited> = std::sync::OnceLock::new();
-    LOG.get_or_init(|| RateLimited::new(10, Duration::from_secs(60)))
-}
+static LIMIT_LOG: RateLimited = RateLimited::new(10, Duration::from_secs(60));
 
 /// Failed logins, logged without flooding.
-fn auth_failures() -> &'static RateLimited {
-    static LOG: std::sync::OnceLock<RateLimited> = std::sync::OnceLock::new();
-    LOG.get_or_init(|| RateLimited::new(10, Duration::from_secs(60)))
-}
+static AUTH_FAILURES: RateLimited = RateLimited::new(10, Duration::from_secs(60));
 
 /// How a follower reaches the leader's client port for a client.
 struct Via<'a> {

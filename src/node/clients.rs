@@ -117,10 +117,21 @@ pub struct LimitCounters {
     pub idle_disconnects: AtomicU64,
 }
 
+/// Requests from clients, for INFO's stats.
+#[derive(Debug, Default)]
+pub struct CommandCounters {
+    /// Every request read from a client (`total_commands_processed`).
+    pub processed: AtomicU64,
+    /// Those a client poller read and submitted, waking no connection
+    /// thread (`node::poller`).
+    pub by_poller: AtomicU64,
+}
+
 #[derive(Debug)]
 pub struct Registry {
     pub max_clients: usize,
     pub counters: LimitCounters,
+    pub commands: CommandCounters,
     next_id: AtomicU64,
     entries: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
 }
@@ -142,6 +153,7 @@ impl Registry {
         Arc::new(Registry {
             max_clients,
             counters: LimitCounters::default(),
+            commands: CommandCounters::default(),
             next_id: AtomicU64::new(1),
             entries: Mutex::new(BTreeMap::new()),
         })

@@ -27,6 +27,7 @@ use crate::command::now_ms;
 use crate::identity::{ClusterId, ClusterIdentity};
 use crate::kv::sessions::{Origin, Seen};
 use crate::kv::{KvStore, Stamp, WriteOp};
+use crate::net::ratelimit::RateLimited;
 use crate::peers::Peers;
 use crate::raft::{
     Addrs, Body, Entry, Membership, MembershipChange, MembershipError, Message, NodeId, Payload, ProposeError, Raft,
@@ -49,6 +50,10 @@ const SNAPSHOT_RETRY: Duration = Duration::from_secs(10);
 /// went: heartbeats and answers wait for the whole turn, and a turn near an
 /// election timeout costs a leader its followers.
 const SLOW_TURN: Duration = Duration::from_millis(100);
+/// Slow turns and late ticks come in runs when the machine is overloaded:
+/// the first lines of a minute say what happened, the count says how often.
+static SLOW_TURN_LOG: RateLimited = RateLimited::new(10, Duration::from_secs(60));
+static LATE_TICK_LOG: RateLimited = RateLimited::new(10, Duration::from_secs(60));
 
 /// Applying committed entries stops for the turn once the turn's work has
 /// taken this long and nothing else is left to carry out: the rest is
@@ -126,16 +131,14 @@ impl Turn {
         let took = started.elapsed();
         if took >= SLOW_TURN {
             let [inputs, written, taken, work] = self.spent;
-            log::warn!(
-                "the core thread took {took:?} for one turn (messages and requests {inputs:?}, finished writes \
+            SLOW_TURN_LOG.warn(|| {
+                format!(
+                    "the core thread took {took:?} for one turn (messages and requests {inputs:?}, finished writes \
                  {written:?}, a finished snapshot {taken:?}, applying and sending {work:?}: {} entries applied in {} \
                  Readys taking {:?}, reads served in {:?}, starting a snapshot {:?})",
-                w.entries,
-                w.readys,
-                w.in_readys,
-                w.reads,
-                w.snapshot
-            );
+                    w.entries, w.readys, w.in_readys, w.reads, w.snapshot
+                )
+            });
         }
     }
 }
@@ -400,7 +403,9 @@ impl Core {
         let now = Instant::now();
         let late = self.ticks.since_wake(now);
         if late >= SLOW_TURN {
-            log::warn!("the core thread woke for a tick {late:?} after the last one (a long turn, or no CPU for it)");
+            LATE_TICK_LOG.warn(|| {
+                format!("the core thread woke for a tick {late:?} after the last one (a long turn, or no CPU for it)")
+            });
         }
         for _ in 0..self.ticks.due(now) {
             self.raft.tick();

@@ -273,7 +273,8 @@ pub fn render(
             "# Stats\r\nrejected_connections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\n\
              client_query_buffer_limit_disconnections:{}\r\nclient_idle_disconnections:{}\r\n\
              peer_messages_sent:{}\r\npeer_messages_dropped:{}\r\npeer_messages_dropped_queue_full:{}\r\n\
-             writes_waiting:{}\r\nwrites_proposed_again:{}\r\nclient_sessions:{}\r\n",
+             writes_waiting:{}\r\nwrites_proposed_again:{}\r\nclient_sessions:{}\r\n\
+             total_commands_processed:{}\r\ncommands_read_by_poller:{}\r\n",
             load(&k.rejected),
             load(&k.output_disconnects),
             load(&k.input_disconnects),
@@ -284,6 +285,8 @@ pub fn render(
             usage.writes_waiting,
             usage.writes_proposed_again,
             kv.sessions(),
+            load(&c.commands.processed),
+            load(&c.commands.by_poller),
         );
     }
     out.into_bytes()

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::net::ratelimit::RateLimited;
 use crate::raft::{Entry, HardState, Index, Message, Persist, Term};
 use crate::wal::{Wal, WalError};
 
@@ -256,23 +257,20 @@ fn timed(stats: &StorageStats, f: impl FnOnce() -> Result<(), WalError>) -> Resu
     stats.sync_micros_last.store(micros, Ordering::Relaxed);
     stats.sync_micros_max.fetch_max(micros, Ordering::Relaxed);
     if took >= SLOW_SYNC {
-        slow_sync_log()
+        SLOW_SYNC_LOG
             .warn(|| format!("writing the log took {took:?}: acknowledgements and votes waited for it (a slow disk?)"));
     }
     result
 }
 
-fn slow_sync_log() -> &'static crate::net::ratelimit::RateLimited {
-    static LOG: std::sync::OnceLock<crate::net::ratelimit::RateLimited> = std::sync::OnceLock::new();
-    LOG.get_or_init(|| crate::net::ratelimit::RateLimited::new(5, Duration::from_secs(60)))
-}
+static SLOW_SYNC_LOG: RateLimited = RateLimited::new(5, Duration::from_secs(60));
 
 /// Records the free space, warning (at most once a minute) when it is low.
 pub fn check_space(wal: &Wal, stats: &StorageStats) {
     let Ok((free, total)) = crate::wal::space::free_bytes(wal.dir()) else { return };
     stats.disk_free_bytes.store(free, Ordering::Relaxed);
     if free < crate::wal::space::LOW_SPACE_BYTES {
-        low_space_log().warn(|| {
+        LOW_SPACE_LOG.warn(|| {
             format!(
                 "only {} free of {} on the disk of {}: the node stops when it cannot make its next log segment",
                 super::info::human(free),
@@ -283,10 +281,7 @@ pub fn check_space(wal: &Wal, stats: &StorageStats) {
     }
 }
 
-fn low_space_log() -> &'static crate::net::ratelimit::RateLimited {
-    static LOG: std::sync::OnceLock<crate::net::ratelimit::RateLimited> = std::sync::OnceLock::new();
-    LOG.get_or_init(|| crate::net::ratelimit::RateLimited::new(1, Duration::from_secs(60)))
-}
+static LOW_SPACE_LOG: RateLimited = RateLimited::new(1, Duration::from_secs(60));
 
 fn publish_sizes(wal: &Wal, stats: &StorageStats) {
     stats.log_disk_bytes.store(wal.disk_bytes(), Ordering::Relaxed);
