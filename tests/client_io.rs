@@ -129,12 +129,19 @@ fn many_connections_get_their_own_replies() {
 fn a_client_active_within_its_timeout_stays_and_is_closed_once_idle() {
     let c = one_node(&["--client-timeout", "1"]);
     let mut conn = connect(&c);
-    let started = Instant::now();
-    let mut last = started;
-    while started.elapsed() < Duration::from_millis(2_500) {
+    let mut last = Instant::now();
+    // Past the 1 s timeout in all, ending with a GET.
+    for round in 0..6 {
         last = Instant::now();
-        conn.write_all(&request(&["PING"])).expect("still open");
-        expect_bytes(&mut conn, b"+PONG\r\n");
+        // The connection's thread answers PING; the poller reads GET and
+        // the core answers it: idleness counts from either.
+        if round % 2 == 0 {
+            conn.write_all(&request(&["PING"])).expect("still open");
+            expect_bytes(&mut conn, b"+PONG\r\n");
+        } else {
+            conn.write_all(&request(&["GET", "nothing"])).expect("still open");
+            expect_bytes(&mut conn, b"$-1\r\n");
+        }
         std::thread::sleep(Duration::from_millis(400));
     }
     let mut buf = [0u8; 16];
@@ -224,4 +231,51 @@ fn requests_after_a_pause_are_read_by_the_poller_and_counted() {
     assert!(processed >= 41, "40 requests and an INFO, counted {processed}");
     // The first request of the connection is its thread's to read.
     assert!((39..=processed).contains(&by_poller), "{by_poller} of {processed} read by the poller");
+}
+
+/// Context switches of the node's client connection threads so far.
+fn client_thread_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "client" {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    total
+}
+
+#[test]
+fn idle_connections_cost_no_wake_ups() {
+    let c = one_node(&[]);
+    let pid = c.nodes[&1].pid().expect("running");
+    let clients: Vec<Client> = (0..20)
+        .map(|i| {
+            let mut client = Client::connect(&c.nodes[&1].client_addr).expect("connect");
+            let key = format!("idle-{i}");
+            assert_eq!(client.cmd(&["SET", &key, "v"]).expect("SET"), Reply::ok());
+            assert_eq!(client.cmd(&["GET", &key]).expect("GET"), Reply::bulk("v"));
+            // Answered by the thread itself: no batch is left out.
+            assert_eq!(client.cmd(&["PING"]).expect("PING"), Reply::Simple("PONG".into()));
+            client
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = client_thread_switches(pid);
+    assert!(before > 0, "the client threads of {pid} are not in /proc");
+    // Longer than the answer timeout (7 s), at which parked threads used
+    // to wake to look for a batch out too long.
+    std::thread::sleep(Duration::from_secs(8));
+    let woke = client_thread_switches(pid) - before;
+    assert!(woke < 10, "20 idle connections' threads switched context {woke} times in 8 s");
+    for mut client in clients {
+        assert_eq!(client.cmd(&["GET", "idle-0"]).expect("GET after idling"), Reply::bulk("v"));
+    }
 }

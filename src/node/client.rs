@@ -388,28 +388,32 @@ fn serve(
 /// whether it was idle past `--client-timeout`.
 fn park_until_needed(mut conn: Box<Connection>, poller: &Poller, park: &Park) -> (Box<Connection>, bool) {
     let idle_limit = conn.opts.idle_timeout;
-    let answer_timeout = conn.opts.answer_timeout;
     let mut idle_deadline = idle_limit.map(|t| Instant::now() + t);
     loop {
-        // The poller may arm a batch meanwhile: the thread looks at the
-        // connection at least once an answer timeout, and takes back a
-        // batch out that long (`await_input` then settles it).
-        let look = Instant::now() + answer_timeout;
-        let deadline = idle_deadline.map_or(look, |d| d.min(look));
-        let (back, why) = park.wait(poller, conn, deadline);
+        // The park also gives the connection back when a batch it has out
+        // (armed here or by the poller) is overdue: the thread takes the
+        // batch back, and `await_input` settles it.
+        let (back, why) = park.wait(poller, conn, idle_deadline);
         conn = back;
         let Unparked::Deadline { idle } = why else { return (conn, false) };
-        if conn.armed.is_some() && conn.armed_at.elapsed() >= answer_timeout {
+        let was_out = conn.armed.is_some();
+        let overdue = conn.answer_deadline();
+        let now = Instant::now();
+        if overdue.is_some_and(|d| now >= d) {
             return (conn, false);
         }
         if let Some(limit) = idle_limit {
             // A client waiting for a reply is not idle (nor was it before
-            // the poller: `await_input` waits for the batch first).
-            if idle >= limit && conn.armed.is_none() {
+            // the poller: `await_input` waits for the batch first), and
+            // one whose reply just went out is idle from now.
+            if overdue.is_some() || was_out {
+                idle_deadline = Some(now + limit);
+                continue;
+            }
+            if idle >= limit {
                 return (conn, true);
             }
-            let left = limit.saturating_sub(idle);
-            idle_deadline = Some(Instant::now() + if left.is_zero() { limit } else { left });
+            idle_deadline = Some(now + (limit - idle));
         }
     }
 }
@@ -485,13 +489,9 @@ impl Connection {
     /// Never blocks: whatever might is left to the connection's thread.
     pub(super) fn poll_step(&mut self) -> Verdict {
         let Some(fd) = self.fd else { return Verdict::ToThread };
-        if self.armed.is_some() {
-            // The reply to the last batch must leave first.
-            if !self.mailbox.take_sent() {
-                return Verdict::ToThread;
-            }
-            self.armed = None;
-            self.in_flight = None;
+        // The reply to the last batch must leave first.
+        if !self.nothing_out() {
+            return Verdict::ToThread;
         }
         for _ in 0..POLL_READS_MAX {
             if self.has_input() {
@@ -540,6 +540,34 @@ impl Connection {
             return Verdict::ToThread;
         }
         if self.slots.is_empty() || self.hand_over() { Verdict::Keep } else { Verdict::ToThread }
+    }
+
+    /// Whether no batch is out; one the mailbox has sent is taken back.
+    fn nothing_out(&mut self) -> bool {
+        if self.armed.is_some() {
+            if !self.mailbox.take_sent() {
+                return false;
+            }
+            self.armed = None;
+            self.in_flight = None;
+        }
+        true
+    }
+
+    /// When the batch out is overdue (its answers are taken back then), if
+    /// one is out.
+    pub(super) fn answer_deadline(&mut self) -> Option<Instant> {
+        if self.nothing_out() { None } else { self.armed_deadline() }
+    }
+
+    /// The same without asking the mailbox whether the batch went out (the
+    /// poller's path, which takes no mailbox lock for it).
+    pub(super) fn armed_deadline(&self) -> Option<Instant> {
+        self.armed.is_some().then(|| self.armed_at + self.opts.answer_timeout)
+    }
+
+    pub(super) fn mailbox(&self) -> &Mailbox {
+        &self.mailbox
     }
 
     /// Whether handling `args` cannot block: a read or a write of the

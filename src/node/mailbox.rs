@@ -250,6 +250,12 @@ impl Mailbox {
         sent
     }
 
+    /// Whether the armed batch went out whole, leaving the mailbox as it
+    /// is.
+    pub fn sent(&self) -> bool {
+        matches!(self.0.state.lock().direct, Direct::Sent)
+    }
+
     /// Whether the armed batch has ended, without waiting.
     pub fn try_settle(&self) -> Settled {
         end_of(&mut self.0.state.lock())

@@ -47,6 +47,10 @@ const THREADS: usize = 2;
 /// How often the poller looks at the node's stop flag.
 const STOP_POLL: Duration = Duration::from_millis(250);
 
+/// How often a poller thread looks for parked connections whose batch is
+/// overdue (`State::overdue`).
+const OVERDUE_SCAN: Duration = Duration::from_secs(1);
+
 /// The poller and the connections parked with it.
 pub struct Poller {
     epoll: Epoll,
@@ -54,6 +58,8 @@ pub struct Poller {
     next_token: AtomicU64,
     /// Cleared when the poller's threads stop: nothing parks after.
     running: AtomicBool,
+    /// When a thread last looked for overdue batches.
+    scanned: Mutex<Instant>,
 }
 
 /// Where one connection waits while the poller watches its socket.
@@ -82,6 +88,12 @@ struct State {
     /// The thread waits for the poller to put the connection back (a ring
     /// or its deadline came while the poller held it).
     wanted: bool,
+    /// When the batch the connection has out is overdue
+    /// (`Connection::answer_deadline`), if one is. A poller thread wakes
+    /// the connection's thread then, to take the batch back: the thread
+    /// itself sleeps until its own deadline, or for good, so that idle
+    /// connections cost no wake-ups.
+    overdue: Option<Instant>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +140,7 @@ impl Poller {
             parks: Mutex::default(),
             next_token: AtomicU64::new(1),
             running: AtomicBool::new(true),
+            scanned: Mutex::new(Instant::now()),
         });
         for started in 0..THREADS {
             let (run, stop) = (poller.clone(), stop.clone());
@@ -153,6 +166,7 @@ impl Poller {
                 added: false,
                 last_input: Instant::now(),
                 wanted: false,
+                overdue: None,
             }),
             changed: Condvar::new(),
             back: AtomicBool::new(false),
@@ -186,11 +200,43 @@ impl Poller {
                     self.serve(&park);
                 }
             }
+            self.wake_overdue();
         }
         self.running.store(false, Ordering::SeqCst);
         let parks: Vec<Arc<Park>> = self.parks.lock().values().cloned().collect();
         for park in parks {
             park.give_back();
+        }
+    }
+
+    /// Wakes the threads of parked connections whose batch is overdue, at
+    /// most once per [`OVERDUE_SCAN`] and by one poller thread.
+    fn wake_overdue(&self) {
+        let now = Instant::now();
+        {
+            let Some(mut scanned) = self.scanned.try_lock() else { return };
+            if now.duration_since(*scanned) < OVERDUE_SCAN {
+                return;
+            }
+            *scanned = now;
+        }
+        let parks: Vec<Arc<Park>> = self.parks.lock().values().cloned().collect();
+        for park in parks {
+            let state = park.state.lock();
+            let Some(overdue) = state.overdue.filter(|&d| state.owner == Owner::Parked && now >= d) else { continue };
+            let Some(mailbox) = state.conn.as_ref().map(|c| c.mailbox().clone()) else { continue };
+            // The mailbox is asked without the park's lock (lock order).
+            drop(state);
+            if mailbox.sent() {
+                // Its replies went out: nothing is overdue, and the
+                // thread sleeps on.
+                let mut state = park.state.lock();
+                if state.owner == Owner::Parked && state.overdue == Some(overdue) {
+                    state.overdue = None;
+                }
+            } else {
+                park.changed.notify_all();
+            }
         }
     }
 
@@ -215,8 +261,10 @@ impl Poller {
                 conn.fail(std::io::Error::other("the client poller failed serving this connection"));
                 Verdict::ToThread
             });
+        let overdue = conn.armed_deadline();
         let mut state = park.state.lock();
         state.conn = Some(conn);
+        state.overdue = overdue;
         state.last_input = Instant::now();
         state.owner = Owner::Returned;
         let keep = verdict == Verdict::Keep && self.running.load(Ordering::SeqCst);
@@ -238,8 +286,16 @@ impl Poller {
 impl Park {
     /// Leaves `conn` here while the poller watches its socket, and waits
     /// until its thread must take it back: the poller returns it, its
-    /// mailbox gives back a batch, or `deadline` passes.
-    pub fn wait(&self, poller: &Poller, conn: Box<Connection>, deadline: Instant) -> (Box<Connection>, Unparked) {
+    /// mailbox gives back a batch, `deadline` passes, or a batch it has
+    /// out is overdue.
+    pub fn wait(
+        &self,
+        poller: &Poller,
+        mut conn: Box<Connection>,
+        deadline: Option<Instant>,
+    ) -> (Box<Connection>, Unparked) {
+        // Before the park's lock: it looks at the mailbox (lock order).
+        let overdue = conn.answer_deadline();
         let mut state = self.state.lock();
         // Checked under the park's lock, which the stopping poller takes
         // after clearing it (`give_back`).
@@ -251,11 +307,13 @@ impl Park {
             return (conn, Unparked::Unwatched);
         }
         state.added = true;
+        state.overdue = overdue;
         state.conn = Some(conn);
         state.owner = Owner::Parked;
         loop {
             let back = self.back.load(Ordering::Acquire);
-            let due = Instant::now() >= deadline;
+            let now = Instant::now();
+            let due = deadline.is_some_and(|d| now >= d) || state.overdue.is_some_and(|d| now >= d);
             let why = match state.owner {
                 Owner::Returned => Some(Unparked::Input),
                 Owner::Parked if back => Some(Unparked::Back),
@@ -272,8 +330,12 @@ impl Park {
                 // It puts the connection back soon, and then says so.
                 state.wanted = true;
                 self.changed.wait(&mut state);
+            } else if let Some(at) = deadline {
+                self.changed.wait_until(&mut state, at);
             } else {
-                self.changed.wait_until(&mut state, deadline);
+                // Until the poller, a ring, an overdue batch or the node
+                // stopping wakes it.
+                self.changed.wait(&mut state);
             }
         }
     }
