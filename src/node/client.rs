@@ -272,6 +272,8 @@ pub struct Connection {
     armed: Option<Vec<Slot>>,
     /// When `armed` was handed over.
     armed_at: Instant,
+    /// When the mailbox sent the last batch taken back as sent.
+    replied_at: Instant,
     /// What the poller read and left to this connection's thread: the
     /// next request, or the error that ended reading.
     unread: Option<Result<Option<Vec<Vec<u8>>>, ReadError>>,
@@ -342,6 +344,7 @@ fn serve(
         fd: plain.then_some(fd),
         armed: None,
         armed_at: Instant::now(),
+        replied_at: Instant::now(),
         unread: None,
         wake: Wake { thread: Waker::current(), park: parking.as_ref().map(|(_, park)| park.clone()) },
     });
@@ -396,20 +399,21 @@ fn park_until_needed(mut conn: Box<Connection>, poller: &Poller, park: &Park) ->
         let (back, why) = park.wait(poller, conn, idle_deadline);
         conn = back;
         let Unparked::Deadline { idle } = why else { return (conn, false) };
-        let was_out = conn.armed.is_some();
-        let overdue = conn.answer_deadline();
+        let overdue_at = conn.answer_deadline();
         let now = Instant::now();
-        if overdue.is_some_and(|d| now >= d) {
+        if overdue_at.is_some_and(|d| now >= d) {
             return (conn, false);
         }
         if let Some(limit) = idle_limit {
             // A client waiting for a reply is not idle (nor was it before
-            // the poller: `await_input` waits for the batch first), and
-            // one whose reply just went out is idle from now.
-            if overdue.is_some() || was_out {
+            // the poller: `await_input` waits for the batch first).
+            if overdue_at.is_some() {
                 idle_deadline = Some(now + limit);
                 continue;
             }
+            // Idle since its last request or the last reply the core sent
+            // it, whichever came later.
+            let idle = idle.min(conn.replied_at.elapsed());
             if idle >= limit {
                 return (conn, true);
             }
@@ -490,7 +494,7 @@ impl Connection {
     pub(super) fn poll_step(&mut self) -> Verdict {
         let Some(fd) = self.fd else { return Verdict::ToThread };
         // The reply to the last batch must leave first.
-        if !self.nothing_out() {
+        if self.batch_still_out() {
             return Verdict::ToThread;
         }
         for _ in 0..POLL_READS_MAX {
@@ -542,22 +546,23 @@ impl Connection {
         if self.slots.is_empty() || self.hand_over() { Verdict::Keep } else { Verdict::ToThread }
     }
 
-    /// Whether no batch is out; one the mailbox has sent is taken back.
-    fn nothing_out(&mut self) -> bool {
+    /// Whether a batch is still out; one the mailbox has sent is taken
+    /// back first (and when it went out noted: the client is idle from
+    /// then).
+    fn batch_still_out(&mut self) -> bool {
         if self.armed.is_some() {
-            if !self.mailbox.take_sent() {
-                return false;
-            }
+            let Some(at) = self.mailbox.take_sent() else { return true };
+            self.replied_at = at;
             self.armed = None;
             self.in_flight = None;
         }
-        true
+        false
     }
 
-    /// When the batch out is overdue (its answers are taken back then), if
-    /// one is out.
+    /// When the batch still out will be overdue (its thread takes it back
+    /// then), if one is; one already sent is taken back now.
     pub(super) fn answer_deadline(&mut self) -> Option<Instant> {
-        if self.nothing_out() { None } else { self.armed_deadline() }
+        if self.batch_still_out() { self.armed_deadline() } else { None }
     }
 
     /// The same without asking the mailbox whether the batch went out (the

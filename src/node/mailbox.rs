@@ -67,8 +67,9 @@ enum Direct {
     #[default]
     Off,
     Armed(Batch),
-    /// Every reply went out.
-    Sent,
+    /// Every reply went out, at this instant (the client's idle time
+    /// counts from it).
+    Sent(Instant),
     /// The connection must finish the batch: write `unsent` (the batch's
     /// replies, encoded, that the socket did not take), or, if `None`,
     /// reply to the batch as usual from the answers in the queue.
@@ -239,21 +240,20 @@ impl Mailbox {
         }
     }
 
-    /// Whether the armed batch went out whole; if so the mailbox is unarmed,
-    /// otherwise left as it is (for the connection's thread to settle).
-    pub fn take_sent(&self) -> bool {
+    /// When the armed batch went out whole, if it did; then the mailbox is
+    /// unarmed, otherwise left as it is (for the connection's thread to
+    /// settle).
+    pub fn take_sent(&self) -> Option<Instant> {
         let mut state = self.0.state.lock();
-        let sent = matches!(state.direct, Direct::Sent);
-        if sent {
-            state.direct = Direct::Off;
-        }
-        sent
+        let Direct::Sent(at) = state.direct else { return None };
+        state.direct = Direct::Off;
+        Some(at)
     }
 
     /// Whether the armed batch went out whole, leaving the mailbox as it
     /// is.
     pub fn sent(&self) -> bool {
-        matches!(self.0.state.lock().direct, Direct::Sent)
+        matches!(self.0.state.lock().direct, Direct::Sent(_))
     }
 
     /// Whether the armed batch has ended, without waiting.
@@ -276,7 +276,7 @@ fn send_armed(state: &mut State) {
     if let Direct::Armed(batch) = std::mem::take(&mut state.direct) {
         let waker = batch.waker.clone();
         state.direct = send_batch(batch, &mut state.answers);
-        if !matches!(state.direct, Direct::Sent) {
+        if !matches!(state.direct, Direct::Sent(_)) {
             waker.wake();
         }
     }
@@ -290,7 +290,7 @@ fn end_of(state: &mut State) -> Settled {
             state.direct = armed;
             Settled::Pending
         }
-        Direct::Sent => Settled::Sent,
+        Direct::Sent(_) => Settled::Sent,
         Direct::Back { unsent: Some(bytes) } => Settled::Unsent(bytes),
         Direct::Back { unsent: None } => Settled::Back,
     }
@@ -338,10 +338,10 @@ fn send_batch(mut batch: Batch, answers: &mut VecDeque<(u64, Answer)>) -> Direct
                 return Direct::Back { unsent: Some(out) };
             }
             // The connection is broken: its thread finds out reading.
-            Err(_) => return Direct::Sent,
+            Err(_) => return Direct::Sent(Instant::now()),
         }
     }
-    Direct::Sent
+    Direct::Sent(Instant::now())
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ const THREADS: usize = 2;
 const STOP_POLL: Duration = Duration::from_millis(250);
 
 /// How often a poller thread looks for parked connections whose batch is
-/// overdue (`State::overdue`).
+/// overdue (`State::overdue_at`).
 const OVERDUE_SCAN: Duration = Duration::from_secs(1);
 
 /// The poller and the connections parked with it.
@@ -88,12 +88,14 @@ struct State {
     /// The thread waits for the poller to put the connection back (a ring
     /// or its deadline came while the poller held it).
     wanted: bool,
-    /// When the batch the connection has out is overdue
+    /// When the batch the connection has out will be overdue
     /// (`Connection::answer_deadline`), if one is. A poller thread wakes
-    /// the connection's thread then, to take the batch back: the thread
-    /// itself sleeps until its own deadline, or for good, so that idle
-    /// connections cost no wake-ups.
-    overdue: Option<Instant>,
+    /// the connection's thread then, to take the batch back (or clears
+    /// this, if the mailbox sent the batch meanwhile): the thread itself
+    /// sleeps until its own deadline, or for good, so that idle
+    /// connections cost no wake-ups. The safety net holds as long as a
+    /// poller thread comes round to `wake_overdue`.
+    overdue_at: Option<Instant>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,8 +126,8 @@ pub enum Unparked {
     Input,
     /// The mailbox gave back a batch.
     Back,
-    /// The deadline the thread set passed; `idle` is how long since the
-    /// last input.
+    /// The deadline the thread set passed, or a batch it has out is
+    /// overdue; `idle` is how long since the poller last read input.
     Deadline { idle: Duration },
     /// The socket could not be watched: go on as without a poller.
     Unwatched,
@@ -166,7 +168,7 @@ impl Poller {
                 added: false,
                 last_input: Instant::now(),
                 wanted: false,
-                overdue: None,
+                overdue_at: None,
             }),
             changed: Condvar::new(),
             back: AtomicBool::new(false),
@@ -223,7 +225,9 @@ impl Poller {
         let parks: Vec<Arc<Park>> = self.parks.lock().values().cloned().collect();
         for park in parks {
             let state = park.state.lock();
-            let Some(overdue) = state.overdue.filter(|&d| state.owner == Owner::Parked && now >= d) else { continue };
+            let Some(overdue_at) = state.overdue_at.filter(|&d| state.owner == Owner::Parked && now >= d) else {
+                continue;
+            };
             let Some(mailbox) = state.conn.as_ref().map(|c| c.mailbox().clone()) else { continue };
             // The mailbox is asked without the park's lock (lock order).
             drop(state);
@@ -231,8 +235,8 @@ impl Poller {
                 // Its replies went out: nothing is overdue, and the
                 // thread sleeps on.
                 let mut state = park.state.lock();
-                if state.owner == Owner::Parked && state.overdue == Some(overdue) {
-                    state.overdue = None;
+                if state.owner == Owner::Parked && state.overdue_at == Some(overdue_at) {
+                    state.overdue_at = None;
                 }
             } else {
                 park.changed.notify_all();
@@ -261,10 +265,10 @@ impl Poller {
                 conn.fail(std::io::Error::other("the client poller failed serving this connection"));
                 Verdict::ToThread
             });
-        let overdue = conn.armed_deadline();
+        let overdue_at = conn.armed_deadline();
         let mut state = park.state.lock();
         state.conn = Some(conn);
-        state.overdue = overdue;
+        state.overdue_at = overdue_at;
         state.last_input = Instant::now();
         state.owner = Owner::Returned;
         let keep = verdict == Verdict::Keep && self.running.load(Ordering::SeqCst);
@@ -295,7 +299,7 @@ impl Park {
         deadline: Option<Instant>,
     ) -> (Box<Connection>, Unparked) {
         // Before the park's lock: it looks at the mailbox (lock order).
-        let overdue = conn.answer_deadline();
+        let overdue_at = conn.answer_deadline();
         let mut state = self.state.lock();
         // Checked under the park's lock, which the stopping poller takes
         // after clearing it (`give_back`).
@@ -307,13 +311,13 @@ impl Park {
             return (conn, Unparked::Unwatched);
         }
         state.added = true;
-        state.overdue = overdue;
+        state.overdue_at = overdue_at;
         state.conn = Some(conn);
         state.owner = Owner::Parked;
         loop {
             let back = self.back.load(Ordering::Acquire);
             let now = Instant::now();
-            let due = deadline.is_some_and(|d| now >= d) || state.overdue.is_some_and(|d| now >= d);
+            let due = deadline.is_some_and(|d| now >= d) || state.overdue_at.is_some_and(|d| now >= d);
             let why = match state.owner {
                 Owner::Returned => Some(Unparked::Input),
                 Owner::Parked if back => Some(Unparked::Back),

@@ -4,6 +4,7 @@
 //! show the round with the median throughput.
 
 use super::{CELL_HEADERS, Lab, cells, chart, measure, median, spec, workload_name};
+use crate::bench::cpu::{CpuUse, Meter};
 use crate::bench::load::{LoadResult, LoadSpec, Workload};
 use crate::bench::local::{ClusterOptions, LocalCluster};
 use crate::bench::plot::Series;
@@ -40,7 +41,7 @@ pub struct Comparison<'a> {
 pub fn run(lab: &Lab, cmp: Comparison<'_>) -> Result<(), String> {
     let mut report = Report::new(&lab.out, cmp.name, cmp.title);
     report.text(&cmp.intro);
-    report.csv(format!("round,system,{}", LoadResult::CSV_HEADER));
+    report.csv(format!("round,system,{},servers_cpu_us_per_op", LoadResult::CSV_HEADER));
     let mut clusters = Vec::new();
     for (name, options) in &cmp.setups {
         let c = LocalCluster::start(options.clone())?;
@@ -60,6 +61,9 @@ pub fn run(lab: &Lab, cmp: Comparison<'_>) -> Result<(), String> {
         clusters.push((c, target));
     }
     let mut runs = vec![vec![Vec::new(); cmp.points.len()]; cmp.setups.len()];
+    // The servers' processor time per request, each round (`bench::cpu`):
+    // steadier than throughput from round to round on a shared machine.
+    let mut cpu: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); cmp.points.len()]; cmp.setups.len()];
     for round in 1..=lab.rounds {
         println!("== round {round} of {}", lab.rounds);
         for (k, point) in cmp.points.iter().enumerate() {
@@ -70,8 +74,13 @@ pub fn run(lab: &Lab, cmp: Comparison<'_>) -> Result<(), String> {
                 spec.security = c.client.clone();
                 let setup = &cmp.setups[s].0;
                 let what = format!("{setup}, {}, {} conn", workload_name(workload), point.label());
+                let pids: Vec<u32> = c.pids().into_iter().map(|(_, pid)| pid).collect();
+                let meter = Meter::start(&pids);
                 let r = measure(&what, &spec);
-                report.csv(format!("{round},{setup},{}", r.csv_row(&workload_name(workload), &spec)));
+                let us = CpuUse::per_op_us(meter.stop().servers_total(), r.ops_per_sec());
+                let shown = us.map_or(String::new(), |us| format!("{us:.1}"));
+                report.csv(format!("{round},{setup},{},{shown}", r.csv_row(&workload_name(workload), &spec)));
+                cpu[s][k].extend(us);
                 runs[s][k].push(r);
             }
         }
@@ -88,13 +97,19 @@ pub fn run(lab: &Lab, cmp: Comparison<'_>) -> Result<(), String> {
             let mut row = vec![workload, point.label(), name.clone()];
             row.extend(cells(r));
             row.push(format!("{:+.0}%", 100.0 * (r.ops_per_sec() / first - 1.0)));
+            row.push(median_of(&cpu[s][k]).map_or("-".into(), |us| format!("{us:.1}")));
             rows.push(row);
         }
     }
     let mut headers = vec!["workload", "connections", "setup"];
     headers.extend(CELL_HEADERS);
     headers.push(cmp.versus);
+    headers.push("servers µs/request");
     report.table(&headers, &rows);
+    report.text(
+        "Servers µs/request: processor time (user and system, from `/proc`) of the setup's node processes per \
+request, median of the rounds.",
+    );
     let mut mixes: Vec<u32> = cmp.points.iter().map(|p| p.read_pct).collect();
     mixes.dedup();
     for read_pct in mixes {
@@ -113,4 +128,11 @@ pub fn run(lab: &Lab, cmp: Comparison<'_>) -> Result<(), String> {
         report.chart(&format!("{read_pct}-reads"), &chart(&title, "connections", "ops/s", Some(categories), series))?;
     }
     report.finish()
+}
+
+/// The median of the rounds' figures, if any.
+fn median_of(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
 }
