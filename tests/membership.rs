@@ -29,14 +29,20 @@ fn leader(c: &mut TestCluster) -> u64 {
 fn admin(c: &TestCluster, via: u64, args: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
+    let mut tries = 0;
     while Instant::now() < deadline {
+        tries += 1;
         if let Ok(mut client) = c.client(via)
             && let Ok(reply) = client.cmd(args)
         {
             last = text(&reply);
             if last == "OK" {
+                if tries > 1 {
+                    println!("{args:?} via node {via}: OK on try {tries}");
+                }
                 return;
             }
+            println!("{args:?} via node {via}, try {tries}: {last}");
             // A transfer the target did not finish within an election
             // timeout (it lagged behind under load) is abandoned: an
             // operator asks again, and so does this.
@@ -48,7 +54,7 @@ fn admin(c: &TestCluster, via: u64, args: &[&str]) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    panic!("{args:?} via node {via} never succeeded: {last}\n{}", c.logs());
+    panic!("{args:?} via node {via} never succeeded in {tries} tries: {last}\n{}", c.logs());
 }
 
 /// The leader as the running nodes other than `except` see it.
