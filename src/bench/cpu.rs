@@ -106,6 +106,11 @@ impl Meter {
 }
 
 impl CpuUse {
+    /// The first server process given (the leader, where there is one).
+    pub fn leader(&self) -> Option<f64> {
+        self.servers.first().copied().flatten()
+    }
+
     /// The server processes together; `None` if any could not be read.
     pub fn servers_total(&self) -> Option<f64> {
         self.servers.iter().copied().sum()

@@ -951,13 +951,13 @@ impl Connection {
     /// finishing the batch here if the mailbox gives it back.
     fn await_input(&mut self) -> io::Result<()> {
         let (Some(fd), Some(_)) = (self.fd, &self.armed) else { return Ok(()) };
-        let since = self.armed_at;
+        let overdue_at = self.armed_deadline();
         loop {
             let readable = crate::net::sys::readable_within(fd, ARMED_POLL)?;
             match self.mailbox.try_settle() {
                 // The batch settles before anything else is written.
                 Settled::Pending if readable => return Ok(()),
-                Settled::Pending if since.elapsed() < self.opts.answer_timeout => continue,
+                Settled::Pending if overdue_at.is_some_and(|d| Instant::now() < d) => continue,
                 Settled::Pending => {
                     let outcome = self.mailbox.settle(Duration::ZERO);
                     self.settled(outcome)?;

@@ -3,7 +3,7 @@
 //! that all of them see the same weather on a shared machine; the tables
 //! show the round with the median throughput.
 
-use super::{CELL_HEADERS, Lab, cells, chart, measure, median, spec, workload_name};
+use super::{CELL_HEADERS, Lab, cells, chart, measure, median, median_by, spec, workload_name};
 use crate::bench::cpu::{CpuUse, Meter};
 use crate::bench::load::{LoadResult, LoadSpec, Workload};
 use crate::bench::local::{ClusterOptions, LocalCluster};
@@ -97,7 +97,9 @@ pub fn run(lab: &Lab, cmp: Comparison<'_>) -> Result<(), String> {
             let mut row = vec![workload, point.label(), name.clone()];
             row.extend(cells(r));
             row.push(format!("{:+.0}%", 100.0 * (r.ops_per_sec() / first - 1.0)));
-            row.push(median_of(&cpu[s][k]).map_or("-".into(), |us| format!("{us:.1}")));
+            let us = &cpu[s][k];
+            let us = (!us.is_empty()).then(|| median_by(us.clone(), |&v| v));
+            row.push(us.map_or("-".into(), |us| format!("{us:.1}")));
             rows.push(row);
         }
     }
@@ -128,11 +130,4 @@ request, median of the rounds.",
         report.chart(&format!("{read_pct}-reads"), &chart(&title, "connections", "ops/s", Some(categories), series))?;
     }
     report.finish()
-}
-
-/// The median of the rounds' figures, if any.
-fn median_of(values: &[f64]) -> Option<f64> {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied()
 }

@@ -55,7 +55,7 @@ same size, the followers and the clients elsewhere.",
         .zip(medians)
         .map(|(name, (p, used))| {
             let servers = us(used.servers_total(), p);
-            let leader = us(used.servers.first().copied().flatten(), p);
+            let leader = us(used.leader(), p);
             let load = us(used.own, p);
             let both = servers.zip(load).map(|(s, l)| s + l);
             vec![
@@ -167,7 +167,7 @@ connection unless `-P 16`. {} rounds, each point on each system in turn; the med
                 point.errors,
                 cpus(used.machine),
                 cpus(used.servers_total()),
-                cpus(used.servers.first().copied().flatten()),
+                cpus(used.leader()),
                 cpus(used.own),
                 used.processors,
             ));
